@@ -1,1 +1,3 @@
-return 0;
+using Granite.Cli;
+
+return await GraniteCli.RunAsync(args, Console.Out, Console.Error);

@@ -1,0 +1,80 @@
+using System.Text.Json;
+using Granite.Core;
+
+namespace Granite.Cli;
+
+/// <summary>The <c>granite</c> command line: dispatch, error policy (one line on stderr, exit code 2).</summary>
+internal static partial class GraniteCli
+{
+    internal const string Usage = """
+        usage: granite <command> [options]
+
+        commands:
+          inspect    --model DIR [--json]                          config summary, parameter counts, weight and state bytes
+          logits     --model DIR --ids 1,2,3 [--greedy N] [--dtype f32|bf16] --json
+          generate   --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+          tokenize   --model DIR --text T [--json]
+          detokenize --model DIR --ids 1,2,3
+          prompt     --model DIR --conversation FILE.json [--json]
+
+        common options: --verbose (stack traces on errors), --threads N
+        """;
+
+    internal static readonly JsonSerializerOptions Json = new() { WriteIndented = false };
+
+    public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
+    {
+        bool verbose = args.Contains("--verbose");
+        var rest = args.Where(a => a != "--verbose").ToArray();
+        if (rest.Length == 0 || rest[0] is "-h" or "--help" or "help")
+        {
+            stdout.WriteLine(Usage);
+            return rest.Length == 0 ? 2 : 0;
+        }
+        try
+        {
+            GraniteRuntime.EnsureLoaded();
+            if (verbose) stderr.WriteLine("native: " + GraniteRuntime.LoadReport);
+            string command = rest[0];
+            var tail = rest.Skip(1);
+            return command switch
+            {
+                "inspect" => Inspect(new CliArgs(tail, new HashSet<string> { "json" }), stdout),
+                _ => await RunMoreAsync(command, tail, stdout, stderr, cancellationToken),
+            };
+        }
+        catch (CliUsageException ex)
+        {
+            stderr.WriteLine("granite: " + ex.Message);
+            return 2;
+        }
+        catch (OperationCanceledException)
+        {
+            stderr.WriteLine("granite: cancelled");
+            return 130;
+        }
+        catch (Exception ex) when (ex is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or ArgumentException or NotSupportedException or InvalidOperationException or KeyNotFoundException or IOException or JsonException)
+        {
+            stderr.WriteLine("granite: " + ex.Message);
+            if (verbose) stderr.WriteLine(ex.ToString());
+            return 2;
+        }
+    }
+
+    static partial void RunMore(string command, IEnumerable<string> args, TextWriter stdout, TextWriter stderr, CancellationToken ct, ref Task<int>? result);
+
+    private static Task<int> RunMoreAsync(string command, IEnumerable<string> args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
+        Task<int>? result = null;
+        RunMore(command, args, stdout, stderr, ct, ref result);
+        return result ?? throw new CliUsageException($"unknown command '{command}' (try 'granite --help')");
+    }
+
+    internal static string ModelDir(CliArgs a)
+    {
+        var dir = a.Require("model");
+        if (!Directory.Exists(dir)) throw new CliUsageException($"model folder not found: {dir}");
+        if (!File.Exists(Path.Combine(dir, "config.json"))) throw new CliUsageException($"not a Granite checkpoint folder (no config.json): {dir}");
+        return dir;
+    }
+}
