@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using System.Text;
 using Microsoft.ML.Tokenizers;
 
@@ -22,9 +23,16 @@ public sealed class GraniteTokenizer
     private readonly bool[] _isSpecial;
     private readonly bool _ignoreMerges;
 
+    // piece → ids cache (like the Hugging Face BPE word cache); bounded, span-keyed to avoid allocations on hits
+    private const int MaxCachedPieceLength = 48;
+    private const int MaxCacheEntries = 100_000;
+    private readonly ConcurrentDictionary<string, int[]> _pieceCache = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _pieceLookup;
+
     private GraniteTokenizer(TokenizerDefinition definition, TokenizerSettings settings, string? settingsPath, ModelTokenIds fallbackIds, string? fallbackSource)
     {
         _vocab = definition.Vocabulary;
+        _pieceLookup = _pieceCache.GetAlternateLookup<ReadOnlySpan<char>>();
         _preTokenizer = definition.PreTokenizer;
         _ignoreMerges = definition.IgnoreMerges;
         _matcher = new AddedTokenMatcher(definition.AddedTokens);
@@ -264,7 +272,19 @@ public sealed class GraniteTokenizer
                 continue;
             }
 
-            ids.AddRange(_bpe.EncodeToIds(piece.Span, considerPreTokenization: false, considerNormalization: false));
+            bool cacheable = piece.Length <= MaxCachedPieceLength;
+            if (cacheable && _pieceLookup.TryGetValue(piece.Span, out int[]? cached))
+            {
+                ids.AddRange(cached);
+                continue;
+            }
+
+            IReadOnlyList<int> pieceIds = _bpe.EncodeToIds(piece.Span, considerPreTokenization: false, considerNormalization: false);
+            ids.AddRange(pieceIds);
+            if (cacheable && _pieceCache.Count < MaxCacheEntries)
+            {
+                _pieceCache.TryAdd(piece.ToString(), pieceIds.ToArray());
+            }
         }
     }
 

@@ -114,4 +114,24 @@ public class GraniteTokenizerGoldenTests
         GraniteTokenizer tokenizer = TokenizerGolden.Tokenizer("tiny-h-moe");
         tokenizer.Decode([39, 540, -3, 72]).Should().Be("Hi");
     }
+
+    [Fact]
+    public void ConcurrentEncodesAgreeWithGolden()
+    {
+        // a fresh instance so the piece cache is filled concurrently
+        GraniteTokenizer tokenizer = GraniteTokenizer.FromDirectory(TokenizerGolden.Dir("tiny-h-dense"));
+        List<TokenizerGolden.EncodeCase> cases = TokenizerGolden.Load("tiny-h-dense").Cases;
+        var failures = new System.Collections.Concurrent.ConcurrentBag<string>();
+
+        Parallel.For(0, 64, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i =>
+        {
+            TokenizerGolden.EncodeCase c = cases[i % cases.Count];
+            if (!tokenizer.Encode(c.Text, allowSpecialTokens: true).SequenceEqual(c.Ids))
+            {
+                failures.Add(c.Text);
+            }
+        });
+
+        failures.Should().BeEmpty();
+    }
 }
