@@ -25,7 +25,7 @@ public sealed class GraniteTokenizer
 
     // piece → ids cache (like the Hugging Face BPE word cache); bounded, span-keyed to avoid allocations on hits
     private const int MaxCachedPieceLength = 48;
-    private const int MaxCacheEntries = 100_000;
+    private const int MaxCacheEntries = 50_000;
     private readonly ConcurrentDictionary<string, int[]> _pieceCache = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _pieceLookup;
 
