@@ -394,3 +394,15 @@ public class GraniteChatTemplateOracleTests
         return doc.RootElement.EnumerateArray().Select(e => e.Clone()).ToArray();
     }
 }
+
+public class GraniteChatTemplateToolShapeTests
+{
+    [Fact]
+    public void AIFunctionFactoryFunction_RendersOpenAiShapeWithItsSchema()
+    {
+        AIFunction f = AIFunctionFactory.Create((string city, int days = 1) => "x", "get_forecast", "Get the forecast");
+        string json = ChatMessageMapper.ToolToJson(f);
+        json.Should().Be(
+            """{"type": "function", "function": {"name": "get_forecast", "description": "Get the forecast", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "default": 1}}, "required": ["city"]}}}""");
+    }
+}

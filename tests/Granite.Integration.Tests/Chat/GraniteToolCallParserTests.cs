@@ -241,6 +241,22 @@ public class GraniteToolCallParserTests
         result.Result.Should().BeOfType<string>().Which.Should().StartWith("Error").And.Contain(GraniteToolCallParser.MalformedCallName);
     }
 
+    [Fact]
+    public async Task ParsedCall_IsInvokedByFunctionInvokingChatClient_WithTypedArguments()
+    {
+        var seen = new List<(string City, int Days)>();
+        AIFunction tool = AIFunctionFactory.Create((string city, int days) => { seen.Add((city, days)); return "sunny"; }, "get_forecast");
+        var inner = new ScriptedChatClient(
+            GraniteToolCallParser.Parse("<tool_call>\n{\"name\": \"get_forecast\", \"arguments\": \"{\\\"city\\\": \\\"S\u00e3o Paulo\\\", \\\"days\\\": 3}\"}\n</tool_call>").Contents,
+            [new TextContent("Sunny.")]);
+        using IChatClient client = new ChatClientBuilder(inner).UseFunctionInvocation().Build();
+
+        ChatResponse response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "Forecast?")], new ChatOptions { Tools = [tool] });
+
+        response.Text.Should().Be("Sunny.");
+        seen.Should().Equal(("São Paulo", 3));
+    }
+
     private static string Args(FunctionCallContent call) => PythonJson.SerializeValue(call.Arguments);
 
     private static string[] StreamDescribe(params string[] pieces)
