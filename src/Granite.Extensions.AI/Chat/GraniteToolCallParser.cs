@@ -38,7 +38,7 @@ namespace Granite.Extensions.AI.Chat;
 /// </summary>
 internal sealed partial class GraniteToolCallParser
 {
-    /// <summary>Name given to malformed tool calls (never a real tool, so nothing is invoked).</summary>
+    /// <summary>Name given to malformed tool calls (matches no real tool unless an application names one so, so nothing is invoked).</summary>
     public const string MalformedCallName = "invalid_tool_call";
 
     /// <summary><see cref="AIContent.AdditionalProperties"/> key holding the tool name a malformed call intended, when recognisable.</summary>
