@@ -1,0 +1,148 @@
+using System.Security.Cryptography;
+using Granite.Core;
+using Granite.Core.Weights;
+using static TorchSharp.torch;
+
+namespace Granite.Core.Tests.Weights;
+
+public class SafetensorsZeroCopyTests
+{
+    public SafetensorsZeroCopyTests() => GraniteRuntime.EnsureLoaded();
+
+    [Theory]
+    [InlineData("tiny-h-moe")]
+    [InlineData("tiny-h-moe-sharded")]
+    [InlineData("tiny-dense")]
+    public void TensorDataPointsIntoTheMappedFile(string fixture)
+    {
+        using var ckpt = SafetensorsCheckpoint.Open(Fixtures.Dir(fixture));
+        foreach (var name in ckpt.TensorNames)
+        {
+            using var t = ckpt.GetTensor(name);
+            TorchNative.DataPointer(t).Should().Be(ckpt.MappedAddressOf(name), name);
+        }
+    }
+
+    [Fact]
+    public void Mapping512MiBBarelyGrowsRssAndValuesAreRight()
+    {
+        using var tmp = new TempDir();
+        const int count = 8;
+        const long rows = 8192, cols = 4096; // 32 Mi BF16 elements = 64 MiB per tensor, 512 MiB in all
+        var specs = Enumerable.Range(0, count).Select(i => new SafetensorsTensorSpec($"w{i}", ScalarType.BFloat16, new[] { rows, cols })).ToList();
+        var sums = new double[count];
+        var path = tmp.File("big.safetensors");
+        SafetensorsWriter.Write(path, specs, s =>
+        {
+            int i = int.Parse(s.Name[1..]);
+            var t = full(s.Shape, (float)(i + 1) * 0.5f, dtype: ScalarType.BFloat16);
+            t[i, i] = tensor(100f);
+            using var sum = t.to_type(ScalarType.Float64).sum();
+            sums[i] = sum.item<double>();
+            return t;
+        });
+        new FileInfo(path).Length.Should().BeGreaterThan(512L * 1024 * 1024);
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        long before = Fixtures.ReadRssKiB();
+        using var ckpt = SafetensorsCheckpoint.Open(path);
+        var tensors = specs.Select(s => ckpt.GetTensor(s.Name)).ToList();
+        long after = Fixtures.ReadRssKiB();
+        try
+        {
+            // A copying reader would add 512 MiB; mapping plus header parsing costs a few MiB at most.
+            (after - before).Should().BeLessThan(48 * 1024, "mapping must not copy or touch the 512 MiB of data");
+            for (int i = 0; i < count; i++)
+            {
+                tensors[i].shape.Should().Equal(rows, cols);
+                using var s = tensors[i].to_type(ScalarType.Float64).sum();
+                s.item<double>().Should().Be(sums[i]);
+            }
+        }
+        finally
+        {
+            foreach (var t in tensors) t.Dispose();
+        }
+    }
+
+    [Fact]
+    public void InPlaceWritesNeverReachTheFile()
+    {
+        using var tmp = new TempDir();
+        var path = tmp.File("model.safetensors");
+        using (var a = arange(0, 64, dtype: ScalarType.Float32).reshape(8, 8))
+            SafetensorsWriter.Write(path, new Dictionary<string, Tensor> { ["a"] = a });
+        var hash = SHA256.HashData(File.ReadAllBytes(path));
+
+        using (var ckpt = SafetensorsCheckpoint.Open(tmp.Path))
+        using (var t = ckpt.GetTensor("a"))
+        {
+            t.add_(1000f); // forbidden by contract, but must neither crash nor corrupt the file
+            t[0, 0].item<float>().Should().Be(1000f);
+        }
+        SHA256.HashData(File.ReadAllBytes(path)).Should().Equal(hash);
+        using (var again = SafetensorsCheckpoint.Open(tmp.Path))
+        using (var t = again.GetTensor("a"))
+            t[7, 7].item<float>().Should().Be(63f);
+    }
+
+    [Fact]
+    public void TensorsOutliveTheCheckpointThenReleaseTheMapping()
+    {
+        var ckpt = SafetensorsCheckpoint.Open(Fixtures.Dir("tiny-h-moe-sharded"));
+        var first = ckpt.TensorNames.First(n => ckpt.GetInfo(n).FilePath.EndsWith("00001-of-00003.safetensors", StringComparison.Ordinal));
+        byte[] expected, expectedRow0;
+        using (var original = ckpt.GetTensor(first))
+        {
+            expected = original.bytes.ToArray();
+            using var row0 = original.narrow(0, 0, 1);
+            expectedRow0 = row0.bytes.ToArray();
+        }
+        var kept = ckpt.GetTensor(first);
+        ckpt.MappedFileCount.Should().Be(3);
+
+        ckpt.Dispose();
+        ckpt.Invoking(c => c.GetTensor(first)).Should().Throw<ObjectDisposedException>();
+        ckpt.MappedFileCount.Should().Be(1, "only the shard with a live tensor stays mapped");
+        kept.bytes.ToArray().Should().Equal(expected, "the view is still valid after Dispose");
+        using (var view = kept.narrow(0, 0, 1)) // a view shares the storage and keeps the mapping too
+        {
+            kept.Dispose();
+            ckpt.MappedFileCount.Should().Be(1);
+            view.bytes.ToArray().Should().Equal(expectedRow0);
+        }
+        ckpt.MappedFileCount.Should().Be(0, "freeing the last storage unmaps the file");
+    }
+
+    [Fact]
+    public void MisalignedDataIsCopiedAndStillCorrect()
+    {
+        using var tmp = new TempDir();
+        // F32 tensor starting at data offset 2: not 4-byte aligned in memory, so the reader must copy instead of viewing.
+        var floats = new[] { 1.5f, -2.25f, 3.125f };
+        var data = new byte[2 + 12];
+        Buffer.BlockCopy(floats, 0, data, 2, 12);
+        var header = """{"pad":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"x":{"dtype":"F32","shape":[3],"data_offsets":[2,14]}}""";
+        // Make the data section start 8-byte aligned so offset 2 is really misaligned.
+        header = header.PadRight((header.Length + 7) / 8 * 8);
+        var path = RawSafetensors.Write(tmp.File("m.safetensors"), header, data);
+        using var ckpt = SafetensorsCheckpoint.Open(path);
+        using var x = ckpt.GetTensor("x");
+        x.data<float>().ToArray().Should().Equal(floats);
+        using var pad = ckpt.GetTensor("pad");
+        pad.data<byte>().ToArray().Should().Equal(0, 0);
+    }
+
+    [Fact]
+    public void GetTensorWithDtypeConvertsOnlyWhenNeeded()
+    {
+        using var ckpt = SafetensorsCheckpoint.Open(Fixtures.Dir("tiny-h-moe"));
+        using var same = ckpt.GetTensor("model.norm.weight", ScalarType.BFloat16);
+        TorchNative.DataPointer(same).Should().Be(ckpt.MappedAddressOf("model.norm.weight"));
+        using var f32 = ckpt.GetTensor("model.norm.weight", ScalarType.Float32);
+        f32.dtype.Should().Be(ScalarType.Float32);
+        using var back = f32.to_type(ScalarType.BFloat16);
+        back.bytes.ToArray().Should().Equal(same.bytes.ToArray());
+    }
+}
