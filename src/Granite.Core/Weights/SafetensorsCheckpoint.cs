@@ -153,10 +153,14 @@ public sealed class SafetensorsCheckpoint : IDisposable
 
     private static List<(string Tensor, string Shard)> ReadWeightMap(string index, string dir)
     {
+        ReadOnlyMemory<byte> bytes = File.ReadAllBytes(index);
+        if (bytes.Span.StartsWith("\uFEFF"u8)) bytes = bytes[3..]; // tolerate a UTF-8 byte order mark
+        if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
+            throw new InvalidDataException($"{index}: not valid JSON (invalid UTF-8)");
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(index));
+            doc = JsonDocument.Parse(bytes);
         }
         catch (JsonException ex)
         {

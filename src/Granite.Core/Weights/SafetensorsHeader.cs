@@ -70,6 +70,8 @@ internal sealed class SafetensorsHeader
     /// <summary>Validates header JSON against a data section of <paramref name="dataLength"/> bytes.</summary>
     public static SafetensorsHeader Parse(ReadOnlyMemory<byte> json, long dataLength, string file)
     {
+        if (!System.Text.Unicode.Utf8.IsValid(json.Span))
+            throw new InvalidDataException($"{file}: header is not valid JSON (invalid UTF-8)");
         JsonDocument doc;
         try
         {
