@@ -11,54 +11,6 @@ public class SafetensorsFixtureTests
 {
     public SafetensorsFixtureTests() => GraniteRuntime.EnsureLoaded();
 
-    /// <summary>Names and shapes the spec (granite-spec.md §3) predicts for a config.</summary>
-    private static Dictionary<string, long[]> ExpectedShapes(GraniteConfig c)
-    {
-        long h = c.HiddenSize;
-        var m = new Dictionary<string, long[]>
-        {
-            ["model.embed_tokens.weight"] = new[] { (long)c.VocabSize, h },
-            ["model.norm.weight"] = new[] { h },
-            ["lm_head.weight"] = new[] { (long)c.VocabSize, h },
-        };
-        for (int i = 0; i < c.NumHiddenLayers; i++)
-        {
-            var p = $"model.layers.{i}.";
-            m[p + "input_layernorm.weight"] = new[] { h };
-            m[p + "post_attention_layernorm.weight"] = new[] { h };
-            m[p + "shared_mlp.input_linear.weight"] = new[] { 2L * c.SharedIntermediateSize, h };
-            m[p + "shared_mlp.output_linear.weight"] = new[] { h, c.SharedIntermediateSize };
-            if (c.NumLocalExperts > 0)
-            {
-                m[p + "block_sparse_moe.router.layer.weight"] = new[] { (long)c.NumLocalExperts, h };
-                m[p + "block_sparse_moe.input_linear.weight"] = new[] { (long)c.NumLocalExperts, 2L * c.IntermediateSize, h };
-                m[p + "block_sparse_moe.output_linear.weight"] = new[] { (long)c.NumLocalExperts, h, c.IntermediateSize };
-            }
-            if (c.LayerTypes[i] == LayerKind.Mamba)
-            {
-                var q = p + "mamba.";
-                m[q + "in_proj.weight"] = new[] { (long)c.MambaInProjSize, h };
-                m[q + "conv1d.weight"] = new[] { (long)c.MambaConvDim, 1, c.MambaDConv };
-                m[q + "conv1d.bias"] = new[] { (long)c.MambaConvDim };
-                m[q + "dt_bias"] = new[] { (long)c.MambaNHeads };
-                m[q + "A_log"] = new[] { (long)c.MambaNHeads };
-                m[q + "D"] = new[] { (long)c.MambaNHeads };
-                m[q + "norm.weight"] = new[] { (long)c.MambaInnerSize };
-                m[q + "out_proj.weight"] = new[] { h, c.MambaInnerSize };
-            }
-            else
-            {
-                var q = p + "self_attn.";
-                long hd = c.HeadDim;
-                m[q + "q_proj.weight"] = new[] { c.NumAttentionHeads * hd, h };
-                m[q + "k_proj.weight"] = new[] { c.NumKeyValueHeads * hd, h };
-                m[q + "v_proj.weight"] = new[] { c.NumKeyValueHeads * hd, h };
-                m[q + "o_proj.weight"] = new[] { h, c.NumAttentionHeads * hd };
-            }
-        }
-        return m;
-    }
-
     [Theory]
     [InlineData("tiny-h-moe")]
     [InlineData("tiny-h-moe-sharded")]
@@ -73,8 +25,8 @@ public class SafetensorsFixtureTests
         var expectedDtype = dtypeName switch { "BF16" => ScalarType.BFloat16, "F32" => ScalarType.Float32, _ => throw new InvalidOperationException(dtypeName) };
 
         using var ckpt = SafetensorsCheckpoint.Open(dir);
-        var expected = ExpectedShapes(config);
-        var report = ckpt.Compare(expected.Keys, n => n == "lm_head.weight");
+        var expected = GraniteCheckpointLayout.Tensors(config, expectedDtype, includeLmHead: true).ToDictionary(s => s.Name, s => s.Shape);
+        var report = ckpt.Compare(expected.Keys, n => GraniteCheckpointLayout.IsOptional(n, config));
         report.Missing.Should().BeEmpty();
         report.Unexpected.Should().BeEmpty();
         report.IsComplete.Should().BeTrue();
