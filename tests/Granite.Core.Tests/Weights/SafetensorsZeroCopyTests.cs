@@ -156,4 +156,48 @@ public class SafetensorsZeroCopyTests
         using var back = f32.to_type(ScalarType.BFloat16);
         back.bytes.ToArray().Should().Equal(same.bytes.ToArray());
     }
+
+    [Fact]
+    public void ParameterBuiltFromAViewStaysZeroCopyAndKeepsTheMapping()
+    {
+        var ckpt = SafetensorsCheckpoint.Open(Fixtures.Dir("tiny-h-moe"));
+        const string name = "model.layers.0.mamba.out_proj.weight";
+        var address = ckpt.MappedAddressOf(name);
+        var p = new TorchSharp.Modules.Parameter(ckpt.GetTensor(name), requires_grad: false);
+        TorchNative.DataPointer(p).Should().Be(address);
+        ckpt.Dispose();
+        ckpt.MappedFileCount.Should().Be(1);
+        using (var x = ones(2, 128, dtype: ScalarType.BFloat16))
+        using (var y = nn.functional.linear(x, p))
+            y.shape.Should().Equal(2, 64);
+        p.Dispose();
+        ckpt.MappedFileCount.Should().Be(0);
+    }
+
+    [Fact]
+    public void ConcurrentGetTensorAndDisposeKeepCountsExact()
+    {
+        var ckpt = SafetensorsCheckpoint.Open(Fixtures.Dir("tiny-h-moe-sharded"));
+        var names = ckpt.TensorNames.ToArray();
+        var threads = Enumerable.Range(0, 4).Select(k => new Thread(() =>
+        {
+            for (int i = 0; i < 1500; i++)
+            {
+                try
+                {
+                    using var t = ckpt.GetTensor(names[(i * 7 + k) % names.Length]);
+                    _ = t.shape;
+                }
+                catch (ObjectDisposedException)
+                {
+                    return; // the checkpoint was disposed mid-loop: the only acceptable failure
+                }
+            }
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        Thread.Sleep(20);
+        ckpt.Dispose();
+        threads.ForEach(t => t.Join());
+        ckpt.MappedFileCount.Should().Be(0, "every tensor was disposed, so every mapping is gone");
+    }
 }
