@@ -55,6 +55,13 @@ internal sealed unsafe class MappedSafetensorsFile
         get { lock (RegistryGate) return Live.Count; }
     }
 
+    /// <summary>Whether this process currently maps <paramref name="path"/> through this class (for tests).</summary>
+    public static bool IsPathMapped(string path)
+    {
+        var full = System.IO.Path.GetFullPath(path);
+        lock (RegistryGate) return Live.Any(f => f.Path == full);
+    }
+
     /// <summary>Start address of the mapped file (header included).</summary>
     public IntPtr BaseAddress => (IntPtr)_base;
 
