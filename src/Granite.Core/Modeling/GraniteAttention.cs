@@ -43,12 +43,12 @@ internal sealed class GraniteAttention : nn.Module
     {
         long T = u.shape[0];
         long start = cache.Length;
-        var q = F.linear(u, q_proj.Weight, q_proj.Bias).reshape(T, _heads, _headDim);
-        var k = F.linear(u, k_proj.Weight, k_proj.Bias).reshape(T, _kvHeads, _headDim);
-        var v = F.linear(u, v_proj.Weight, v_proj.Bias).reshape(T, _kvHeads, _headDim);
+        var q = Ops.Linear(u, q_proj.Weight, q_proj.Bias).reshape(T, _heads, _headDim);
+        var k = Ops.Linear(u, k_proj.Weight, k_proj.Bias).reshape(T, _kvHeads, _headDim);
+        var v = Ops.Linear(u, v_proj.Weight, v_proj.Bias).reshape(T, _kvHeads, _headDim);
         if (_rope)
         {
-            var (cos, sin) = RopeTables(start, T, u.dtype, u.device);
+            var (cos, sin) = RopeTables(start, T, q.dtype, u.device);
             q = ApplyRope(q, cos, sin);
             k = ApplyRope(k, cos, sin);
         }
@@ -68,10 +68,10 @@ internal sealed class GraniteAttention : nn.Module
             var masked = keyPos.unsqueeze(0) > qryPos.unsqueeze(1);                 // [T, S]
             scores = scores.reshape(_kvHeads, r, T, S).masked_fill(masked, double.NegativeInfinity).reshape(_kvHeads, r * T, S);
         }
-        var probs = F.softmax(scores, -1).to_type(u.dtype);
+        var probs = F.softmax(scores, -1).to_type(values.dtype);
         var o = torch.matmul(probs, values)                                         // [n_kv, r·T, d]
             .reshape(_heads, T, _headDim).permute(1, 0, 2).reshape(T, (long)_heads * _headDim);
-        return F.linear(o, o_proj.Weight, o_proj.Bias);
+        return Ops.Linear(o, o_proj.Weight, o_proj.Bias);
     }
 
     private (Tensor Cos, Tensor Sin) RopeTables(long start, long T, ScalarType dtype, Device device)

@@ -41,7 +41,7 @@ internal sealed class GraniteCausalLM : nn.Module
     {
         var h = model.Forward(ids, state, hidden);
         if (!allPositions) h = h[-1];
-        var logits = F.linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(ScalarType.Float32);
+        var logits = Ops.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(ScalarType.Float32);
         return logits / _logitsScaling;
     }
 }
@@ -69,7 +69,7 @@ internal sealed class GraniteBackbone : nn.Module
 
     public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden)
     {
-        var h = embed_tokens.Weight.index_select(0, ids) * _embeddingMultiplier;   // [T, H]
+        var h = embed_tokens.Weight.index_select(0, ids).to_type(ScalarType.Float32) * _embeddingMultiplier; // [T, H], residual stream in float32
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         for (int i = 0; i < layers.Count; i++)
         {

@@ -56,7 +56,12 @@ public sealed class GraniteModel : IDisposable
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
         const string embedName = "model.embed_tokens.weight";
         var stored = ckpt.Contains(embedName) ? ckpt.GetInfo(embedName).DType : ScalarType.Float32;
-        var dtype = options.WeightDtype == WeightDtypePolicy.Float32 || stored == ScalarType.Float16 ? ScalarType.Float32 : stored;
+        var dtype = options.WeightDtype switch
+        {
+            WeightDtypePolicy.Float32 => ScalarType.Float32,
+            WeightDtypePolicy.BFloat16 => ScalarType.BFloat16,
+            _ => stored == ScalarType.Float16 ? ScalarType.Float32 : stored,
+        };
 
         GraniteCausalLM? module = null;
         try

@@ -11,6 +11,9 @@ public enum WeightDtypePolicy
 
     /// <summary>Convert every weight to float32; all compute is float32 (reference parity, twice the memory of BF16).</summary>
     Float32,
+
+    /// <summary>Convert every weight to BF16 (e.g. to halve the memory of an F32 checkpoint); BF16 activations.</summary>
+    BFloat16,
 }
 
 /// <summary>

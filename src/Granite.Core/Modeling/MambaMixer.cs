@@ -56,7 +56,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor Forward(Tensor u, MambaLayerState state)
     {
         long T = u.shape[0];
-        var proj = F.linear(u, in_proj.Weight, in_proj.Bias);                     // [T, D_in]
+        var proj = Ops.Linear(u, in_proj.Weight, in_proj.Bias);                     // [T, D_in]
         var z = proj.narrow(1, 0, _inner);                                          // gate
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
@@ -82,8 +82,8 @@ internal sealed class MambaMixer : nn.Module
         var v = y.reshape(T, _inner) * F.silu(z.to_type(ScalarType.Float32));
         var vg = v.reshape(T, _groups, _inner / _groups);
         vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-        var normed = (vg.reshape(T, _inner) * norm.Weight.to_type(ScalarType.Float32)).to_type(u.dtype);
-        return F.linear(normed, out_proj.Weight, out_proj.Bias);
+        var normed = vg.reshape(T, _inner) * norm.Weight.to_type(ScalarType.Float32);      // float32; out_proj casts
+        return Ops.Linear(normed, out_proj.Weight, out_proj.Bias);
     }
 
     /// <summary>Per-head view of group-shared B/C: [T, G, N] → [T, n_m, N].</summary>

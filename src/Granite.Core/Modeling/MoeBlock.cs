@@ -35,7 +35,7 @@ internal sealed class MoeBlock : nn.Module
         long T = u.shape[0];
         var logits = router.Logits(u).to_type(ScalarType.Float32);                   // [T, E]
         var (topVals, topIdx) = logits.topk(_topK, dim: 1);                        // [T, k]
-        var gates = F.softmax(topVals, 1).to_type(u.dtype);                        // softmax over the k only
+        var gates = F.softmax(topVals, 1);                                         // softmax over the k only (float32)
 
         var flatExpert = topIdx.reshape(-1);                                       // [T·k]
         var flatToken = torch.arange(T, ScalarType.Int64, u.device).repeat_interleave(_topK);
@@ -53,9 +53,9 @@ internal sealed class MoeBlock : nn.Module
             if (n == 0) continue;
             var tok = tokenSorted.narrow(0, offset, n);
             var xe = u.index_select(0, tok);                                       // [n, H]
-            var a = F.linear(xe, input_linear.Weight[e]);                          // [n, 2·I_e]
+            var a = Ops.Linear(xe, input_linear.Weight[e]);                          // [n, 2·I_e]
             var m = F.silu(a.narrow(1, 0, _inter)) * a.narrow(1, _inter, _inter);
-            var ye = F.linear(m, output_linear.Weight[e]) * gateSorted.narrow(0, offset, n).unsqueeze(1);
+            var ye = Ops.Linear(m, output_linear.Weight[e]) * gateSorted.narrow(0, offset, n).unsqueeze(1);
             output.index_add_(0, tok, ye, 1);
             offset += n;
         }
@@ -76,5 +76,5 @@ internal sealed class MoeRouter : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Logits(Tensor u) => F.linear(u, layer.Weight);
+    public Tensor Logits(Tensor u) => Ops.Linear(u, layer.Weight);
 }

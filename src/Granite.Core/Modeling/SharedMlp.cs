@@ -23,8 +23,8 @@ internal sealed class SharedMlp : nn.Module
 
     public Tensor Forward(Tensor u)
     {
-        var a = F.linear(u, input_linear.Weight);
+        var a = Ops.Linear(u, input_linear.Weight);
         var m = F.silu(a.narrow(-1, 0, _inter)) * a.narrow(-1, _inter, _inter);
-        return F.linear(m, output_linear.Weight);
+        return Ops.Linear(m, output_linear.Weight);
     }
 }

@@ -25,7 +25,7 @@ public class ModelParityTests
         Fixtures.SelectMany(f => Golden.Load(f).Cases.Select(c => new object[] { f, c.Name }));
 
     internal static GraniteModel LoadF32(string fixture) =>
-        GraniteModel.Load(Golden.FixtureDir(fixture), new GraniteModelOptions { WeightDtype = WeightDtypePolicy.Float32 });
+        GraniteModel.Load(Golden.FixtureDir(fixture), new GraniteModelOptions { WeightDtype = WeightDtypePolicy.Float32, Threads = 1 });
 
     internal static float[] Floats(Tensor t) => t.to_type(ScalarType.Float32).contiguous().data<float>().ToArray();
 
