@@ -56,22 +56,50 @@ internal sealed class GraniteAttention : nn.Module
         var keys = cache.Keys;                                                      // [n_kv, S, d]
         var values = cache.Values;
         long S = keys.shape[1];
-        int r = _heads / _kvHeads;
 
+        // Long prefills attend in query blocks so the float32 score matrix stays bounded.
+        long rowsPerBlock = Math.Max(1, MaxScoreElements / ((long)_heads * S));
+        Tensor o;
+        if (T <= rowsPerBlock) o = AttendBlock(q, start, keys, values);
+        else
+        {
+            var parts = new List<Tensor>();
+            for (long qs = 0; qs < T; qs += rowsPerBlock)
+            {
+                long n = Math.Min(rowsPerBlock, T - qs);
+                long visible = start + qs + n;                                      // later keys are all masked
+                parts.Add(AttendBlock(q.narrow(0, qs, n), start + qs, keys.narrow(1, 0, visible), values.narrow(1, 0, visible)));
+            }
+            o = torch.cat(parts, 0);
+        }
+        return Ops.Linear(o, o_proj.Weight, o_proj.Bias);
+    }
+
+    /// <summary>Upper bound on elements of one float32 score block [n_h, rows, S] (internal for tests).</summary>
+    internal static long MaxScoreElements { get; set; } = 1L << 26;
+
+    /// <summary>
+    /// softmax(q·kᵀ·attention_multiplier) · v for queries q [n, n_h, d] at absolute positions qStart…qStart+n−1 against
+    /// keys/values [n_kv, S, d]; returns [n, n_h·d].
+    /// </summary>
+    private Tensor AttendBlock(Tensor q, long qStart, Tensor keys, Tensor values)
+    {
+        long T = q.shape[0];
+        long S = keys.shape[1];
+        int r = _heads / _kvHeads;
         // Group query heads by their KV head: head h = j·r + i → [n_kv, r·T, d]; no KV copy for GQA.
         var qg = q.permute(1, 0, 2).reshape(_kvHeads, r * T, _headDim);
         var scores = torch.matmul(qg, keys.transpose(1, 2)).to_type(ScalarType.Float32) * _scale; // [n_kv, r·T, S]
-        if (T > 1)
+        if (qStart + T - 1 < S - 1 || T > 1)
         {
-            var keyPos = torch.arange(S, ScalarType.Int64, u.device);
-            var qryPos = torch.arange(start, start + T, ScalarType.Int64, u.device);
+            var keyPos = torch.arange(S, ScalarType.Int64, q.device);
+            var qryPos = torch.arange(qStart, qStart + T, ScalarType.Int64, q.device);
             var masked = keyPos.unsqueeze(0) > qryPos.unsqueeze(1);                 // [T, S]
             scores = scores.reshape(_kvHeads, r, T, S).masked_fill(masked, double.NegativeInfinity).reshape(_kvHeads, r * T, S);
         }
         var probs = F.softmax(scores, -1).to_type(values.dtype);
-        var o = torch.matmul(probs, values)                                         // [n_kv, r·T, d]
+        return torch.matmul(probs, values)                                          // [n_kv, r·T, d]
             .reshape(_heads, T, _headDim).permute(1, 0, 2).reshape(T, (long)_heads * _headDim);
-        return Ops.Linear(o, o_proj.Weight, o_proj.Bias);
     }
 
     private (Tensor Cos, Tensor Sin) RopeTables(long start, long T, ScalarType dtype, Device device)
