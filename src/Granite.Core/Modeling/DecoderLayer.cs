@@ -1,0 +1,47 @@
+using Granite.Core.Configuration;
+using Granite.Core.State;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// One decoder layer (<c>model.layers.{i}</c>): h += m·Mixer(norm(h)); h += m·(MoE(norm(h)) + SharedMLP(norm(h))).
+/// </summary>
+internal sealed class DecoderLayer : nn.Module
+{
+#pragma warning disable IDE1006
+    private readonly RmsNorm input_layernorm, post_attention_layernorm;
+    private readonly MambaMixer? mamba;
+    private readonly GraniteAttention? self_attn;
+    private readonly MoeBlock? block_sparse_moe;
+    private readonly SharedMlp shared_mlp;
+#pragma warning restore IDE1006
+    private readonly double _residual;
+
+    public DecoderLayer(GraniteConfig c, int index, ScalarType dtype, Device device) : base($"layer{index}")
+    {
+        Kind = c.LayerTypes[index];
+        _residual = c.ResidualMultiplier;
+        input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        if (Kind == LayerKind.Mamba) mamba = new MambaMixer(c, dtype, device);
+        else self_attn = new GraniteAttention(c, dtype, device);
+        if (c.IsMoe) block_sparse_moe = new MoeBlock(c, dtype, device);
+        shared_mlp = new SharedMlp(c, dtype, device);
+        RegisterComponents();
+    }
+
+    public LayerKind Kind { get; }
+
+    public Tensor Forward(Tensor h, MambaLayerState? mambaState, AttentionLayerState? kv)
+    {
+        var u = input_layernorm.Forward(h);
+        u = mamba is not null ? mamba.Forward(u, mambaState!) : self_attn!.Forward(u, kv!);
+        h = h + u * _residual;
+        u = post_attention_layernorm.Forward(h);
+        var ffn = shared_mlp.Forward(u);
+        if (block_sparse_moe is not null) ffn = block_sparse_moe.Forward(u) + ffn;
+        return h + ffn * _residual;
+    }
+}

@@ -1,0 +1,120 @@
+using Granite.Core.Configuration;
+using Granite.Core.State;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// Self-attention (<c>model.layers.{i}.self_attn</c>): q/k/v/o projections, optional NeoX RoPE, GQA with consecutive
+/// KV-head sharing, softmax(q·kᵀ·attention_multiplier) in float32, causal. See granite-spec §4.5.
+/// </summary>
+internal sealed class GraniteAttention : nn.Module
+{
+#pragma warning disable IDE1006
+    private readonly ParamBlock q_proj, k_proj, v_proj, o_proj;
+#pragma warning restore IDE1006
+    private readonly int _heads, _kvHeads, _headDim;
+    private readonly double _scale;
+    private readonly bool _rope;
+    private readonly float[] _invFreq;
+
+    public GraniteAttention(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteAttention))
+    {
+        _heads = c.NumAttentionHeads;
+        _kvHeads = c.NumKeyValueHeads;
+        _headDim = c.HeadDim;
+        _scale = c.AttentionMultiplier;
+        _rope = c.UsesRope;
+        long h = c.HiddenSize;
+        long[]? Bias(long n) => c.AttentionBias ? new[] { n } : null;
+        q_proj = new ParamBlock("q_proj", new[] { (long)_heads * _headDim, h }, Bias((long)_heads * _headDim), dtype, device);
+        k_proj = new ParamBlock("k_proj", new[] { (long)_kvHeads * _headDim, h }, Bias((long)_kvHeads * _headDim), dtype, device);
+        v_proj = new ParamBlock("v_proj", new[] { (long)_kvHeads * _headDim, h }, Bias((long)_kvHeads * _headDim), dtype, device);
+        o_proj = new ParamBlock("o_proj", new[] { h, (long)_heads * _headDim }, Bias(h), dtype, device);
+        // inv_freq_i = θ^(−2i/d), as float32 like the reference.
+        _invFreq = Enumerable.Range(0, _headDim / 2).Select(i => (float)(1.0 / Math.Pow(c.RopeTheta, 2.0 * i / _headDim))).ToArray();
+        RegisterComponents();
+    }
+
+    /// <summary>Attends <paramref name="u"/> [T, H] at absolute positions start…start+T−1, appending K/V to the cache.</summary>
+    public Tensor Forward(Tensor u, AttentionLayerState cache)
+    {
+        long T = u.shape[0];
+        long start = cache.Length;
+        var q = Ops.Linear(u, q_proj.Weight, q_proj.Bias).reshape(T, _heads, _headDim);
+        var k = Ops.Linear(u, k_proj.Weight, k_proj.Bias).reshape(T, _kvHeads, _headDim);
+        var v = Ops.Linear(u, v_proj.Weight, v_proj.Bias).reshape(T, _kvHeads, _headDim);
+        if (_rope)
+        {
+            var (cos, sin) = RopeTables(start, T, q.dtype, u.device);
+            q = ApplyRope(q, cos, sin);
+            k = ApplyRope(k, cos, sin);
+        }
+        cache.Append(k.permute(1, 0, 2), v.permute(1, 0, 2));
+        var keys = cache.Keys;                                                      // [n_kv, S, d]
+        var values = cache.Values;
+        long S = keys.shape[1];
+
+        // Long prefills attend in query blocks so the float32 score matrix stays bounded.
+        long rowsPerBlock = Math.Max(1, MaxScoreElements / ((long)_heads * S));
+        Tensor o;
+        if (T <= rowsPerBlock) o = AttendBlock(q, start, keys, values);
+        else
+        {
+            var parts = new List<Tensor>();
+            for (long qs = 0; qs < T; qs += rowsPerBlock)
+            {
+                long n = Math.Min(rowsPerBlock, T - qs);
+                long visible = start + qs + n;                                      // later keys are all masked
+                parts.Add(AttendBlock(q.narrow(0, qs, n), start + qs, keys.narrow(1, 0, visible), values.narrow(1, 0, visible)));
+            }
+            o = torch.cat(parts, 0);
+        }
+        return Ops.Linear(o, o_proj.Weight, o_proj.Bias);
+    }
+
+    /// <summary>Upper bound on elements of one float32 score block [n_h, rows, S] (internal for tests).</summary>
+    internal static long MaxScoreElements { get; set; } = 1L << 26;
+
+    /// <summary>
+    /// softmax(q·kᵀ·attention_multiplier) · v for queries q [n, n_h, d] at absolute positions qStart…qStart+n−1 against
+    /// keys/values [n_kv, S, d]; returns [n, n_h·d].
+    /// </summary>
+    private Tensor AttendBlock(Tensor q, long qStart, Tensor keys, Tensor values)
+    {
+        long T = q.shape[0];
+        long S = keys.shape[1];
+        int r = _heads / _kvHeads;
+        // Group query heads by their KV head: head h = j·r + i → [n_kv, r·T, d]; no KV copy for GQA.
+        var qg = q.permute(1, 0, 2).reshape(_kvHeads, r * T, _headDim);
+        var scores = torch.matmul(qg, keys.transpose(1, 2)).to_type(ScalarType.Float32) * _scale; // [n_kv, r·T, S]
+        if (qStart + T - 1 < S - 1 || T > 1)
+        {
+            var keyPos = torch.arange(S, ScalarType.Int64, q.device);
+            var qryPos = torch.arange(qStart, qStart + T, ScalarType.Int64, q.device);
+            var masked = keyPos.unsqueeze(0) > qryPos.unsqueeze(1);                 // [T, S]
+            scores = scores.reshape(_kvHeads, r, T, S).masked_fill(masked, double.NegativeInfinity).reshape(_kvHeads, r * T, S);
+        }
+        var probs = F.softmax(scores, -1).to_type(values.dtype);
+        return torch.matmul(probs, values)                                          // [n_kv, r·T, d]
+            .reshape(_heads, T, _headDim).permute(1, 0, 2).reshape(T, (long)_heads * _headDim);
+    }
+
+    private (Tensor Cos, Tensor Sin) RopeTables(long start, long T, ScalarType dtype, Device device)
+    {
+        var inv = torch.tensor(_invFreq, device: device);                           // [d/2] float32
+        var pos = torch.arange(start, start + T, ScalarType.Float32, device);       // [T]
+        var ang = pos.unsqueeze(1) * inv.unsqueeze(0);                              // [T, d/2]
+        var emb = torch.cat(new[] { ang, ang }, 1);                                 // [T, d]
+        return (emb.cos().to_type(dtype).unsqueeze(1), emb.sin().to_type(dtype).unsqueeze(1)); // [T, 1, d]
+    }
+
+    private Tensor ApplyRope(Tensor x, Tensor cos, Tensor sin)
+    {
+        int half = _headDim / 2;
+        var rotated = torch.cat(new[] { -x.narrow(2, half, half), x.narrow(2, 0, half) }, 2);
+        return x * cos + rotated * sin;
+    }
+}

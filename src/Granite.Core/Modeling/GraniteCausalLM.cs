@@ -1,0 +1,83 @@
+using Granite.Core.Configuration;
+using Granite.Core.State;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// The module tree, named like the checkpoint: <c>model.embed_tokens</c>, <c>model.layers.{i}.*</c>, <c>model.norm</c>,
+/// <c>lm_head</c> (absent when tied). Parameters are allocated uninitialised on the given device (nothing on <c>meta</c>).
+/// </summary>
+internal sealed class GraniteCausalLM : nn.Module
+{
+#pragma warning disable IDE1006
+    private readonly GraniteBackbone model;
+    private readonly ParamBlock? lm_head;
+#pragma warning restore IDE1006
+    private readonly double _logitsScaling;
+
+    public GraniteCausalLM(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteCausalLM))
+    {
+        Config = c;
+        _logitsScaling = c.LogitsScaling;
+        model = new GraniteBackbone(c, dtype, device);
+        if (!c.TieWordEmbeddings) lm_head = new ParamBlock("lm_head", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
+        RegisterComponents();
+    }
+
+    public GraniteConfig Config { get; }
+
+    internal GraniteBackbone Backbone => model;
+
+    /// <summary>
+    /// Runs <paramref name="ids"/> [T] through the model, advancing <paramref name="state"/>; returns float32 logits for
+    /// all positions [T, V] or the last one [V]. If <paramref name="hidden"/> is given, float32 copies of every residual
+    /// stream (embeddings, each layer's output, after the final norm) are added to it.
+    /// </summary>
+    public Tensor Forward(Tensor ids, InferenceState state, bool allPositions, List<Tensor>? hidden = null)
+    {
+        var h = model.Forward(ids, state, hidden);
+        if (!allPositions) h = h[-1];
+        var logits = Ops.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(ScalarType.Float32);
+        return logits / _logitsScaling;
+    }
+}
+
+/// <summary><c>model.*</c>: embeddings, decoder layers, final norm.</summary>
+internal sealed class GraniteBackbone : nn.Module
+{
+#pragma warning disable IDE1006
+    private readonly ParamBlock embed_tokens;
+    private readonly ModuleList<DecoderLayer> layers;
+    private readonly RmsNorm norm;
+#pragma warning restore IDE1006
+    private readonly double _embeddingMultiplier;
+
+    public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteBackbone))
+    {
+        _embeddingMultiplier = c.EmbeddingMultiplier;
+        embed_tokens = new ParamBlock("embed_tokens", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
+        layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device)).ToArray());
+        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        RegisterComponents();
+    }
+
+    public Tensor EmbeddingWeight => embed_tokens.Weight;
+
+    public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden)
+    {
+        var h = embed_tokens.Weight.index_select(0, ids).to_type(ScalarType.Float32) * _embeddingMultiplier; // [T, H], residual stream in float32
+        hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
+        for (int i = 0; i < layers.Count; i++)
+        {
+            h = layers[i].Forward(h, state.Mamba[i], state.Attention[i]);
+            hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
+        }
+        h = norm.Forward(h);
+        hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
+        return h;
+    }
+}

@@ -1,0 +1,194 @@
+using System.Runtime.InteropServices;
+using Granite.Core.Configuration;
+using Granite.Core.State;
+using Granite.Core.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// A loaded Granite 4.0 model (hybrid Mamba-2/attention, MoE or dense) running in-process on TorchSharp.
+/// Use <see cref="CreateState"/> for each sequence and <see cref="Forward(ReadOnlySpan{int}, InferenceState, bool)"/>
+/// to feed tokens (prefill a block, then one token per decode step).
+/// </summary>
+/// <remarks>Not thread-safe: run all calls for a model on one thread (TorchSharp dispose scopes are thread-local).</remarks>
+public sealed class GraniteModel : IDisposable
+{
+    private readonly GraniteCausalLM _module;
+    private readonly object _identity = new();
+    private readonly Device _device;
+    private bool _disposed;
+
+    private GraniteModel(GraniteCausalLM module, Device device, ModelLoadReport report)
+    {
+        _module = module;
+        _device = device;
+        LoadReport = report;
+    }
+
+    /// <summary>The model configuration.</summary>
+    public GraniteConfig Config => _module.Config;
+
+    /// <summary>What was loaded (dtypes, unexpected tensors).</summary>
+    public ModelLoadReport LoadReport { get; }
+
+    /// <summary>Dtype of the weights and activations (float32 islands aside).</summary>
+    public ScalarType WeightDtype => LoadReport.WeightDtype;
+
+    internal GraniteCausalLM Module => _module;
+
+    /// <summary>Loads <c>config.json</c> and the safetensors weights from a folder.</summary>
+    /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
+    /// <exception cref="FileNotFoundException">config.json or a weight file is missing.</exception>
+    /// <exception cref="InvalidDataException">The config is invalid, a required tensor is missing, or a tensor has the
+    /// wrong shape; messages name tensor and folder.</exception>
+    public static GraniteModel Load(string modelDir, GraniteModelOptions? options = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(modelDir);
+        GraniteRuntime.EnsureLoaded();
+        options ??= new GraniteModelOptions();
+        if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder not found: {modelDir}");
+        var config = GraniteConfig.Load(modelDir);
+        if (options.Threads > 0) torch.set_num_threads(options.Threads);
+        var device = torch.device(options.Device);
+
+        using var ckpt = SafetensorsCheckpoint.Open(modelDir);
+        const string embedName = "model.embed_tokens.weight";
+        var stored = ckpt.Contains(embedName) ? ckpt.GetInfo(embedName).DType : ScalarType.Float32;
+        var dtype = options.WeightDtype switch
+        {
+            WeightDtypePolicy.Float32 => ScalarType.Float32,
+            WeightDtypePolicy.BFloat16 => ScalarType.BFloat16,
+            _ => stored == ScalarType.Float16 ? ScalarType.Float32 : stored,
+        };
+
+        GraniteCausalLM? module = null;
+        try
+        {
+            using (torch.no_grad())
+            {
+                module = new GraniteCausalLM(config, dtype, device);
+                var report = LoadWeights(module, ckpt, modelDir, config, stored, dtype);
+                return new GraniteModel(module, device, report);
+            }
+        }
+        catch
+        {
+            module?.Dispose();
+            throw;
+        }
+    }
+
+    private static ModelLoadReport LoadWeights(GraniteCausalLM module, SafetensorsCheckpoint ckpt, string modelDir, GraniteConfig config, ScalarType stored, ScalarType dtype)
+    {
+        var parameters = module.named_parameters().ToList();
+        var missing = new List<string>();
+        foreach (var (name, p) in parameters)
+        {
+            if (!ckpt.Contains(name)) { missing.Add(name); continue; }
+            var shape = ckpt.GetInfo(name).Shape;
+            if (!shape.SequenceEqual(p.shape))
+                throw new InvalidDataException($"Checkpoint '{modelDir}': tensor '{name}' has shape [{string.Join(", ", shape)}] but {config.SourcePath ?? "the config"} requires [{string.Join(", ", p.shape)}]");
+        }
+        bool ignoredTied = config.TieWordEmbeddings && ckpt.Contains("lm_head.weight");
+        var used = new HashSet<string>(parameters.Select(p => p.name), StringComparer.Ordinal);
+        if (ignoredTied) used.Add("lm_head.weight");
+        var unexpected = ckpt.TensorNames.Where(n => !used.Contains(n)).OrderBy(n => n, StringComparer.Ordinal).ToList();
+        long count = parameters.Sum(p => p.parameter.numel());
+        var report = new ModelLoadReport(modelDir, missing, unexpected, ignoredTied, stored, dtype, count);
+        if (missing.Count > 0)
+        {
+            string list = string.Join(", ", missing.Take(12)) + (missing.Count > 12 ? $", … ({missing.Count - 12} more)" : "");
+            var ex = new InvalidDataException($"Checkpoint '{modelDir}' is missing {missing.Count} required tensor(s): {list}");
+            ex.Data["ModelLoadReport"] = report;
+            throw ex;
+        }
+        foreach (var (name, p) in parameters)
+        {
+            using var scope = torch.NewDisposeScope();
+            var src = ckpt.GetTensor(name);
+            p.copy_(src);
+            src.Dispose();
+        }
+        return report;
+    }
+
+    /// <summary>Creates an empty per-sequence state (zero Mamba states, empty KV caches) on the model's device.</summary>
+    public InferenceState CreateState()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var c = Config;
+        var mamba = new MambaLayerState?[c.NumHiddenLayers];
+        var attention = new AttentionLayerState?[c.NumHiddenLayers];
+        using (torch.no_grad())
+        {
+            for (int i = 0; i < c.NumHiddenLayers; i++)
+            {
+                if (c.LayerTypes[i] == LayerKind.Mamba)
+                    mamba[i] = MambaLayerState.Create(c.MambaConvDim, c.MambaDConv, c.MambaNHeads, c.MambaDHead, c.MambaDState, WeightDtype, _device);
+                else
+                    attention[i] = new AttentionLayerState(c.NumKeyValueHeads, c.HeadDim, c.MaxPositionEmbeddings, WeightDtype, _device);
+            }
+        }
+        return new InferenceState(_identity, mamba, attention, new List<int>());
+    }
+
+    /// <summary>
+    /// Feeds <paramref name="ids"/> after the tokens already in <paramref name="state"/> and advances the state.
+    /// Returns float32 logits: <c>[T, vocab]</c> when <paramref name="allPositions"/>, otherwise <c>[vocab]</c> for the
+    /// last position. The caller disposes the returned tensor.
+    /// </summary>
+    /// <exception cref="ArgumentException">Empty input, a state from another model, or the context would exceed
+    /// <c>max_position_embeddings</c>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id is outside the vocabulary.</exception>
+    public Tensor Forward(ReadOnlySpan<int> ids, InferenceState state, bool allPositions = false) => Forward(ids, state, allPositions, null);
+
+    /// <inheritdoc cref="Forward(ReadOnlySpan{int}, InferenceState, bool)"/>
+    public Tensor Forward(IReadOnlyList<int> ids, InferenceState state, bool allPositions = false)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        int[] arr = ids as int[] ?? ids.ToArray();
+        return Forward(arr.AsSpan(), state, allPositions, null);
+    }
+
+    /// <summary>Forward that also returns float32 copies of every residual stream (for debugging/parity tests).</summary>
+    internal Tensor Forward(ReadOnlySpan<int> ids, InferenceState state, bool allPositions, List<Tensor>? hidden)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(state);
+        state.ThrowIfDisposed();
+        if (!ReferenceEquals(state.Owner, _identity))
+            throw new ArgumentException("The inference state was created by a different model instance.", nameof(state));
+        if (ids.Length == 0) throw new ArgumentException("At least one token id is required.", nameof(ids));
+        var c = Config;
+        if ((long)state.Length + ids.Length > c.MaxPositionEmbeddings)
+            throw new ArgumentException($"The context would hold {state.Length} cached + {ids.Length} new = {state.Length + ids.Length} tokens, more than max_position_embeddings ({c.MaxPositionEmbeddings}).", nameof(ids));
+        var longs = new long[ids.Length];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            int id = ids[i];
+            if ((uint)id >= (uint)c.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} at index {i} is outside the vocabulary [0, {c.VocabSize}).");
+            longs[i] = id;
+        }
+
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        var idsT = torch.tensor(longs, ScalarType.Int64, _device);
+        var scratch = hidden is null ? null : new List<Tensor>();
+        var logits = _module.Forward(idsT, state, allPositions, scratch);
+        state.AppendTokens(ids);
+        if (scratch is not null)
+            foreach (var t in scratch) hidden!.Add(t.MoveToOuterDisposeScope());
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Releases the weights.</summary>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        _module.Dispose();
+    }
+}

@@ -1,0 +1,37 @@
+namespace Granite.Core.Modeling;
+
+/// <summary>How checkpoint weights are held in memory.</summary>
+public enum WeightDtypePolicy
+{
+    /// <summary>
+    /// Keep the checkpoint's dtype (BF16 checkpoints stay BF16, F32 stay F32; F16 checkpoints are widened to F32 because
+    /// Granite overflows FP16). Activations run in that dtype with float32 islands.
+    /// </summary>
+    AsStored,
+
+    /// <summary>Convert every weight to float32; all compute is float32 (reference parity, twice the memory of BF16).</summary>
+    Float32,
+
+    /// <summary>Convert every weight to BF16 (e.g. to halve the memory of an F32 checkpoint); BF16 activations.</summary>
+    BFloat16,
+}
+
+/// <summary>
+/// Options of <see cref="GraniteModel.Load"/>.
+/// </summary>
+/// <remarks>
+/// Compute dtype: activations use the weight dtype (see <see cref="WeightDtype"/>). These parts always run in float32:
+/// every RMSNorm (incl. the gated norm), the router logits and top-k softmax, the attention softmax, A = −exp(A_log),
+/// Δ = softplus(dt + dt_bias), exp(Δ·A), the whole SSD scan and the SSM state.
+/// </remarks>
+public sealed record GraniteModelOptions
+{
+    /// <summary>Weight dtype policy; default <see cref="WeightDtypePolicy.AsStored"/>.</summary>
+    public WeightDtypePolicy WeightDtype { get; init; } = WeightDtypePolicy.AsStored;
+
+    /// <summary>TorchSharp device string for weights, state and compute (default <c>"cpu"</c>).</summary>
+    public string Device { get; init; } = "cpu";
+
+    /// <summary>If positive, calls <c>torch.set_num_threads</c> with this value at load time (process-wide).</summary>
+    public int Threads { get; init; }
+}

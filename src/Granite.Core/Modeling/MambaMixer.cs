@@ -1,0 +1,152 @@
+using Granite.Core.Configuration;
+using Granite.Core.State;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// Mamba-2 mixer (<c>model.layers.{i}.mamba</c>): in_proj → z | xBC | dt, causal depthwise conv + SiLU, SSD scan
+/// (chunked for T &gt; 1, recurrent for T = 1, both continuing from the cached state), D skip, per-group gated RMSNorm,
+/// out_proj. See granite-spec §4.4.
+/// </summary>
+internal sealed class MambaMixer : nn.Module
+{
+#pragma warning disable IDE1006
+    private readonly ParamBlock in_proj;
+    private readonly ParamBlock conv1d;
+    private readonly Parameter dt_bias;
+    private readonly Parameter A_log;
+    private readonly Parameter D;
+    private readonly ParamBlock norm;
+    private readonly ParamBlock out_proj;
+#pragma warning restore IDE1006
+
+    private readonly int _inner, _convDim, _heads, _headDim, _groups, _dState, _kernel, _chunk;
+    private readonly double _eps, _dtMin, _dtMax;
+
+    public MambaMixer(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(MambaMixer))
+    {
+        _inner = c.MambaInnerSize;
+        _convDim = c.MambaConvDim;
+        _heads = c.MambaNHeads;
+        _headDim = c.MambaDHead;
+        _groups = c.MambaNGroups;
+        _dState = c.MambaDState;
+        _kernel = c.MambaDConv;
+        _chunk = c.MambaChunkSize;
+        _eps = c.RmsNormEps;
+        _dtMin = c.TimeStepLimit.Min;
+        _dtMax = c.TimeStepLimit.Max;
+        long h = c.HiddenSize;
+        in_proj = new ParamBlock("in_proj", new[] { (long)c.MambaInProjSize, h }, c.MambaProjBias ? new long[] { c.MambaInProjSize } : null, dtype, device);
+        conv1d = new ParamBlock("conv1d", new long[] { _convDim, 1, _kernel }, c.MambaConvBias ? new long[] { _convDim } : null, dtype, device);
+        // A_log, D and dt_bias only feed float32 islands: keep them float32 whatever the weight dtype.
+        dt_bias = ParamBlock.NewParameter(new long[] { _heads }, ScalarType.Float32, device);
+        A_log = ParamBlock.NewParameter(new long[] { _heads }, ScalarType.Float32, device);
+        D = ParamBlock.NewParameter(new long[] { _heads }, ScalarType.Float32, device);
+        norm = new ParamBlock("norm", new long[] { _inner }, null, dtype, device);
+        out_proj = new ParamBlock("out_proj", new[] { h, (long)_inner }, c.MambaProjBias ? new[] { h } : null, dtype, device);
+        RegisterComponents();
+    }
+
+    /// <summary>Mixes <paramref name="u"/> [T, H] (compute dtype), advancing <paramref name="state"/> in place.</summary>
+    public Tensor Forward(Tensor u, MambaLayerState state)
+    {
+        long T = u.shape[0];
+        var proj = Ops.Linear(u, in_proj.Weight, in_proj.Bias);                     // [T, D_in]
+        var z = proj.narrow(1, 0, _inner);                                          // gate
+        var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
+        var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
+
+        // Causal depthwise conv over [cached K-1 raw columns | new columns].
+        var window = torch.cat(new[] { state.Conv.narrow(1, 1, _kernel - 1), xBC.t() }, 1);   // [C, K-1+T]
+        state.Conv.copy_(window.narrow(1, T - 1, _kernel));
+        var conv = F.conv1d(window.unsqueeze(0), conv1d.Weight, conv1d.Bias, groups: _convDim).squeeze(0); // [C, T]
+        var xBCa = F.silu(conv).t();                                                // [T, C]
+
+        var x = xBCa.narrow(1, 0, _inner).to_type(ScalarType.Float32).reshape(T, _heads, _headDim);
+        var B = xBCa.narrow(1, _inner, _groups * _dState).to_type(ScalarType.Float32).reshape(T, _groups, _dState);
+        var C = xBCa.narrow(1, _inner + _groups * _dState, _groups * _dState).to_type(ScalarType.Float32).reshape(T, _groups, _dState);
+
+        var dt = F.softplus(dtRaw.to_type(ScalarType.Float32) + dt_bias);           // [T, n_m]
+        if (_dtMin > 0 || !double.IsPositiveInfinity(_dtMax)) dt = dt.clamp(_dtMin, _dtMax);
+        var A = -torch.exp(A_log);                                                  // [n_m]
+
+        var y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+        y = y + x * D.unsqueeze(1);
+
+        // Gated RMSNorm, per group, gate before normalising (float32).
+        var v = y.reshape(T, _inner) * F.silu(z.to_type(ScalarType.Float32));
+        var vg = v.reshape(T, _groups, _inner / _groups);
+        vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
+        var normed = vg.reshape(T, _inner) * norm.Weight.to_type(ScalarType.Float32);      // float32; out_proj casts
+        return Ops.Linear(normed, out_proj.Weight, out_proj.Bias);
+    }
+
+    /// <summary>Per-head view of group-shared B/C: [T, G, N] → [T, n_m, N].</summary>
+    private Tensor PerHead(Tensor bc) => _groups == 1
+        ? bc.expand(bc.shape[0], _heads, _dState)
+        : bc.repeat_interleave(_heads / _groups, dim: 1);
+
+    /// <summary>One-token recurrence S ← exp(Δ·A)·S + Δ·x⊗B; y = S·C.</summary>
+    private Tensor StepRecurrent(Tensor x, Tensor B, Tensor C, Tensor dt, Tensor A, Tensor ssm)
+    {
+        var dt0 = dt[0];                                                            // [n_m]
+        var dA = torch.exp(dt0 * A);                                                // [n_m]
+        var Bh = PerHead(B)[0];                                                     // [n_m, N]
+        var Ch = PerHead(C)[0];
+        var xdt = x[0] * dt0.unsqueeze(1);                                          // [n_m, P]
+        var S = ssm * dA.reshape(_heads, 1, 1) + xdt.unsqueeze(2) * Bh.unsqueeze(1); // [n_m, P, N]
+        ssm.copy_(S);
+        return torch.matmul(S, Ch.unsqueeze(2)).squeeze(2).unsqueeze(0);           // [1, n_m, P]
+    }
+
+    /// <summary>Chunked SSD scan seeded with the cached state; loops over chunks only.</summary>
+    private Tensor ScanChunked(Tensor x, Tensor B, Tensor C, Tensor dt, Tensor A, Tensor ssm)
+    {
+        long T = x.shape[0];
+        var S = ssm.clone();                                                        // [n_m, P, N]
+        var ys = new List<Tensor>();
+        var a = (dt * A).t();                                                       // [n_m, T] (≤ 0)
+        var xdt = x * dt.unsqueeze(2);                                              // [T, n_m, P]
+        for (long start = 0; start < T; start += _chunk)
+        {
+            long q = Math.Min(_chunk, T - start);
+            var ac = a.narrow(1, start, q);                                         // [n_m, q]
+            var L = torch.exp(SegmentSum(ac));                                      // [n_m, q, q], L[l,s] = exp(Σ_{s<j≤l} a_j), 0 above diag
+            var cum = ac.cumsum(1);                                                 // [n_m, q]
+            var Bc = B.narrow(0, start, q);                                         // [q, G, N]
+            var Cc = C.narrow(0, start, q);
+            var Xc = xdt.narrow(0, start, q).permute(1, 0, 2);                      // [n_m, q, P]
+            var Bh = PerHead(Bc).permute(1, 0, 2);                                  // [n_m, q, N]
+            var Ch = PerHead(Cc).permute(1, 0, 2);                                  // [n_m, q, N]
+
+            // Scores C_l·B_s per group, broadcast to heads.
+            var G = torch.matmul(Cc.permute(1, 0, 2), Bc.permute(1, 2, 0));         // [G, q, q]
+            if (_groups != 1 && _groups != _heads) G = G.repeat_interleave(_heads / _groups, dim: 0); // [n_m, q, q]
+            var yDiag = torch.matmul(G * L, Xc);                                    // [n_m, q, P]
+            var yOff = torch.matmul(Ch, S.transpose(1, 2)) * torch.exp(cum).unsqueeze(2); // [n_m, q, P]
+            ys.Add((yDiag + yOff).permute(1, 0, 2));                                // [q, n_m, P]
+
+            var decayToEnd = L.select(1, q - 1);                                    // [n_m, q] = exp(Σ_{s<j≤q-1} a_j)
+            var dS = torch.matmul(Xc.transpose(1, 2) * decayToEnd.unsqueeze(1), Bh); // [n_m, P, N]
+            S = S * torch.exp(cum.select(1, q - 1)).reshape(_heads, 1, 1) + dS;
+        }
+        ssm.copy_(S);
+        return ys.Count == 1 ? ys[0] : torch.cat(ys, 0);
+    }
+
+    /// <summary>Stable segment sums over the last axis: out[..., l, s] = Σ_{s&lt;j≤l} a_j for s ≤ l, −∞ otherwise.</summary>
+    private static Tensor SegmentSum(Tensor a)
+    {
+        long q = a.shape[^1];
+        var ex = a.unsqueeze(-1).expand(a.shape[0], q, q);                          // [.., j, s] = a_j
+        var strictLower = torch.ones(q, q, ScalarType.Bool, a.device).tril(-1);
+        var seg = ex.masked_fill(strictLower.logical_not(), 0.0).cumsum(-2);        // Σ_{j≤l, j>s} a_j
+        var lower = torch.ones(q, q, ScalarType.Bool, a.device).tril(0);
+        return seg.masked_fill(lower.logical_not(), double.NegativeInfinity);
+    }
+}

@@ -1,0 +1,20 @@
+using static TorchSharp.torch;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>What <see cref="GraniteModel.Load"/> found in the checkpoint.</summary>
+/// <param name="ModelDirectory">The checkpoint folder.</param>
+/// <param name="Missing">Required tensors the checkpoint lacks (empty after a successful load; on failure the report is in the exception's <c>Data["ModelLoadReport"]</c>).</param>
+/// <param name="Unexpected">Checkpoint tensors the model does not use (loading still succeeds).</param>
+/// <param name="IgnoredTiedLmHead">True when <c>lm_head.weight</c> was present but ignored because embeddings are tied.</param>
+/// <param name="StoredDtype">Dtype of <c>model.embed_tokens.weight</c> in the checkpoint.</param>
+/// <param name="WeightDtype">Dtype the weights (and activations) use in memory.</param>
+/// <param name="ParameterCount">Parameters held by the model.</param>
+public sealed record ModelLoadReport(
+    string ModelDirectory,
+    IReadOnlyList<string> Missing,
+    IReadOnlyList<string> Unexpected,
+    bool IgnoredTiedLmHead,
+    ScalarType StoredDtype,
+    ScalarType WeightDtype,
+    long ParameterCount);

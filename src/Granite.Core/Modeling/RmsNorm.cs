@@ -1,0 +1,33 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// RMSNorm as in Granite: normalise in float32, cast back to the input dtype, then multiply by <c>weight</c> (not 1+w).
+/// </summary>
+internal sealed class RmsNorm : nn.Module
+{
+#pragma warning disable IDE1006
+    private readonly Parameter weight;
+#pragma warning restore IDE1006
+    private readonly double _eps;
+
+    public RmsNorm(long size, double eps, ScalarType dtype, Device device) : base(nameof(RmsNorm))
+    {
+        _eps = eps;
+        weight = ParamBlock.NewParameter(new[] { size }, dtype, device);
+        RegisterComponents();
+    }
+
+    public Tensor Weight => weight;
+
+    /// <summary>Normalises the last dimension of <paramref name="x"/>; returns the input dtype.</summary>
+    public Tensor Forward(Tensor x)
+    {
+        var x32 = x.to_type(ScalarType.Float32);
+        var normed = x32 * torch.rsqrt(x32.square().mean(new long[] { -1 }, keepdim: true) + _eps);
+        return weight * normed.to_type(x.dtype);
+    }
+}

@@ -1,0 +1,30 @@
+using Granite.Core.Configuration;
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>Always-on SwiGLU MLP (<c>model.layers.{i}.shared_mlp</c>): input_linear = gate | up, output_linear.</summary>
+internal sealed class SharedMlp : nn.Module
+{
+#pragma warning disable IDE1006
+    private readonly ParamBlock input_linear, output_linear;
+#pragma warning restore IDE1006
+    private readonly long _inter;
+
+    public SharedMlp(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(SharedMlp))
+    {
+        _inter = c.SharedIntermediateSize;
+        input_linear = new ParamBlock("input_linear", new[] { 2 * _inter, c.HiddenSize }, null, dtype, device);
+        output_linear = new ParamBlock("output_linear", new[] { c.HiddenSize, _inter }, null, dtype, device);
+        RegisterComponents();
+    }
+
+    public Tensor Forward(Tensor u)
+    {
+        var a = Ops.Linear(u, input_linear.Weight);
+        var m = F.silu(a.narrow(-1, 0, _inter)) * a.narrow(-1, _inter, _inter);
+        return Ops.Linear(m, output_linear.Weight);
+    }
+}
