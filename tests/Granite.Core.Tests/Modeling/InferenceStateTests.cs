@@ -7,6 +7,7 @@ using static TorchSharp.torch;
 
 namespace Granite.Core.Tests.Modeling;
 
+[Collection(NonParallelCollection.Name)]
 public class InferenceStateTests
 {
     private readonly ITestOutputHelper _out;

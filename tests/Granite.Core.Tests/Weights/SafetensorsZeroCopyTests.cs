@@ -6,6 +6,7 @@ using static TorchSharp.torch;
 
 namespace Granite.Core.Tests.Weights;
 
+[Collection(NonParallelCollection.Name)]
 public class SafetensorsZeroCopyTests
 {
     [Theory]
