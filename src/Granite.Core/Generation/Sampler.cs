@@ -24,6 +24,9 @@ internal sealed class Sampler : IDisposable
     /// <summary>Float bits shifted right by this give the top-p histogram bucket (sign 0, 8 exponent, 4 mantissa bits).</summary>
     private const int BucketShift = 19;
     private const int BucketCount = (0x7F800000 >> BucketShift) + 1;
+    /// <summary>Top-p fast path: candidates are the tokens with weight ≥ this (relative to the maximum, which is 1).</summary>
+    private const float FastCut = 1f / 4096;
+    private const int FastMaxCandidates = 4096;
 
     private readonly SamplingOptions _options;
     private readonly Generator? _generator;
@@ -272,17 +275,48 @@ internal sealed class Sampler : IDisposable
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int DrawNucleus(ReadOnlySpan<float> w, double u)
     {
+        // Fast path (peaked distributions, the common case): if the tokens with weight ≥ FastCut already hold mass
+        // ≥ p, the nucleus lies among them, since every other token weighs less than each of them.
+        _edge.Clear();
+        double total = 0, heavy = 0;
+        for (int i = 0; i < w.Length; i++)
+        {
+            float v = w[i];
+            total += v;
+            if (v >= FastCut)
+            {
+                heavy += v;
+                _edge.Add(i);
+            }
+        }
+        double target = _topP * total;
+        if (heavy >= target && _edge.Count <= FastMaxCandidates)
+        {
+            var candidates = CollectionsMarshal.AsSpan(_edge);
+            var work = _work; // w is _work[0..n)
+            candidates.Sort((a, b) => work[a] != work[b] ? work[b].CompareTo(work[a]) : a.CompareTo(b));
+            double mass = 0;
+            int keep = 0;
+            while (keep < candidates.Length && (keep == 0 || mass < target))
+                mass += w[candidates[keep++]];
+            double draw = u * mass, sum = 0;
+            for (int j = 0; j < keep; j++)
+            {
+                sum += w[candidates[j]];
+                if (sum > draw) return candidates[j];
+            }
+            return candidates[keep - 1];
+        }
+
         var bucketMass = _bucketMass ??= new double[BucketCount];
         Array.Clear(bucketMass);
-        double total = 0;
         for (int i = 0; i < w.Length; i++)
         {
             float v = w[i];
             bucketMass[BitConverter.SingleToInt32Bits(v) >> BucketShift] += v;
-            total += v;
         }
 
-        double target = _topP * total, above = 0;
+        double above = 0;
         int edgeBucket = BucketCount - 1;
         for (; edgeBucket > 0; edgeBucket--)
         {
