@@ -1,0 +1,153 @@
+using System.Text.Json;
+using Granite.Core.Generation;
+using Granite.Core.Modeling;
+using Granite.Core.Tokenization;
+using Granite.Extensions.AI.Chat;
+using TorchSharp;
+
+namespace Granite.Cli;
+
+internal static partial class GraniteCli
+{
+    static partial void RunMore(string command, IEnumerable<string> args, TextWriter stdout, TextWriter stderr, CancellationToken ct, ref Task<int>? result)
+    {
+        result = command switch
+        {
+            "logits" => Task.FromResult(Logits(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
+            "generate" => Generate(new CliArgs(args, new HashSet<string> { "json" }), stdout, ct),
+            "tokenize" => Task.FromResult(Tokenize(new CliArgs(args, new HashSet<string> { "json", "special" }), stdout)),
+            "detokenize" => Task.FromResult(Detokenize(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
+            "prompt" => Task.FromResult(Prompt(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
+            _ => null,
+        };
+    }
+
+    private static GraniteModelOptions ModelOptions(CliArgs a, WeightDtypePolicy dflt)
+    {
+        var dtype = a.Get("dtype");
+        var policy = dtype switch
+        {
+            null => dflt,
+            "f32" or "float32" => WeightDtypePolicy.Float32,
+            "bf16" or "bfloat16" or "stored" => WeightDtypePolicy.AsStored,
+            _ => throw new CliUsageException($"option --dtype must be f32 or bf16 (got '{dtype}')"),
+        };
+        return new GraniteModelOptions { WeightDtype = policy, Threads = a.Int("threads", 1) ?? 0 };
+    }
+
+    /// <summary><c>granite logits</c>: parity output in float32 by default.</summary>
+    private static int Logits(CliArgs a, TextWriter stdout)
+    {
+        var dir = ModelDir(a);
+        var ids = a.Ids("ids") ?? throw new CliUsageException("option --ids is required");
+        int greedy = a.Int("greedy", 0) ?? 0;
+        a.Flag("json"); // the output is always JSON
+        var options = ModelOptions(a, WeightDtypePolicy.Float32);
+        a.EnsureAllUsed();
+        using var model = GraniteModel.Load(dir, options);
+        foreach (var id in ids)
+            if ((uint)id >= (uint)model.Config.VocabSize) throw new CliUsageException($"token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1})");
+        if (ids.Length + greedy > model.Config.MaxPositionEmbeddings)
+            throw new CliUsageException($"{ids.Length} ids + {greedy} new tokens exceed the context limit {model.Config.MaxPositionEmbeddings}");
+        using var state = model.CreateState();
+        float[] last;
+        long[] argmax;
+        using (var scope = torch.NewDisposeScope())
+        {
+            var all = model.Forward(ids, state, allPositions: true);
+            argmax = all.argmax(-1).data<long>().ToArray();
+            last = all[-1].to_type(torch.ScalarType.Float32).data<float>().ToArray();
+        }
+        var generated = new List<int>();
+        int next = (int)argmax[^1];
+        for (int i = 0; i < greedy; i++)
+        {
+            generated.Add(next);
+            if (i + 1 == greedy) break;
+            using var scope = torch.NewDisposeScope();
+            var l = model.Forward(new[] { next }, state);
+            next = (int)l.reshape(-1).argmax().item<long>();
+        }
+        stdout.WriteLine(JsonSerializer.Serialize(new { last_logits = last, argmax, greedy = generated }, Json));
+        return 0;
+    }
+
+    /// <summary><c>granite generate</c>: streams decoded text as tokens come.</summary>
+    private static async Task<int> Generate(CliArgs a, TextWriter stdout, CancellationToken ct)
+    {
+        var dir = ModelDir(a);
+        var ids = a.Ids("ids");
+        var prompt = a.Get("prompt");
+        if ((ids is null) == (prompt is null)) throw new CliUsageException("give exactly one of --ids or --prompt");
+        var sampling = new SamplingOptions
+        {
+            MaxNewTokens = a.Int("max-tokens", 1) ?? 64,
+            Temperature = (float?)a.Double("temperature"),
+            TopK = a.Int("top-k", 0),
+            TopP = (float?)a.Double("top-p"),
+            Seed = a.Int("seed"),
+        };
+        bool json = a.Flag("json");
+        var options = ModelOptions(a, WeightDtypePolicy.AsStored);
+        a.EnsureAllUsed();
+        try { sampling.Validate(); } catch (ArgumentException ex) { throw new CliUsageException(ex.Message); }
+        using var engine = GraniteEngine.Load(dir, new GraniteEngineOptions { Model = options, SessionCacheBytes = 0 });
+        IReadOnlyList<int> promptIds = ids ?? (IReadOnlyList<int>)engine.Tokenizer.Encode(
+            GraniteChatTemplate.Render(new[] { new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, prompt!) }).Segments);
+        var tokens = new List<int>();
+        GenerationUpdate? final = null;
+        await foreach (var u in engine.GenerateAsync(new GenerationRequest { PromptTokens = promptIds, Sampling = sampling }, ct))
+        {
+            if (u.TokenId is int t) tokens.Add(t);
+            if (!json) { stdout.Write(u.Text); stdout.Flush(); }
+            if (u.FinishReason is not null) final = u;
+        }
+        if (json)
+            stdout.WriteLine(JsonSerializer.Serialize(new { prompt_tokens = promptIds.Count, tokens, text = engine.Tokenizer.Decode(tokens), finish_reason = final?.FinishReason?.ToString().ToLowerInvariant() }, Json));
+        else
+            stdout.WriteLine();
+        return 0;
+    }
+
+    private static GraniteTokenizer LoadTokenizer(CliArgs a) => GraniteTokenizer.FromDirectory(ModelDir(a));
+
+    /// <summary><c>granite tokenize</c>: user text is encoded untrusted unless --trusted.</summary>
+    private static int Tokenize(CliArgs a, TextWriter stdout)
+    {
+        var tok = LoadTokenizer(a);
+        var text = a.Require("text");
+        bool json = a.Flag("json");
+        bool trusted = a.Flag("special"); // --special: added tokens in the text become control ids (template semantics)
+        a.EnsureAllUsed();
+        var ids = tok.Encode(text, allowSpecialTokens: trusted);
+        stdout.WriteLine(json ? JsonSerializer.Serialize(new { ids }, Json) : string.Join(",", ids));
+        return 0;
+    }
+
+    private static int Detokenize(CliArgs a, TextWriter stdout)
+    {
+        var tok = LoadTokenizer(a);
+        var ids = a.Ids("ids") ?? throw new CliUsageException("option --ids is required");
+        bool json = a.Flag("json");
+        a.EnsureAllUsed();
+        var text = tok.Decode(ids);
+        stdout.WriteLine(json ? JsonSerializer.Serialize(new { text }, Json) : text);
+        return 0;
+    }
+
+    /// <summary><c>granite prompt</c>: renders an OpenAI-style conversation file exactly as the model sees it.</summary>
+    private static int Prompt(CliArgs a, TextWriter stdout)
+    {
+        var tok = LoadTokenizer(a);
+        var file = a.Require("conversation");
+        bool json = a.Flag("json");
+        a.EnsureAllUsed();
+        if (!File.Exists(file)) throw new CliUsageException($"conversation file not found: {file}");
+        var rendered = GraniteChatTemplate.RenderJson(File.ReadAllText(file));
+        if (json)
+            stdout.WriteLine(JsonSerializer.Serialize(new { text = rendered.Text, ids = tok.Encode(rendered.Segments) }, Json));
+        else
+            stdout.Write(rendered.Text);
+        return 0;
+    }
+}

@@ -1,0 +1,217 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Granite.Core.Configuration;
+using Granite.Core.Modeling;
+using Granite.Core.State;
+using Granite.Core.Tokenization;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using TorchSharp;
+
+namespace Granite.Core.Generation;
+
+/// <summary>A generation request in tokens.</summary>
+public sealed record GenerationRequest
+{
+    /// <summary>The prompt token ids (already rendered and tokenized).</summary>
+    public required IReadOnlyList<int> PromptTokens { get; init; }
+
+    /// <summary>Sampling and stop options.</summary>
+    public SamplingOptions Sampling { get; init; } = new();
+
+    /// <summary>Tokens the output must start with (a forced prefix, e.g. to open a tool call); sampled tokens follow.</summary>
+    public IReadOnlyList<int>? ForcedOutputTokens { get; init; }
+
+    /// <summary>Whether stored session snapshots may be reused and new ones stored (default true).</summary>
+    public bool UseSessionCache { get; init; } = true;
+}
+
+/// <summary>Token counts and timings of one generation.</summary>
+/// <param name="InputTokens">Prompt tokens.</param>
+/// <param name="CachedInputTokens">Prompt tokens restored from a session snapshot instead of being processed.</param>
+/// <param name="OutputTokens">Generated tokens (including a final stop token).</param>
+/// <param name="TimeToFirstToken">From the start of processing to the first generated token.</param>
+/// <param name="Total">From the start of processing to the end.</param>
+public sealed record GenerationUsage(int InputTokens, int CachedInputTokens, int OutputTokens, TimeSpan TimeToFirstToken, TimeSpan Total);
+
+/// <summary>One streamed piece of a generation: a token with the text that became safe to emit, and at the end the
+/// finish reason and usage.</summary>
+/// <param name="TokenId">The generated token, or null on a final update without a token (cancellation).</param>
+/// <param name="Text">Decoded text safe to emit now (complete UTF-8 characters, stop sequences removed).</param>
+/// <param name="FinishReason">Set on the last update.</param>
+/// <param name="Usage">Set on the last update.</param>
+public sealed record GenerationUpdate(int? TokenId, string Text, GenerationFinishReason? FinishReason, GenerationUsage? Usage);
+
+/// <summary>Load-time options of a <see cref="GraniteEngine"/>.</summary>
+public sealed record GraniteEngineOptions
+{
+    /// <summary>Model options (dtype policy, device, threads).</summary>
+    public GraniteModelOptions Model { get; init; } = new();
+
+    /// <summary>Byte budget of stored session snapshots (0 disables session reuse). Default 512 MiB.</summary>
+    public long SessionCacheBytes { get; init; } = 512L << 20;
+}
+
+/// <summary>
+/// A loaded Granite model with its tokenizer and one inference thread: turns token prompts into streamed tokens.
+/// Thread-safe; requests from many callers are queued fairly (one decode step each in turn).
+/// </summary>
+public sealed class GraniteEngine : IDisposable
+{
+    private readonly InferenceWorker _worker;
+    private readonly ILogger _logger;
+    private readonly bool _ownsModel;
+    private int _disposed;
+
+    /// <summary>Wraps an already loaded model and tokenizer.</summary>
+    public GraniteEngine(GraniteModel model, GraniteTokenizer tokenizer, GraniteEngineOptions? options = null, ILogger? logger = null, bool ownsModel = true, string? modelDirectory = null)
+    {
+        Model = model ?? throw new ArgumentNullException(nameof(model));
+        Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+        Options = options ?? new GraniteEngineOptions();
+        _logger = logger ?? NullLogger.Instance;
+        _ownsModel = ownsModel;
+        ModelDirectory = modelDirectory;
+        Sessions = new SessionStore(Options.SessionCacheBytes, _logger);
+        _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
+    }
+
+    /// <summary>Loads model and tokenizer from a Hugging Face checkpoint folder.</summary>
+    public static GraniteEngine Load(string modelDirectory, GraniteEngineOptions? options = null, ILogger? logger = null)
+    {
+        options ??= new GraniteEngineOptions();
+        logger ??= NullLogger.Instance;
+        var sw = Stopwatch.StartNew();
+        var tokenizer = GraniteTokenizer.FromDirectory(modelDirectory);
+        var model = GraniteModel.Load(modelDirectory, options.Model);
+        logger.LogInformation("Loaded Granite model from {Dir} in {Ms} ms ({Layers} layers, {Params:N0} parameters)",
+            modelDirectory, sw.ElapsedMilliseconds, model.Config.NumHiddenLayers, model.Config.TotalParameterCount);
+        return new GraniteEngine(model, tokenizer, options, logger, ownsModel: true, modelDirectory);
+    }
+
+    /// <summary>The model.</summary>
+    public GraniteModel Model { get; }
+
+    /// <summary>The tokenizer.</summary>
+    public GraniteTokenizer Tokenizer { get; }
+
+    /// <summary>The model's configuration.</summary>
+    public GraniteConfig Config => Model.Config;
+
+    /// <summary>The checkpoint folder, when loaded from one.</summary>
+    public string? ModelDirectory { get; }
+
+    /// <summary>The options.</summary>
+    public GraniteEngineOptions Options { get; }
+
+    /// <summary>The session snapshot store.</summary>
+    public SessionStore Sessions { get; }
+
+    /// <summary>End-of-text ids: the request's stop ids when given, else the config's and tokenizer's EOS.</summary>
+    public IReadOnlyList<int> DefaultStopTokenIds =>
+        Config.EosTokenIds.Concat(Tokenizer.EosTokenId is int e ? new[] { e } : Array.Empty<int>()).Distinct().ToArray();
+
+    /// <summary>Runs work on the inference thread (for advanced callers that use the model directly).</summary>
+    public Task<T> RunOnInferenceThreadAsync<T>(Func<T> work, CancellationToken cancellationToken = default) =>
+        _worker.RunAsync(work, cancellationToken);
+
+    /// <summary>Streams the generation of <paramref name="request"/>. Cancelling the token or disposing the enumerator
+    /// stops it within one decode step.</summary>
+    /// <exception cref="ArgumentException">The prompt is empty, has ids out of range, or leaves no room in the context window.</exception>
+    public async IAsyncEnumerable<GenerationUpdate> GenerateAsync(GenerationRequest request, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        var prompt = request.PromptTokens ?? throw new ArgumentException("PromptTokens is required.", nameof(request));
+        if (prompt.Count == 0) throw new ArgumentException("The prompt has no tokens.", nameof(request));
+        int contextLimit = Config.MaxPositionEmbeddings;
+        if (prompt.Count >= contextLimit)
+            throw new ArgumentException($"The prompt has {prompt.Count} tokens; the model's context limit is {contextLimit} (max_position_embeddings), leaving no room to generate.", nameof(request));
+        foreach (var id in prompt)
+            if ((uint)id >= (uint)Config.VocabSize)
+                throw new ArgumentException($"Prompt token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).", nameof(request));
+
+        var sampling = request.Sampling with
+        {
+            StopTokenIds = request.Sampling.StopTokenIds.Count > 0 ? request.Sampling.StopTokenIds : DefaultStopTokenIds,
+            MaskTokenIdsFrom = request.Sampling.MaskTokenIdsFrom ?? (Tokenizer.VocabularySize < Config.VocabSize ? Tokenizer.VocabularySize : null),
+        };
+        var stop = new StopConditions(sampling, tokenBudget: contextLimit - prompt.Count);
+        var detok = Tokenizer.CreateStreamingDetokenizer();
+        var forced = request.ForcedOutputTokens ?? Array.Empty<int>();
+        var sw = Stopwatch.StartNew();
+        var context = new List<int>(prompt);
+        Sampler? sampler = null;
+        InferenceState? state = null;
+        int cached = 0;
+        TimeSpan ttft = TimeSpan.Zero;
+        bool completed = false;
+        try
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int first = await _worker.RunAsync(() =>
+            {
+                sampler = new Sampler(sampling);
+                (state, cached) = request.UseSessionCache ? Sessions.Resume(Model, prompt) : (Model.CreateState(), 0);
+                using var scope = torch.NewDisposeScope();
+                var remainder = prompt.Skip(state.Length).ToArray();
+                using var logits = Model.Forward(remainder, state);
+                if (request.UseSessionCache) Sessions.Store(state);
+                return forced.Count > 0 ? forced[0] : sampler.Next(logits, context, prompt.Count);
+            }, cancellationToken).ConfigureAwait(false);
+            ttft = sw.Elapsed;
+            int next = first;
+            while (true)
+            {
+                context.Add(next);
+                var step = stop.Accept(next, stop.IsStopToken(next) ? "" : detok.Append(next));
+                if (step.FinishReason is { } reason)
+                {
+                    var tail = step.Text + (reason == GenerationFinishReason.Stop ? "" : detok.Flush());
+                    // Feed the final token so the stored snapshot covers the whole turn (the next prompt repeats it).
+                    if (request.UseSessionCache && Sessions.Enabled)
+                    {
+                        await _worker.RunAsync(() =>
+                        {
+                            using var scope = torch.NewDisposeScope();
+                            Model.Forward(new[] { next }, state!).Dispose();
+                            Sessions.Store(state!);
+                            return true;
+                        }, CancellationToken.None).ConfigureAwait(false);
+                    }
+                    completed = true;
+                    yield return new GenerationUpdate(next, tail, reason, new GenerationUsage(prompt.Count, cached, stop.GeneratedCount, ttft, sw.Elapsed));
+                    yield break;
+                }
+                yield return new GenerationUpdate(next, step.Text, null, null);
+                int produced = stop.GeneratedCount;
+                int tokenToFeed = next;
+                next = await _worker.RunAsync(() =>
+                {
+                    using var scope = torch.NewDisposeScope();
+                    using var logits = Model.Forward(new[] { tokenToFeed }, state!);
+                    return produced < forced.Count ? forced[produced] : sampler!.Next(logits, context, prompt.Count);
+                }, cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            if (!completed) _logger.LogDebug("Generation ended early after {Tokens} tokens", stop.GeneratedCount);
+            var s = state; var sm = sampler;
+            if (s is not null || sm is not null)
+            {
+                try { await _worker.RunAsync(() => { s?.Dispose(); sm?.Dispose(); return true; }, CancellationToken.None).ConfigureAwait(false); }
+                catch (ObjectDisposedException) { }
+            }
+        }
+    }
+
+    /// <summary>Releases the inference thread, stored sessions and (if owned) the model.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        try { _worker.RunAsync(() => { Sessions.Clear(); if (_ownsModel) Model.Dispose(); return true; }).Wait(TimeSpan.FromSeconds(30)); }
+        catch (Exception ex) { _logger.LogWarning(ex, "Error while releasing the Granite model"); }
+        _worker.Dispose();
+    }
+}

@@ -1,0 +1,232 @@
+using System.Runtime.CompilerServices;
+using Granite.Core.Generation;
+using Granite.Core.Modeling;
+using Granite.Core.Tokenization;
+using Granite.Extensions.AI.Chat;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace Granite.Extensions.AI;
+
+/// <summary>
+/// An in-process Granite 4.0 model as an <see cref="IChatClient"/>. Streaming is the primitive: text is emitted as it is
+/// decoded and each <see cref="FunctionCallContent"/> when its <c>&lt;tool_call&gt;</c> block closes; the last update
+/// carries the finish reason, usage and conversation id. Thread-safe: requests are queued on the engine's inference thread.
+/// </summary>
+/// <remarks>
+/// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/>:
+/// <c>repetition_penalty</c> (float), <c>session_cache</c> (bool, default true), <c>forced_prefix</c> (string: text the
+/// assistant output must start with, tokenized as template text — e.g. <c>"&lt;tool_call&gt;"</c>).
+/// </remarks>
+public sealed class GraniteChatClient : IChatClient
+{
+    /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: repetition penalty (HF semantics).</summary>
+    public const string RepetitionPenaltyKey = "repetition_penalty";
+    /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: false disables session-state reuse for the request.</summary>
+    public const string SessionCacheKey = "session_cache";
+    /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: text the assistant output is forced to start with.</summary>
+    public const string ForcedPrefixKey = "forced_prefix";
+
+    private readonly GraniteEngine _engine;
+    private readonly GraniteChatClientOptions _options;
+    private readonly bool _ownsEngine;
+    private readonly ILogger _logger;
+    private readonly ChatClientMetadata _metadata;
+
+    /// <summary>Loads the checkpoint at <see cref="GraniteChatClientOptions.ModelPath"/> and owns it.</summary>
+    public GraniteChatClient(GraniteChatClientOptions options, ILoggerFactory? loggerFactory = null)
+        : this(LoadEngine(options, loggerFactory), options, loggerFactory, ownsEngine: true)
+    {
+    }
+
+    /// <summary>Wraps an engine; disposes it with the client when <paramref name="ownsEngine"/>.</summary>
+    public GraniteChatClient(GraniteEngine engine, GraniteChatClientOptions? options = null, ILoggerFactory? loggerFactory = null, bool ownsEngine = false)
+    {
+        _engine = engine ?? throw new ArgumentNullException(nameof(engine));
+        _options = options ?? new GraniteChatClientOptions();
+        _ownsEngine = ownsEngine;
+        _logger = (ILogger?)loggerFactory?.CreateLogger<GraniteChatClient>() ?? NullLogger.Instance;
+        string? dir = engine.ModelDirectory ?? _options.ModelPath;
+        ModelId = _options.ModelId ?? (dir is null ? "granite" : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir))));
+        _metadata = new ChatClientMetadata("granite", dir is null ? null : new Uri(Path.GetFullPath(dir)), ModelId);
+        if (!GraniteChatTemplate.IsKnownGraniteTemplate(engine.Tokenizer.ChatTemplate))
+        {
+            if (_options.RequireKnownChatTemplate)
+                throw new InvalidDataException($"The checkpoint's chat template (tokenizer_config.json in {dir}) is not the known Granite 4.0 template, and RequireKnownChatTemplate is set.");
+            _logger.LogWarning("The checkpoint's chat template is not the known Granite 4.0 template; rendering prompts with the native Granite 4.0 renderer.");
+        }
+    }
+
+    /// <summary>The model id reported in responses.</summary>
+    public string ModelId { get; }
+
+    /// <summary>The engine (model, tokenizer, inference thread, session store).</summary>
+    public GraniteEngine Engine => _engine;
+
+    private static GraniteEngine LoadEngine(GraniteChatClientOptions options, ILoggerFactory? loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (string.IsNullOrWhiteSpace(options.ModelPath))
+            throw new ArgumentException("GraniteChatClientOptions.ModelPath is not set.", nameof(options));
+        if (!Directory.Exists(options.ModelPath))
+            throw new DirectoryNotFoundException($"Granite model folder not found: {options.ModelPath}");
+        return GraniteEngine.Load(options.ModelPath, ToEngineOptions(options), loggerFactory?.CreateLogger<GraniteEngine>());
+    }
+
+    internal static GraniteEngineOptions ToEngineOptions(GraniteChatClientOptions o) => new()
+    {
+        Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads },
+        SessionCacheBytes = o.SessionCacheBytes,
+    };
+
+    /// <inheritdoc />
+    public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
+        await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken).ConfigureAwait(false);
+
+    /// <inheritdoc />
+    public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        var prepared = Prepare(messages, options);
+        string responseId = "granite-" + Guid.NewGuid().ToString("N")[..16];
+        string conversationId = options?.ConversationId ?? "granite-conv-" + Guid.NewGuid().ToString("N")[..16];
+        var created = DateTimeOffset.UtcNow;
+        var parser = new GraniteToolCallParser(callIdPrefix: null, logger: _logger);
+        bool allowMultiple = options?.AllowMultipleToolCalls ?? true;
+        int calls = 0;
+        GenerationUsage? usage = null;
+        GenerationFinishReason? finish = null;
+
+        ChatResponseUpdate Update(IList<AIContent> contents) => new(ChatRole.Assistant, contents)
+        {
+            ResponseId = responseId,
+            MessageId = responseId,
+            ConversationId = conversationId,
+            ModelId = ModelId,
+            CreatedAt = created,
+        };
+
+        await foreach (var u in _engine.GenerateAsync(prepared.Request, cancellationToken).ConfigureAwait(false))
+        {
+            var contents = new List<AIContent>();
+            if (u.Text.Length > 0) contents.AddRange(parser.Push(u.Text));
+            if (u.FinishReason is { } reason)
+            {
+                contents.AddRange(parser.Complete());
+                finish = reason;
+                usage = u.Usage;
+            }
+            calls += contents.Count(c => c is FunctionCallContent);
+            if (contents.Count > 0) yield return Update(contents);
+            if (!allowMultiple && calls > 0 && finish is null)
+            {
+                // One call is all the caller accepts: stop generating (disposing the stream stops the engine).
+                var rest = parser.Complete().Where(c => c is not FunctionCallContent).ToList();
+                if (rest.Count > 0) yield return Update(rest);
+                finish = GenerationFinishReason.Stop;
+                break;
+            }
+        }
+
+        if (prepared.RequireToolCall && calls == 0)
+            _logger.LogWarning("ToolMode required a tool call but the model produced none.");
+
+        var final = Update(new List<AIContent>());
+        final.FinishReason = calls > 0 ? ChatFinishReason.ToolCalls : finish switch
+        {
+            GenerationFinishReason.Length => ChatFinishReason.Length,
+            _ => ChatFinishReason.Stop,
+        };
+        if (usage is not null)
+        {
+            final.Contents.Add(new UsageContent(new UsageDetails
+            {
+                InputTokenCount = usage.InputTokens,
+                OutputTokenCount = usage.OutputTokens,
+                TotalTokenCount = usage.InputTokens + usage.OutputTokens,
+                CachedInputTokenCount = usage.CachedInputTokens,
+            }));
+        }
+        yield return final;
+    }
+
+    internal sealed record PreparedRequest(GenerationRequest Request, RenderedPrompt Prompt, bool RequireToolCall);
+
+    /// <summary>Renders and tokenizes the conversation and maps the options; never mutates the caller's objects.</summary>
+    internal PreparedRequest Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var list = messages.ToList();
+        if (list.Count == 0) throw new ArgumentException("At least one chat message is required.", nameof(messages));
+        if (options?.ResponseFormat is ChatResponseFormatJson)
+            throw new NotSupportedException("GraniteChatClient does not support ResponseFormat JSON yet (no constrained decoding); describe the JSON in the instructions instead.");
+
+        if (!string.IsNullOrEmpty(options?.Instructions))
+        {
+            if (list[0].Role == ChatRole.System)
+                list[0] = new ChatMessage(ChatRole.System, list[0].Text + "\n\n" + options.Instructions);
+            else
+                list.Insert(0, new ChatMessage(ChatRole.System, options.Instructions));
+        }
+
+        var mode = options?.ToolMode;
+        IList<AITool>? tools = mode is NoneChatToolMode ? null : options?.Tools;
+        bool requireCall = tools is { Count: > 0 } && mode is RequiredChatToolMode;
+        string? forcedText = options?.AdditionalProperties?.TryGetValue(ForcedPrefixKey, out string? fp) == true ? fp : null;
+        if (requireCall && forcedText is null)
+        {
+            var required = (RequiredChatToolMode)mode!;
+            forcedText = required.RequiredFunctionName is { } name
+                ? "<tool_call>\n{\"name\": \"" + name + "\", \"arguments\": "
+                : "<tool_call>";
+        }
+
+        var prompt = GraniteChatTemplate.Render(list, tools, documents: null, addGenerationPrompt: true);
+        var ids = _engine.Tokenizer.Encode(prompt.Segments);
+        int limit = _engine.Config.MaxPositionEmbeddings;
+        if (ids.Count >= limit)
+            throw new ArgumentException($"The prompt has {ids.Count} tokens; the model's context limit is {limit} tokens.", nameof(messages));
+
+        float? repetition = options?.AdditionalProperties?.TryGetValue(RepetitionPenaltyKey, out float rp) == true ? rp : null;
+        bool useCache = options?.AdditionalProperties?.TryGetValue(SessionCacheKey, out bool sc) != true || sc;
+        var sampling = new SamplingOptions
+        {
+            Temperature = options?.Temperature ?? _options.DefaultTemperature,
+            TopK = options?.TopK,
+            TopP = options?.TopP,
+            Seed = options?.Seed,
+            FrequencyPenalty = options?.FrequencyPenalty,
+            PresencePenalty = options?.PresencePenalty,
+            RepetitionPenalty = repetition,
+            MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
+            StopSequences = options?.StopSequences?.ToArray() ?? Array.Empty<string>(),
+        };
+        var request = new GenerationRequest
+        {
+            PromptTokens = ids,
+            Sampling = sampling,
+            ForcedOutputTokens = forcedText is null ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) }),
+            UseSessionCache = useCache,
+        };
+        return new PreparedRequest(request, prompt, requireCall);
+    }
+
+    /// <inheritdoc />
+    public object? GetService(Type serviceType, object? serviceKey = null)
+    {
+        ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is not null) return null;
+        if (serviceType == typeof(ChatClientMetadata)) return _metadata;
+        if (serviceType.IsInstanceOfType(this)) return this;
+        if (serviceType == typeof(GraniteEngine)) return _engine;
+        if (serviceType == typeof(GraniteModel)) return _engine.Model;
+        if (serviceType == typeof(GraniteTokenizer)) return _engine.Tokenizer;
+        return null;
+    }
+
+    /// <inheritdoc />
+    public void Dispose()
+    {
+        if (_ownsEngine) _engine.Dispose();
+    }
+}

@@ -1,0 +1,33 @@
+using Granite.Core.Modeling;
+
+namespace Granite.Extensions.AI;
+
+/// <summary>Options of a <see cref="GraniteChatClient"/> (bound from the <c>"Granite"</c> configuration section by
+/// <c>AddGraniteChatClient(IConfiguration)</c>).</summary>
+public sealed class GraniteChatClientOptions
+{
+    /// <summary>Folder of a Hugging Face Granite 4.0 checkpoint (config.json, *.safetensors, tokenizer.json).</summary>
+    public string? ModelPath { get; set; }
+
+    /// <summary>Model id reported in responses and metadata (default: the folder name).</summary>
+    public string? ModelId { get; set; }
+
+    /// <summary>Weight dtype policy: keep as stored (BF16 for real checkpoints, fast) or convert to float32 (parity).</summary>
+    public WeightDtypePolicy WeightDtype { get; set; } = WeightDtypePolicy.AsStored;
+
+    /// <summary>Intra-op threads of the inference thread (0 = TorchSharp default).</summary>
+    public int Threads { get; set; }
+
+    /// <summary>Byte budget of conversation snapshots for session reuse (0 disables reuse). Default 512 MiB.</summary>
+    public long SessionCacheBytes { get; set; } = 512L << 20;
+
+    /// <summary>Default <c>MaxOutputTokens</c> when a request sets none.</summary>
+    public int DefaultMaxOutputTokens { get; set; } = 1024;
+
+    /// <summary>Default temperature when a request sets none (IBM recommends 0 = greedy for most tasks).</summary>
+    public float DefaultTemperature { get; set; }
+
+    /// <summary>When the checkpoint's chat template is not the known Granite 4.0 template: true = refuse to load,
+    /// false (default) = log a warning and render with the native Granite 4.0 renderer.</summary>
+    public bool RequireKnownChatTemplate { get; set; }
+}
