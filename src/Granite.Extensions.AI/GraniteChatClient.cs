@@ -17,7 +17,8 @@ namespace Granite.Extensions.AI;
 /// <remarks>
 /// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/>:
 /// <c>repetition_penalty</c> (float), <c>session_cache</c> (bool, default true), <c>forced_prefix</c> (string: text the
-/// assistant output must start with, tokenized as template text — e.g. <c>"&lt;tool_call&gt;"</c>).
+/// assistant's answer to a user message must start with, tokenized as template text — e.g. <c>"&lt;tool_call&gt;"</c>;
+/// ignored when the last message is not a user message, so automatic tool loops end).
 /// </remarks>
 public sealed class GraniteChatClient : IChatClient
 {
@@ -33,6 +34,7 @@ public sealed class GraniteChatClient : IChatClient
     private readonly bool _ownsEngine;
     private readonly ILogger _logger;
     private readonly ChatClientMetadata _metadata;
+    private readonly ConversationStore _conversations;
 
     /// <summary>Loads the checkpoint at <see cref="GraniteChatClientOptions.ModelPath"/> and owns it.</summary>
     public GraniteChatClient(GraniteChatClientOptions options, ILoggerFactory? loggerFactory = null)
@@ -49,6 +51,7 @@ public sealed class GraniteChatClient : IChatClient
         _logger = (ILogger?)loggerFactory?.CreateLogger<GraniteChatClient>() ?? NullLogger.Instance;
         string? dir = engine.ModelDirectory ?? _options.ModelPath;
         ModelId = _options.ModelId ?? (dir is null ? "granite" : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir))));
+        _conversations = new ConversationStore(_options.MaxStoredConversations);
         _metadata = new ChatClientMetadata("granite", dir is null ? null : new Uri(Path.GetFullPath(dir)), ModelId);
         if (!GraniteChatTemplate.IsKnownGraniteTemplate(engine.Tokenizer.ChatTemplate))
         {
@@ -87,13 +90,21 @@ public sealed class GraniteChatClient : IChatClient
     /// <inheritdoc />
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var prepared = Prepare(messages, options);
-        string responseId = "granite-" + Guid.NewGuid().ToString("N")[..16];
+        ArgumentNullException.ThrowIfNull(messages);
+        var newMessages = messages.ToList();
         string conversationId = options?.ConversationId ?? "granite-conv-" + Guid.NewGuid().ToString("N")[..16];
+        var history = options?.ConversationId is { } known && _conversations.TryGet(known) is { } stored
+            ? stored.Concat(newMessages).ToList()
+            : newMessages;
+        var prepared = Prepare(history, options);
+        _logger.LogDebug("Granite request: {PromptTokens} prompt tokens, {Tools} tools, forced prefix {Forced}",
+            prepared.Request.PromptTokens.Count, options?.Tools?.Count ?? 0, prepared.Request.ForcedOutputTokens?.Count ?? 0);
+        string responseId = "granite-" + Guid.NewGuid().ToString("N")[..16];
         var created = DateTimeOffset.UtcNow;
         var parser = new GraniteToolCallParser(callIdPrefix: null, logger: _logger);
         bool allowMultiple = options?.AllowMultipleToolCalls ?? true;
         int calls = 0;
+        var responseContents = new List<AIContent>();
         GenerationUsage? usage = null;
         GenerationFinishReason? finish = null;
 
@@ -117,11 +128,13 @@ public sealed class GraniteChatClient : IChatClient
                 usage = u.Usage;
             }
             calls += contents.Count(c => c is FunctionCallContent);
+            responseContents.AddRange(contents);
             if (contents.Count > 0) yield return Update(contents);
             if (!allowMultiple && calls > 0 && finish is null)
             {
                 // One call is all the caller accepts: stop generating (disposing the stream stops the engine).
                 var rest = parser.Complete().Where(c => c is not FunctionCallContent).ToList();
+                responseContents.AddRange(rest);
                 if (rest.Count > 0) yield return Update(rest);
                 finish = GenerationFinishReason.Stop;
                 break;
@@ -130,6 +143,9 @@ public sealed class GraniteChatClient : IChatClient
 
         if (prepared.RequireToolCall && calls == 0)
             _logger.LogWarning("ToolMode required a tool call but the model produced none.");
+
+        var assistant = new ChatMessage(ChatRole.Assistant, MergeText(responseContents)) { MessageId = responseId };
+        _conversations.Set(conversationId, history.Append(assistant).ToList());
 
         var final = Update(new List<AIContent>());
         final.FinishReason = calls > 0 ? ChatFinishReason.ToolCalls : finish switch
@@ -150,12 +166,24 @@ public sealed class GraniteChatClient : IChatClient
         yield return final;
     }
 
+    private static List<AIContent> MergeText(List<AIContent> contents)
+    {
+        var merged = new List<AIContent>();
+        foreach (var c in contents)
+        {
+            if (c is TextContent t && merged.Count > 0 && merged[^1] is TextContent prev)
+                merged[^1] = new TextContent(prev.Text + t.Text);
+            else
+                merged.Add(c);
+        }
+        return merged;
+    }
+
     internal sealed record PreparedRequest(GenerationRequest Request, RenderedPrompt Prompt, bool RequireToolCall);
 
     /// <summary>Renders and tokenizes the conversation and maps the options; never mutates the caller's objects.</summary>
     internal PreparedRequest Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
-        ArgumentNullException.ThrowIfNull(messages);
         var list = messages.ToList();
         if (list.Count == 0) throw new ArgumentException("At least one chat message is required.", nameof(messages));
         if (options?.ResponseFormat is ChatResponseFormatJson)
@@ -172,8 +200,11 @@ public sealed class GraniteChatClient : IChatClient
         var mode = options?.ToolMode;
         IList<AITool>? tools = mode is NoneChatToolMode ? null : options?.Tools;
         bool requireCall = tools is { Count: > 0 } && mode is RequiredChatToolMode;
-        string? forcedText = options?.AdditionalProperties?.TryGetValue(ForcedPrefixKey, out string? fp) == true ? fp : null;
-        if (requireCall && forcedText is null)
+        // A forced prefix opens the assistant's answer to a user turn; after tool results the model continues freely
+        // (otherwise an automatic function-invocation loop would force the same call forever).
+        bool answeringUser = list[^1].Role == ChatRole.User;
+        string? forcedText = answeringUser && options?.AdditionalProperties?.TryGetValue(ForcedPrefixKey, out string? fp) == true ? fp : null;
+        if (requireCall && forcedText is null && answeringUser)
         {
             var required = (RequiredChatToolMode)mode!;
             forcedText = required.RequiredFunctionName is { } name

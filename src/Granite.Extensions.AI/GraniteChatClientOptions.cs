@@ -27,6 +27,10 @@ public sealed class GraniteChatClientOptions
     /// <summary>Default temperature when a request sets none (IBM recommends 0 = greedy for most tasks).</summary>
     public float DefaultTemperature { get; set; }
 
+    /// <summary>Conversation histories kept for callers that pass <c>ChatOptions.ConversationId</c> back with only their new
+    /// messages (least recently used dropped beyond this count; 0 = keep none). Default 1024.</summary>
+    public int MaxStoredConversations { get; set; } = 1024;
+
     /// <summary>When the checkpoint's chat template is not the known Granite 4.0 template: true = refuse to load,
     /// false (default) = log a warning and render with the native Granite 4.0 renderer.</summary>
     public bool RequireKnownChatTemplate { get; set; }

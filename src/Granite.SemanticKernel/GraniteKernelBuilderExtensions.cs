@@ -33,7 +33,7 @@ public static class GraniteKernelBuilderExtensions
     public static IServiceCollection AddGraniteKernelServices(this IServiceCollection services, Action<GraniteChatClientOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(services);
-        services.AddGraniteChatClient(configure).UseKernelFunctionInvocation();
+        services.AddGraniteChatClient(configure).UseKernelFunctionInvocation().Use(inner => new StatelessConversationChatClient(inner));
         services.AddSingleton<IChatCompletionService>(sp => sp.GetRequiredService<IChatClient>().AsChatCompletionService(sp));
         return services;
     }
@@ -42,7 +42,7 @@ public static class GraniteKernelBuilderExtensions
     public static IServiceCollection AddGraniteKernelServices(this IServiceCollection services, IConfiguration configuration, string sectionName = GraniteServiceCollectionExtensions.DefaultSectionName)
     {
         ArgumentNullException.ThrowIfNull(services);
-        services.AddGraniteChatClient(configuration, sectionName).UseKernelFunctionInvocation();
+        services.AddGraniteChatClient(configuration, sectionName).UseKernelFunctionInvocation().Use(inner => new StatelessConversationChatClient(inner));
         services.AddSingleton<IChatCompletionService>(sp => sp.GetRequiredService<IChatClient>().AsChatCompletionService(sp));
         return services;
     }
