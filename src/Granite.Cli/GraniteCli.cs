@@ -45,7 +45,7 @@ internal static partial class GraniteCli
         }
         catch (CliUsageException ex)
         {
-            stderr.WriteLine("granite: " + ex.Message);
+            stderr.WriteLine("granite: " + OneLine(ex.Message));
             return 2;
         }
         catch (OperationCanceledException)
@@ -55,7 +55,7 @@ internal static partial class GraniteCli
         }
         catch (Exception ex) when (ex is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or ArgumentException or NotSupportedException or InvalidOperationException or KeyNotFoundException or IOException or JsonException)
         {
-            stderr.WriteLine("granite: " + ex.Message);
+            stderr.WriteLine("granite: " + OneLine(ex.Message));
             if (verbose) stderr.WriteLine(ex.ToString());
             return 2;
         }
@@ -69,6 +69,9 @@ internal static partial class GraniteCli
         RunMore(command, args, stdout, stderr, ct, ref result);
         return result ?? throw new CliUsageException($"unknown command '{command}' (try 'granite --help')");
     }
+
+    private static string OneLine(string message) =>
+        string.Join(' ', message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 
     internal static string ModelDir(CliArgs a)
     {
