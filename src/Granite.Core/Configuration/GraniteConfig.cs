@@ -223,6 +223,68 @@ public sealed record GraniteConfig
         return cfg;
     }
 
+    /// <summary>Serialises the configuration as a Hugging Face <c>config.json</c> (the fields <see cref="Parse"/> reads).</summary>
+    /// <param name="storedDtype">The <c>torch_dtype</c> value to write (e.g. <c>"bfloat16"</c>); defaults to <see cref="TorchDtype"/>.</param>
+    public string ToJson(string? storedDtype = null)
+    {
+        var o = new Dictionary<string, object?>
+        {
+            ["architectures"] = new[] { "GraniteMoeHybridForCausalLM" },
+            ["model_type"] = "granitemoehybrid",
+            ["vocab_size"] = VocabSize,
+            ["hidden_size"] = HiddenSize,
+            ["intermediate_size"] = IntermediateSize,
+            ["shared_intermediate_size"] = SharedIntermediateSize,
+            ["num_hidden_layers"] = NumHiddenLayers,
+            ["layer_types"] = LayerTypes.Select(k => k == LayerKind.Mamba ? "mamba" : "attention").ToArray(),
+            ["num_attention_heads"] = NumAttentionHeads,
+            ["num_key_value_heads"] = NumKeyValueHeads,
+            ["hidden_act"] = HiddenAct,
+            ["max_position_embeddings"] = MaxPositionEmbeddings,
+            ["rms_norm_eps"] = RmsNormEps,
+            ["pad_token_id"] = PadTokenId,
+            ["bos_token_id"] = BosTokenId,
+            ["eos_token_id"] = EosTokenIds.Count == 1 ? EosTokenIds[0] : EosTokenIds,
+            ["tie_word_embeddings"] = TieWordEmbeddings,
+            ["rope_theta"] = RopeTheta,
+            ["attention_bias"] = AttentionBias,
+            ["embedding_multiplier"] = EmbeddingMultiplier,
+            ["attention_multiplier"] = AttentionMultiplier,
+            ["residual_multiplier"] = ResidualMultiplier,
+            ["logits_scaling"] = LogitsScaling,
+            ["num_local_experts"] = NumLocalExperts,
+            ["num_experts_per_tok"] = NumExpertsPerTok,
+            ["position_embedding_type"] = PositionEmbeddingType,
+            ["mamba_n_heads"] = MambaNHeads,
+            ["mamba_n_groups"] = MambaNGroups,
+            ["mamba_d_state"] = MambaDState,
+            ["mamba_d_head"] = MambaDHead,
+            ["mamba_d_conv"] = MambaDConv,
+            ["mamba_expand"] = MambaExpand,
+            ["mamba_chunk_size"] = MambaChunkSize,
+            ["mamba_conv_bias"] = MambaConvBias,
+            ["mamba_proj_bias"] = MambaProjBias,
+            ["torch_dtype"] = storedDtype ?? TorchDtype,
+        };
+        return JsonSerializer.Serialize(o, new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>An H-Tiny-shaped configuration (real widths: hidden 1536, 64 experts top-6, 48 SSM heads, vocab 100352)
+    /// with <paramref name="layers"/> layers; layer i is attention when i % 10 == 5 (the real pattern), or the last layer
+    /// when there are fewer than 6, so every shape is exercised. For benchmarks on generated checkpoints.</summary>
+    public static GraniteConfig HTinyShaped(int layers) => new()
+    {
+        VocabSize = 100352, HiddenSize = 1536, IntermediateSize = 512, SharedIntermediateSize = 1024,
+        NumHiddenLayers = layers,
+        LayerTypes = Enumerable.Range(0, layers).Select(i => i % 10 == 5 || (layers < 6 && i == layers - 1) ? LayerKind.Attention : LayerKind.Mamba).ToArray(),
+        NumAttentionHeads = 12, NumKeyValueHeads = 4, MaxPositionEmbeddings = 131072, RmsNormEps = 1e-5,
+        PadTokenId = 100256, BosTokenId = 100257, EosTokenIds = new[] { 100257 }, TieWordEmbeddings = true, RopeTheta = 10000,
+        EmbeddingMultiplier = 12, AttentionMultiplier = 1.0 / 128, ResidualMultiplier = 0.22, LogitsScaling = 6,
+        NumLocalExperts = 64, NumExpertsPerTok = 6, PositionEmbeddingType = "nope",
+        MambaNHeads = 48, MambaNGroups = 1, MambaDState = 128, MambaDHead = 64, MambaDConv = 4, MambaExpand = 2, MambaChunkSize = 256,
+        TorchDtype = "bfloat16",
+    };
+
     /// <summary>Checks the invariants of the architecture; throws <see cref="InvalidDataException"/> naming the field.</summary>
     public void Validate()
     {

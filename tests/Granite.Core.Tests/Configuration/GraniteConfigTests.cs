@@ -76,3 +76,16 @@ public class GraniteConfigTests
         act.Should().Throw<InvalidDataException>().WithMessage("*bad.json*malformed*");
     }
 }
+
+public class GraniteConfigRoundTripTests
+{
+    [Fact]
+    public void ToJsonRoundTripsEveryField()
+    {
+        var c = GraniteConfig.HTinyShaped(12) with { SourcePath = "x" };
+        var back = GraniteConfig.Parse(c.ToJson(), "x");
+        back.Should().BeEquivalentTo(c);
+        back.AttentionLayerCount.Should().Be(1);
+        back.ExpertParameterCount.Should().Be(12L * 64 * 3 * 512 * 1536);
+    }
+}

@@ -1,0 +1,125 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Granite.Core.Configuration;
+using Granite.Core.Modeling;
+using Granite.Core.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Granite.Cli;
+
+internal static partial class GraniteCli
+{
+    /// <summary>
+    /// <c>granite bench</c>: prefill and decode throughput, peak RSS, and the decode bandwidth bound (active weight bytes per
+    /// token ÷ GEMV bandwidth measured in the same run). <c>--synthetic h-tiny --layers N</c> writes an H-Tiny-shaped
+    /// checkpoint with random BF16 weights (real widths and experts, N layers) to a temp folder first.
+    /// </summary>
+    private static int Bench(CliArgs a, TextWriter stdout)
+    {
+        string? synthetic = a.Get("synthetic");
+        int layers = a.Int("layers", 1) ?? 4;
+        int promptTokens = a.Int("prompt-tokens", 1) ?? 512;
+        int decodeTokens = a.Int("decode-tokens", 1) ?? 32;
+        bool json = a.Flag("json");
+        string? dir = synthetic is null ? ModelDir(a) : null;
+        var options = ModelOptions(a, WeightDtypePolicy.AsStored);
+        a.EnsureAllUsed();
+        string? temp = null;
+        if (synthetic is not null)
+        {
+            if (synthetic != "h-tiny") throw new CliUsageException($"--synthetic supports 'h-tiny' (got '{synthetic}')");
+            temp = Directory.CreateTempSubdirectory("granite-bench-").FullName;
+            var cfg = GraniteConfig.HTinyShaped(layers);
+            File.WriteAllText(Path.Combine(temp, "config.json"), cfg.ToJson("bfloat16"));
+            GraniteCheckpointLayout.WriteRandom(temp, cfg, ScalarType.BFloat16, seed: 42);
+            dir = temp;
+        }
+        try
+        {
+            using var model = GraniteModel.Load(dir!, options);
+            var c = model.Config;
+            if (promptTokens + decodeTokens + 1 > c.MaxPositionEmbeddings) throw new CliUsageException("prompt + decode tokens exceed the context limit");
+            var rng = new Random(7);
+            int[] prompt = Enumerable.Range(0, promptTokens).Select(_ => rng.Next(0, Math.Min(c.VocabSize, 100000))).ToArray();
+
+            // Warm-up: page in the weights and JIT the path.
+            using (var warm = model.CreateState())
+            using (NewDisposeScope()) { model.Forward(prompt.AsSpan(0, Math.Min(64, prompt.Length)), warm); model.Forward(new[] { 1 }, warm); }
+
+            using var state = model.CreateState();
+            var sw = Stopwatch.StartNew();
+            int next;
+            using (NewDisposeScope()) next = (int)model.Forward(prompt, state).argmax().item<long>();
+            double prefillS = sw.Elapsed.TotalSeconds;
+            sw.Restart();
+            for (int i = 0; i < decodeTokens; i++)
+            {
+                using var scope = NewDisposeScope();
+                next = (int)model.Forward(new[] { next }, state).argmax().item<long>();
+            }
+            double decodeS = sw.Elapsed.TotalSeconds;
+
+            double gemvGbps = MeasureGemvBandwidth(model.WeightDtype);
+            long elem = model.WeightDtype == ScalarType.Float32 ? 4 : 2;
+            // Bytes read per decoded token: every active weight once, except the embedding (one row); a tied head reads it fully.
+            long activeBytes = (c.ActiveParameterCount - (long)c.VocabSize * c.HiddenSize * (c.TieWordEmbeddings ? 0 : 1)) * elem;
+            double boundTokS = gemvGbps * 1e9 / activeBytes;
+            var report = new
+            {
+                model = synthetic is null ? Path.GetFullPath(dir!) : $"synthetic h-tiny, {layers} layers ({c.MambaLayerCount} mamba, {c.AttentionLayerCount} attention), random BF16",
+                weight_dtype = model.WeightDtype.ToString(),
+                threads = get_num_threads(),
+                prompt_tokens = promptTokens,
+                prefill_tokens_per_s = Math.Round(promptTokens / prefillS, 1),
+                decode_tokens = decodeTokens,
+                decode_tokens_per_s = Math.Round(decodeTokens / decodeS, 2),
+                decode_ms_per_token = Math.Round(decodeS * 1000 / decodeTokens, 2),
+                active_weight_bytes_per_token = activeBytes,
+                gemv_bandwidth_gb_per_s = Math.Round(gemvGbps, 1),
+                decode_bound_tokens_per_s = Math.Round(boundTokS, 2),
+                decode_fraction_of_bound = Math.Round(decodeTokens / decodeS / boundTokS, 3),
+                peak_rss_bytes = ReadStatus("VmHWM"),
+                rss_bytes = ReadStatus("VmRSS"),
+            };
+            if (json) stdout.WriteLine(JsonSerializer.Serialize(report, Json));
+            else
+            {
+                stdout.WriteLine($"model      {report.model} ({report.weight_dtype}, {report.threads} threads)");
+                stdout.WriteLine($"prefill    {report.prefill_tokens_per_s} tokens/s ({promptTokens} tokens)");
+                stdout.WriteLine($"decode     {report.decode_tokens_per_s} tokens/s ({report.decode_ms_per_token} ms/token)");
+                stdout.WriteLine($"bound      {report.decode_bound_tokens_per_s} tokens/s = {activeBytes:N0} active bytes/token at {report.gemv_bandwidth_gb_per_s} GB/s GEMV; decode at {report.decode_fraction_of_bound:P0} of it");
+                stdout.WriteLine($"memory     peak RSS {report.peak_rss_bytes / 1048576.0:F0} MiB");
+            }
+            return 0;
+        }
+        finally
+        {
+            if (temp is not null) Directory.Delete(temp, recursive: true);
+        }
+    }
+
+    /// <summary>Bandwidth of a decode-shaped GEMV (x[1,2048] · W[8192,2048]ᵀ) in GB/s of weight bytes.</summary>
+    private static double MeasureGemvBandwidth(ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var w = randn(8192, 2048).to_type(dtype);
+        var x = randn(1, 2048).to_type(dtype);
+        for (int i = 0; i < 5; i++) nn.functional.linear(x, w).Dispose();
+        int reps = 50;
+        var sw = Stopwatch.StartNew();
+        for (int i = 0; i < reps; i++) nn.functional.linear(x, w).Dispose();
+        double s = sw.Elapsed.TotalSeconds / reps;
+        return w.numel() * w.element_size() / s / 1e9;
+    }
+
+    private static long ReadStatus(string key)
+    {
+        if (!File.Exists("/proc/self/status")) return 0;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(key + ":", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+        return 0;
+    }
+}
