@@ -51,6 +51,7 @@ public sealed class GraniteModel : IDisposable
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder not found: {modelDir}");
         var config = GraniteConfig.Load(modelDir);
         if (options.Threads > 0) torch.set_num_threads(options.Threads);
+        if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
         var device = torch.device(options.Device);
 
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
@@ -78,6 +79,30 @@ public sealed class GraniteModel : IDisposable
             module?.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// A model with random weights (normal, std <paramref name="std"/>; norms = 1, A_log = 0) for benchmarks and shape
+    /// tests without a checkpoint. Not a usable language model.
+    /// </summary>
+    internal static GraniteModel CreateRandom(GraniteConfig config, ScalarType dtype, string device = "cpu", double std = 0.02, long seed = 1)
+    {
+        GraniteRuntime.EnsureLoaded();
+        NativeAllocatorTuning.Apply();
+        var dev = torch.device(device);
+        var module = new GraniteCausalLM(config, dtype, dev);
+        using (torch.no_grad())
+        {
+            var gen = new torch.Generator((ulong)seed);
+            foreach (var (name, p) in module.named_parameters())
+            {
+                if (name.EndsWith("norm.weight", StringComparison.Ordinal) || name.EndsWith("layernorm.weight", StringComparison.Ordinal)) p.fill_(1.0);
+                else if (name.EndsWith("A_log", StringComparison.Ordinal) || name.EndsWith("dt_bias", StringComparison.Ordinal)) p.fill_(0.0);
+                else p.normal_(0, std, gen);
+            }
+        }
+        long count = module.parameters().Sum(p => p.numel());
+        return new GraniteModel(module, dev, new ModelLoadReport("(random)", Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count));
     }
 
     private static ModelLoadReport LoadWeights(GraniteCausalLM module, SafetensorsCheckpoint ckpt, string modelDir, GraniteConfig config, ScalarType stored, ScalarType dtype)
