@@ -183,6 +183,7 @@ public sealed class GraniteModel : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(state);
         state.ThrowIfDisposed();
+        if (state.IsFaulted) throw new InvalidOperationException("The inference state is faulted (an earlier forward pass failed midway); discard it.");
         if (!ReferenceEquals(state.Owner, _identity))
             throw new ArgumentException("The inference state was created by a different model instance.", nameof(state));
         if (ids.Length == 0) throw new ArgumentException("At least one token id is required.", nameof(ids));
@@ -202,7 +203,16 @@ public sealed class GraniteModel : IDisposable
         using var scope = torch.NewDisposeScope();
         var idsT = torch.tensor(longs, ScalarType.Int64, _device);
         var scratch = hidden is null ? null : new List<Tensor>();
-        var logits = _module.Forward(idsT, state, allPositions, scratch);
+        Tensor logits;
+        try
+        {
+            logits = _module.Forward(idsT, state, allPositions, scratch);
+        }
+        catch
+        {
+            state.MarkFaulted();
+            throw;
+        }
         state.AppendTokens(ids);
         if (scratch is not null)
             foreach (var t in scratch) hidden!.Add(t.MoveToOuterDisposeScope());

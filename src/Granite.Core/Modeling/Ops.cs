@@ -14,13 +14,16 @@ internal static class Ops
     /// </summary>
     internal static long Bf16GemmMaxRows { get; set; } = 4;
 
+    /// <summary>Largest weight (elements) upcast for a float32 GEMM (128 Mi ⇒ ≤ 512 MiB transient); bigger ones stay BF16.</summary>
+    internal static long MaxUpcastElements { get; set; } = 1L << 27;
+
     /// <summary>
     /// y = x·Wᵀ (+ b), returned in the weight's dtype. The input is cast to the weight dtype; BF16 weights with more than
     /// <see cref="Bf16GemmMaxRows"/> input rows go through float32 (see there).
     /// </summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
     {
-        if (weight.dtype == ScalarType.BFloat16 && x.numel() / x.shape[^1] > Bf16GemmMaxRows)
+        if (weight.dtype == ScalarType.BFloat16 && x.numel() / x.shape[^1] > Bf16GemmMaxRows && weight.numel() <= MaxUpcastElements)
         {
             var x32 = x.dtype == ScalarType.Float32 ? x : x.to_type(ScalarType.Float32);
             return F.linear(x32, weight.to_type(ScalarType.Float32), bias?.to_type(ScalarType.Float32)).to_type(ScalarType.BFloat16);
