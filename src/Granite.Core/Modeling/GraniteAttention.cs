@@ -89,6 +89,14 @@ internal sealed class GraniteAttention : nn.Module
         int r = _heads / _kvHeads;
         // Group query heads by their KV head: head h = j·r + i → [n_kv, r·T, d]; no KV copy for GQA.
         var qg = q.permute(1, 0, 2).reshape(_kvHeads, r * T, _headDim);
+        var outDtype = values.dtype;
+        if (qg.dtype == ScalarType.BFloat16 && r * T > Ops.Bf16GemmMaxRows)
+        {
+            // BF16 batched GEMM is far slower than float32 in this LibTorch build (see Ops.Bf16GemmMaxRows).
+            qg = qg.to_type(ScalarType.Float32);
+            keys = keys.to_type(ScalarType.Float32);
+            values = values.to_type(ScalarType.Float32);
+        }
         var scores = torch.matmul(qg, keys.transpose(1, 2)).to_type(ScalarType.Float32) * _scale; // [n_kv, r·T, S]
         if (qStart + T - 1 < S - 1 || T > 1)
         {
@@ -98,7 +106,7 @@ internal sealed class GraniteAttention : nn.Module
             scores = scores.reshape(_kvHeads, r, T, S).masked_fill(masked, double.NegativeInfinity).reshape(_kvHeads, r * T, S);
         }
         var probs = F.softmax(scores, -1).to_type(values.dtype);
-        return torch.matmul(probs, values)                                          // [n_kv, r·T, d]
+        return torch.matmul(probs, values).to_type(outDtype)                        // [n_kv, r·T, d]
             .reshape(_heads, T, _headDim).permute(1, 0, 2).reshape(T, (long)_heads * _headDim);
     }
 

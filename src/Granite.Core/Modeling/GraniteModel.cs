@@ -51,6 +51,7 @@ public sealed class GraniteModel : IDisposable
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder not found: {modelDir}");
         var config = GraniteConfig.Load(modelDir);
         if (options.Threads > 0) torch.set_num_threads(options.Threads);
+        if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
         var device = torch.device(options.Device);
 
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
@@ -78,6 +79,30 @@ public sealed class GraniteModel : IDisposable
             module?.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// A model with random weights (normal, std <paramref name="std"/>; norms = 1, A_log = 0) for benchmarks and shape
+    /// tests without a checkpoint. Not a usable language model.
+    /// </summary>
+    internal static GraniteModel CreateRandom(GraniteConfig config, ScalarType dtype, string device = "cpu", double std = 0.02, long seed = 1)
+    {
+        GraniteRuntime.EnsureLoaded();
+        NativeAllocatorTuning.Apply();
+        var dev = torch.device(device);
+        var module = new GraniteCausalLM(config, dtype, dev);
+        using (torch.no_grad())
+        {
+            var gen = new torch.Generator((ulong)seed);
+            foreach (var (name, p) in module.named_parameters())
+            {
+                if (name.EndsWith("norm.weight", StringComparison.Ordinal) || name.EndsWith("layernorm.weight", StringComparison.Ordinal)) p.fill_(1.0);
+                else if (name.EndsWith("A_log", StringComparison.Ordinal) || name.EndsWith("dt_bias", StringComparison.Ordinal)) p.fill_(0.0);
+                else p.normal_(0, std, gen);
+            }
+        }
+        long count = module.parameters().Sum(p => p.numel());
+        return new GraniteModel(module, dev, new ModelLoadReport("(random)", Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count));
     }
 
     private static ModelLoadReport LoadWeights(GraniteCausalLM module, SafetensorsCheckpoint ckpt, string modelDir, GraniteConfig config, ScalarType stored, ScalarType dtype)
@@ -158,6 +183,7 @@ public sealed class GraniteModel : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(state);
         state.ThrowIfDisposed();
+        if (state.IsFaulted) throw new InvalidOperationException("The inference state is faulted (an earlier forward pass failed midway); discard it.");
         if (!ReferenceEquals(state.Owner, _identity))
             throw new ArgumentException("The inference state was created by a different model instance.", nameof(state));
         if (ids.Length == 0) throw new ArgumentException("At least one token id is required.", nameof(ids));
@@ -177,7 +203,16 @@ public sealed class GraniteModel : IDisposable
         using var scope = torch.NewDisposeScope();
         var idsT = torch.tensor(longs, ScalarType.Int64, _device);
         var scratch = hidden is null ? null : new List<Tensor>();
-        var logits = _module.Forward(idsT, state, allPositions, scratch);
+        Tensor logits;
+        try
+        {
+            logits = _module.Forward(idsT, state, allPositions, scratch);
+        }
+        catch
+        {
+            state.MarkFaulted();
+            throw;
+        }
         state.AppendTokens(ids);
         if (scratch is not null)
             foreach (var t in scratch) hidden!.Add(t.MoveToOuterDisposeScope());

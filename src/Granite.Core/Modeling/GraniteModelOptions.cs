@@ -34,4 +34,10 @@ public sealed record GraniteModelOptions
 
     /// <summary>If positive, calls <c>torch.set_num_threads</c> with this value at load time (process-wide).</summary>
     public int Threads { get; init; }
+
+    /// <summary>
+    /// Tune glibc malloc (process-wide, once) so large activations reuse heap memory instead of fresh page-faulting
+    /// <c>mmap</c> allocations; 3–5× faster element-wise ops in prefill. Default true; no effect off Linux.
+    /// </summary>
+    public bool TuneNativeAllocator { get; init; } = true;
 }

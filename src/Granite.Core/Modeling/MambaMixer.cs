@@ -64,7 +64,9 @@ internal sealed class MambaMixer : nn.Module
         // Causal depthwise conv over [cached K-1 raw columns | new columns].
         var window = torch.cat(new[] { state.Conv.narrow(1, 1, _kernel - 1), xBC.t() }, 1);   // [C, K-1+T]
         state.Conv.copy_(window.narrow(1, T - 1, _kernel));
-        var conv = F.conv1d(window.unsqueeze(0), conv1d.Weight, conv1d.Bias, groups: _convDim).squeeze(0); // [C, T]
+        // The conv runs in float32 (tiny weights; LibTorch's BF16 depthwise conv is ~10× slower on CPU).
+        var conv = F.conv1d(window.to_type(ScalarType.Float32).unsqueeze(0), conv1d.Weight.to_type(ScalarType.Float32),
+            conv1d.Bias?.to_type(ScalarType.Float32), groups: _convDim).squeeze(0);  // [C, T] float32
         var xBCa = F.silu(conv).t();                                                // [T, C]
 
         var x = xBCa.narrow(1, 0, _inner).to_type(ScalarType.Float32).reshape(T, _heads, _headDim);
@@ -116,8 +118,8 @@ internal sealed class MambaMixer : nn.Module
         {
             long q = Math.Min(_chunk, T - start);
             var ac = a.narrow(1, start, q);                                         // [n_m, q]
-            var L = torch.exp(SegmentSum(ac));                                      // [n_m, q, q], L[l,s] = exp(Σ_{s<j≤l} a_j), 0 above diag
             var cum = ac.cumsum(1);                                                 // [n_m, q]
+            var L = torch.exp(SegmentSum(cum));                                     // [n_m, q, q], L[l,s] = exp(Σ_{s<j≤l} a_j), 0 above diag
             var Bc = B.narrow(0, start, q);                                         // [q, G, N]
             var Cc = C.narrow(0, start, q);
             var Xc = xdt.narrow(0, start, q).permute(1, 0, 2);                      // [n_m, q, P]
@@ -139,14 +141,15 @@ internal sealed class MambaMixer : nn.Module
         return ys.Count == 1 ? ys[0] : torch.cat(ys, 0);
     }
 
-    /// <summary>Stable segment sums over the last axis: out[..., l, s] = Σ_{s&lt;j≤l} a_j for s ≤ l, −∞ otherwise.</summary>
-    private static Tensor SegmentSum(Tensor a)
+    /// <summary>
+    /// Segment sums from the inclusive cumsum: out[h, l, s] = cum[h, l] − cum[h, s] = Σ_{s&lt;j≤l} a_j for s ≤ l, −∞ above
+    /// the diagonal (as the mamba_ssm chunk-scan kernel does; the chunk length bounds the cancellation error).
+    /// </summary>
+    private static Tensor SegmentSum(Tensor cum)
     {
-        long q = a.shape[^1];
-        var ex = a.unsqueeze(-1).expand(a.shape[0], q, q);                          // [.., j, s] = a_j
-        var strictLower = torch.ones(q, q, ScalarType.Bool, a.device).tril(-1);
-        var seg = ex.masked_fill(strictLower.logical_not(), 0.0).cumsum(-2);        // Σ_{j≤l, j>s} a_j
-        var lower = torch.ones(q, q, ScalarType.Bool, a.device).tril(0);
-        return seg.masked_fill(lower.logical_not(), double.NegativeInfinity);
+        long q = cum.shape[^1];
+        var seg = cum.unsqueeze(2) - cum.unsqueeze(1);                              // [H, l, s]
+        var upper = torch.ones(q, q, ScalarType.Bool, cum.device).triu(1);
+        return seg.masked_fill(upper, double.NegativeInfinity);
     }
 }

@@ -59,10 +59,16 @@ public sealed class InferenceState : IDisposable
 
     internal void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(_disposed, this);
 
+    /// <summary>True after a forward pass failed midway: the tensors may be partly advanced, so the state is unusable.</summary>
+    public bool IsFaulted { get; private set; }
+
+    internal void MarkFaulted() => IsFaulted = true;
+
     /// <summary>A deep copy (tensors are copied); the copy is independent of this state.</summary>
     public InferenceState Clone()
     {
         ThrowIfDisposed();
+        if (IsFaulted) throw new InvalidOperationException("The inference state is faulted (a forward pass failed midway); discard it.");
         return new InferenceState(Owner,
             Mamba.Select(m => m?.Clone()).ToArray(),
             Attention.Select(a => a?.Clone()).ToArray(),
