@@ -82,6 +82,8 @@ public sealed class GraniteEngine : IDisposable
         options ??= new GraniteEngineOptions();
         logger ??= NullLogger.Instance;
         var sw = Stopwatch.StartNew();
+        GraniteRuntime.EnsureLoaded();
+        logger.LogDebug("Native backend: {Report}", GraniteRuntime.LoadReport);
         var tokenizer = GraniteTokenizer.FromDirectory(modelDirectory);
         var model = GraniteModel.Load(modelDirectory, options.Model);
         logger.LogInformation("Loaded Granite model from {Dir} in {Ms} ms ({Layers} layers, {Params:N0} parameters)",
