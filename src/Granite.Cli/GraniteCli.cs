@@ -17,6 +17,7 @@ internal static partial class GraniteCli
           detokenize --model DIR --ids 1,2,3
           prompt     --model DIR --conversation FILE.json [--json]
           bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--json]
+          bench      --tokenizer --model DIR [--megabytes N] [--json]
 
         common options: --verbose (stack traces on errors), --threads N
         """;

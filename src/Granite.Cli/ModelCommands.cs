@@ -18,6 +18,7 @@ internal static partial class GraniteCli
             "tokenize" => Task.FromResult(Tokenize(new CliArgs(args, new HashSet<string> { "json", "special" }), stdout)),
             "detokenize" => Task.FromResult(Detokenize(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "prompt" => Task.FromResult(Prompt(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
+            "bench" when args.Contains("--tokenizer") => Task.FromResult(BenchTokenizer(new CliArgs(args, new HashSet<string> { "json", "tokenizer" }), stdout)),
             "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             _ => null,
         };
