@@ -26,7 +26,7 @@ public sealed record GenerationRequest
     public bool UseSessionCache { get; init; } = true;
 
     /// <summary>Conversation key of the session snapshots (e.g. the chat conversation id); null = prefix lookup only.
-    /// A conversation's older snapshots are dropped once its next prompt extends them.</summary>
+    /// A conversation's older snapshots are evicted first once its next prompt extends them.</summary>
     public string? SessionKey { get; init; }
 
     /// <summary>Prompt lengths (in tokens) at which to also store a shared snapshot during prefill, e.g. the end of the

@@ -165,9 +165,9 @@ public sealed class SessionStore : IDisposable
     /// inference thread.</summary>
     /// <param name="state">A state that has completed a forward pass over exactly <see cref="InferenceState.Tokens"/>.</param>
     /// <param name="key">Conversation key: when <paramref name="supersede"/>, older snapshots of the same key that are
-    /// prefixes of this one are dropped (that conversation has moved on).</param>
+    /// prefixes of this one are moved to the least-recently-used end (that conversation has moved on).</param>
     /// <param name="shared">A shared prefix (system prompt + tools): never superseded by a conversation.</param>
-    /// <param name="supersede">Drop older snapshots of <paramref name="key"/> that this one extends.</param>
+    /// <param name="supersede">Demote older snapshots of <paramref name="key"/> that this one extends.</param>
     internal void Store(InferenceState state, string? key = null, bool shared = false, bool supersede = false)
     {
         if (!Enabled || state.Length == 0 || state.IsDisposed) return;
@@ -402,8 +402,14 @@ public sealed class SessionStore : IDisposable
 
     private void Supersede(string key, Entry newest)
     {
+        // Demoted, not dropped: a concurrent or regenerated turn of the same conversation may still need them, but
+        // they are the first to go when the budget presses.
         var old = _lru.Where(e => e != newest && !e.Shared && e.Key == key && e.Tokens.Length < newest.Tokens.Length && IsPrefix(e.Tokens, newest.Tokens)).ToList();
-        foreach (var e in old) Remove(e, countDrop: true);
+        foreach (var e in old)
+        {
+            _lru.Remove(e.Node!);
+            _lru.AddLast(e.Node!);
+        }
     }
 
     private void Touch(Entry e)
