@@ -16,6 +16,7 @@ internal static partial class GraniteCli
           tokenize   --model DIR --text T [--json]
           detokenize --model DIR --ids 1,2,3
           prompt     --model DIR --conversation FILE.json [--json]
+          chat       --model DIR --script FILE [--json] [--no-reuse] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line)
 
         common options: --verbose (stack traces on errors), --threads N
         """;

@@ -18,6 +18,7 @@ internal static partial class GraniteCli
             "tokenize" => Task.FromResult(Tokenize(new CliArgs(args, new HashSet<string> { "json", "special" }), stdout)),
             "detokenize" => Task.FromResult(Detokenize(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "prompt" => Task.FromResult(Prompt(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
+            "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse" }), stdout, ct),
             _ => null,
         };
     }
