@@ -18,6 +18,7 @@ internal static partial class GraniteCli
           prompt     --model DIR --conversation FILE.json [--json]
           bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--json]
           bench      --tokenizer --model DIR [--megabytes N] [--json]
+          chat       --model DIR --script FILE [--json] [--no-reuse] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line)
 
         common options: --verbose (stack traces on errors), --threads N
         """;

@@ -20,7 +20,7 @@ namespace Granite.Extensions.AI;
 /// assistant's answer to a user message must start with, tokenized as template text — e.g. <c>"&lt;tool_call&gt;"</c>;
 /// ignored when the last message is not a user message, so automatic tool loops end).
 /// </remarks>
-public sealed class GraniteChatClient : IChatClient
+public sealed partial class GraniteChatClient : IChatClient
 {
     /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: repetition penalty (HF semantics).</summary>
     public const string RepetitionPenaltyKey = "repetition_penalty";
@@ -97,6 +97,7 @@ public sealed class GraniteChatClient : IChatClient
             ? stored.Concat(newMessages).ToList()
             : newMessages;
         var prepared = Prepare(history, options);
+        prepared = prepared with { Request = prepared.Request with { SessionKey = conversationId } };
         _logger.LogDebug("Granite request: {PromptTokens} prompt tokens, {Tools} tools, forced prefix {Forced}",
             prepared.Request.PromptTokens.Count, options?.Tools?.Count ?? 0, prepared.Request.ForcedOutputTokens?.Count ?? 0);
         string responseId = "granite-" + Guid.NewGuid().ToString("N")[..16];
@@ -146,6 +147,7 @@ public sealed class GraniteChatClient : IChatClient
 
         var assistant = new ChatMessage(ChatRole.Assistant, MergeText(responseContents)) { MessageId = responseId };
         _conversations.Set(conversationId, history.Append(assistant).ToList());
+        CheckSessionAfterTurn(history.Append(assistant), options, prepared.Request, usage, conversationId);
 
         var final = Update(new List<AIContent>());
         final.FinishReason = calls > 0 ? ChatFinishReason.ToolCalls : finish switch
@@ -238,6 +240,7 @@ public sealed class GraniteChatClient : IChatClient
             Sampling = sampling,
             ForcedOutputTokens = forcedText is null ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) }),
             UseSessionCache = useCache,
+            SnapshotAt = useCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
         };
         return new PreparedRequest(request, prompt, requireCall);
     }

@@ -21,6 +21,11 @@ public sealed class GraniteChatClientOptions
     /// <summary>Byte budget of conversation snapshots for session reuse (0 disables reuse). Default 512 MiB.</summary>
     public long SessionCacheBytes { get; set; } = 512L << 20;
 
+    /// <summary>When an assistant turn re-renders to other tokens than were generated (e.g. tool-call JSON spacing), store
+    /// a snapshot of the history as the template renders it right after the response, so the next turn still reuses it
+    /// all (default true; the work is a prefill of the turn's tokens that the next turn would otherwise do).</summary>
+    public bool RepairSessionSnapshots { get; set; } = true;
+
     /// <summary>Default <c>MaxOutputTokens</c> when a request sets none.</summary>
     public int DefaultMaxOutputTokens { get; set; } = 1024;
 

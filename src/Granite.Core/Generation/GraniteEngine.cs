@@ -24,6 +24,14 @@ public sealed record GenerationRequest
 
     /// <summary>Whether stored session snapshots may be reused and new ones stored (default true).</summary>
     public bool UseSessionCache { get; init; } = true;
+
+    /// <summary>Conversation key of the session snapshots (e.g. the chat conversation id); null = prefix lookup only.
+    /// A conversation's older snapshots are evicted first once its next prompt extends them.</summary>
+    public string? SessionKey { get; init; }
+
+    /// <summary>Prompt lengths (in tokens) at which to also store a shared snapshot during prefill, e.g. the end of the
+    /// system turn with its tools block, so new conversations with the same prefix reuse it.</summary>
+    public IReadOnlyList<int>? SnapshotAt { get; init; }
 }
 
 /// <summary>Token counts and timings of one generation.</summary>
@@ -50,13 +58,16 @@ public sealed record GraniteEngineOptions
 
     /// <summary>Byte budget of stored session snapshots (0 disables session reuse). Default 512 MiB.</summary>
     public long SessionCacheBytes { get; init; } = 512L << 20;
+
+    /// <summary>Spill folder/budgets and snapshot dtype of the session store.</summary>
+    public SessionStoreOptions SessionStore { get; init; } = new();
 }
 
 /// <summary>
 /// A loaded Granite model with its tokenizer and one inference thread: turns token prompts into streamed tokens.
 /// Thread-safe; requests from many callers are queued fairly (one decode step each in turn).
 /// </summary>
-public sealed class GraniteEngine : IDisposable
+public sealed partial class GraniteEngine : IDisposable
 {
     private readonly InferenceWorker _worker;
     private readonly ILogger _logger;
@@ -72,7 +83,7 @@ public sealed class GraniteEngine : IDisposable
         _logger = logger ?? NullLogger.Instance;
         _ownsModel = ownsModel;
         ModelDirectory = modelDirectory;
-        Sessions = new SessionStore(Options.SessionCacheBytes, _logger);
+        Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger);
         _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
     }
 
@@ -156,9 +167,7 @@ public sealed class GraniteEngine : IDisposable
                 sampler = new Sampler(sampling);
                 (state, cached) = request.UseSessionCache ? Sessions.Resume(Model, prompt) : (Model.CreateState(), 0);
                 using var scope = torch.NewDisposeScope();
-                var remainder = prompt.Skip(state.Length).ToArray();
-                using var logits = Model.Forward(remainder, state);
-                if (request.UseSessionCache) Sessions.Store(state);
+                using var logits = PrefillRemainder(state, prompt, request);
                 return forced.Count > 0 ? forced[0] : sampler.Next(logits, context, prompt.Count);
             }, cancellationToken).ConfigureAwait(false);
             ttft = sw.Elapsed;
@@ -177,7 +186,7 @@ public sealed class GraniteEngine : IDisposable
                         {
                             using var scope = torch.NewDisposeScope();
                             Model.Forward(new[] { next }, state!).Dispose();
-                            Sessions.Store(state!);
+                            Sessions.Store(state!, request.SessionKey);
                             return true;
                         }, CancellationToken.None).ConfigureAwait(false);
                     }

@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using Granite.Core;
+using Granite.Core.Configuration;
+using Granite.Core.Generation;
+using Granite.Core.Modeling;
+using Granite.Core.State;
+using Granite.Core.Tokenization;
+using Granite.Core.Weights;
+using TorchSharp;
+
+// Session-reuse benchmark: (1) time to first token of a new turn vs history length, with and without reuse, on a
+// random-weights H-Tiny-shaped checkpoint with fewer layers; (2) bytes of per-session state actually held after prefill
+// at several context lengths, hybrid (H-Tiny shape) vs dense (Micro shape). Results go to a JSON file (see plot.py).
+GraniteRuntime.EnsureLoaded();
+var opts = args.Select((a, i) => (a, i)).Where(x => x.a.StartsWith("--")).ToDictionary(x => x.a[2..], x => x.i + 1 < args.Length ? args[x.i + 1] : "");
+string work = opts.GetValueOrDefault("work", Path.Combine(Path.GetTempPath(), "granite-bench-sessions"));
+string outFile = opts.GetValueOrDefault("out", "session-bench.json");
+int layers = int.Parse(opts.GetValueOrDefault("layers", "4"), CultureInfo.InvariantCulture);
+int[] histories = opts.GetValueOrDefault("histories", "256,1024,2048,4096").Split(',').Select(int.Parse).ToArray();
+int[] contexts = opts.GetValueOrDefault("contexts", "1024,8192,32768").Split(',').Select(int.Parse).ToArray();
+int newTokens = int.Parse(opts.GetValueOrDefault("new", "32"), CultureInfo.InvariantCulture);
+torch.set_num_threads(int.Parse(opts.GetValueOrDefault("threads", "2"), CultureInfo.InvariantCulture));
+var tokenizer = GraniteTokenizer.FromDirectory(Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe"));
+var results = new Dictionary<string, object>();
+
+// ---- model folders ----
+// H-Tiny shape (hidden 1536, 12 heads / 4 KV heads of 128, 48 Mamba heads × 64, d_state 128, 64 experts top-6 of 512,
+// shared MLP 1024) with `layers` layers: Mamba everywhere except the last, which is attention (real model: 36 + 4).
+string hybridDir = Checkpoint("h-tiny-" + layers, HTiny(Enumerable.Range(0, layers).Select(i => i == layers - 1 ? "attention" : "mamba").ToArray()));
+// One Mamba + one attention layer of H-Tiny shape, and one attention layer of Micro shape, for per-layer state bytes.
+string hybridPair = Checkpoint("h-tiny-pair", HTiny(new[] { "mamba", "attention" }));
+string densePair = Checkpoint("micro-1", Micro(1));
+
+if (!opts.ContainsKey("skip-ttft")) Ttft();
+if (!opts.ContainsKey("skip-memory")) Memory();
+File.WriteAllText(outFile, JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+Console.WriteLine($"wrote {outFile}");
+
+void Ttft()
+{
+    using var model = GraniteModel.Load(hybridDir, new GraniteModelOptions { WeightDtype = WeightDtypePolicy.AsStored });
+    using var engine = new GraniteEngine(model, tokenizer, new GraniteEngineOptions { SessionCacheBytes = 8L << 30 }, ownsModel: false);
+    var rng = new Random(7);
+    int[] Random(int n) => Enumerable.Range(0, n).Select(_ => rng.Next(1000, 100000)).ToArray();
+    async Task<double> Turn(int[] prompt, bool reuse)
+    {
+        var request = new GenerationRequest { PromptTokens = prompt, Sampling = new SamplingOptions { MaxNewTokens = 1 }, UseSessionCache = reuse };
+        GenerationUsage? usage = null;
+        await foreach (var u in engine.GenerateAsync(request)) usage ??= u.Usage;
+        return usage!.TimeToFirstToken.TotalMilliseconds;
+    }
+    Turn(Random(64), false).GetAwaiter().GetResult(); // warm-up
+    var rows = new List<object>();
+    foreach (int h in histories)
+    {
+        var history = Random(h);
+        var prompt = history.Concat(Random(newTokens)).ToArray();
+        double cold = Turn(prompt, reuse: false).GetAwaiter().GetResult();
+        engine.Sessions.Clear();
+        engine.PrefillAsync(history).GetAwaiter().GetResult(); // the previous turn's snapshot
+        double warm = Turn(prompt, reuse: true).GetAwaiter().GetResult();
+        engine.Sessions.Clear();
+        Console.WriteLine($"history {h,6}: TTFT without reuse {cold,9:F1} ms, with reuse {warm,7:F1} ms, speed-up {cold / warm,6:F1}x");
+        rows.Add(new { history = h, new_tokens = newTokens, ttft_ms_no_reuse = Math.Round(cold, 1), ttft_ms_reuse = Math.Round(warm, 1), speedup = Math.Round(cold / warm, 1) });
+    }
+    results["ttft"] = new { model = $"H-Tiny shape, {layers} layers ({layers - 1} Mamba + 1 attention), random BF16 weights, 2 threads", rows };
+}
+
+void Memory()
+{
+    var rows = new List<object>();
+    long[] Measure(string dir, Func<InferenceState, (long Mamba, long Attention)> split)
+    {
+        using var model = GraniteModel.Load(dir, new GraniteModelOptions { WeightDtype = WeightDtypePolicy.AsStored });
+        var sizes = new List<long>();
+        foreach (int n in contexts)
+        {
+            using var state = model.CreateState();
+            var rng = new Random(n);
+            var sw = Stopwatch.StartNew();
+            for (int done = 0; done < n;)
+            {
+                int piece = Math.Min(4096, n - done);
+                using var scope = torch.NewDisposeScope();
+                model.Forward(Enumerable.Range(0, piece).Select(_ => rng.Next(1000, 100000)).ToArray(), state).Dispose();
+                done += piece;
+            }
+            var (m, a) = split(state);
+            using var snap = StateSnapshot.Capture(state);
+            Console.WriteLine($"{Path.GetFileName(dir)} @ {n}: state {state.ByteSize:N0} B (Mamba layer {m:N0}, attention layer {a:N0}), snapshot {snap.ByteSize:N0} B, prefill {sw.Elapsed.TotalSeconds:F1} s");
+            sizes.Add(m);
+            sizes.Add(a);
+            sizes.Add(snap.ByteSize);
+        }
+        return sizes.ToArray();
+    }
+    (long, long) Split(InferenceState s)
+    {
+        long m = s.Mamba.Where(x => x is not null).Sum(x => x!.ByteSize);
+        long a = s.Attention.Where(x => x is not null).Sum(x => x!.ByteSize);
+        return (m, a);
+    }
+    var hybrid = Measure(hybridPair, Split);
+    var dense = Measure(densePair, Split);
+    for (int i = 0; i < contexts.Length; i++)
+    {
+        long mambaLayer = hybrid[3 * i], hybridAttn = hybrid[3 * i + 1], denseAttn = dense[3 * i + 1];
+        long hTiny = 36 * mambaLayer + 4 * hybridAttn;
+        long micro = 40 * denseAttn;
+        rows.Add(new
+        {
+            context = contexts[i],
+            hybrid_mamba_layer_bytes = mambaLayer,
+            hybrid_attention_layer_bytes = hybridAttn,
+            dense_attention_layer_bytes = denseAttn,
+            h_tiny_session_bytes = hTiny,
+            micro_session_bytes = micro,
+            ratio = Math.Round((double)hTiny / micro, 3),
+        });
+        Console.WriteLine($"context {contexts[i],6}: H-Tiny (36 Mamba + 4 attention) {hTiny / 1048576.0:F1} MiB, Micro (40 attention) {micro / 1048576.0:F1} MiB, ratio {(double)hTiny / micro:P1}");
+    }
+    results["memory"] = new
+    {
+        method = "real InferenceState bytes after prefill (working state: KV at allocated capacity in BF16, SSM float32, conv BF16) of one Mamba + one attention layer of H-Tiny shape and one attention layer of Micro shape, scaled by layer counts (H-Tiny 36 + 4, Micro 40)",
+        rows,
+    };
+}
+
+string Checkpoint(string name, Dictionary<string, object> config)
+{
+    string dir = Path.Combine(work, name);
+    string json = JsonSerializer.Serialize(config, new JsonSerializerOptions { WriteIndented = true });
+    if (File.Exists(Path.Combine(dir, "model.safetensors")) && File.Exists(Path.Combine(dir, "config.json")) && File.ReadAllText(Path.Combine(dir, "config.json")) == json) return dir;
+    Directory.CreateDirectory(dir);
+    File.WriteAllText(Path.Combine(dir, "config.json"), json);
+    var sw = Stopwatch.StartNew();
+    GraniteCheckpointLayout.WriteRandom(dir, GraniteConfig.Load(Path.Combine(dir, "config.json")), torch.ScalarType.BFloat16, seed: 1);
+    Console.WriteLine($"wrote random checkpoint {dir} in {sw.Elapsed.TotalSeconds:F0} s");
+    return dir;
+}
+
+static Dictionary<string, object> Common(string[] layerTypes) => new()
+{
+    ["architectures"] = new[] { "GraniteMoeHybridForCausalLM" },
+    ["model_type"] = "granitemoehybrid",
+    ["vocab_size"] = 100352,
+    ["num_hidden_layers"] = layerTypes.Length,
+    ["layer_types"] = layerTypes,
+    ["max_position_embeddings"] = 131072,
+    ["embedding_multiplier"] = 12.0,
+    ["residual_multiplier"] = 0.22,
+    ["rms_norm_eps"] = 1e-5,
+    ["bos_token_id"] = 100257,
+    ["eos_token_id"] = 100257,
+    ["pad_token_id"] = 100256,
+    ["hidden_act"] = "silu",
+    ["attention_bias"] = false,
+    ["tie_word_embeddings"] = true,
+    ["mamba_d_conv"] = 4,
+    ["mamba_expand"] = 2,
+    ["mamba_n_groups"] = 1,
+    ["mamba_chunk_size"] = 256,
+    ["mamba_conv_bias"] = true,
+    ["mamba_proj_bias"] = false,
+    ["torch_dtype"] = "bfloat16",
+};
+
+static Dictionary<string, object> HTiny(string[] layerTypes)
+{
+    var c = Common(layerTypes);
+    c["hidden_size"] = 1536; c["num_attention_heads"] = 12; c["num_key_value_heads"] = 4;
+    c["attention_multiplier"] = 0.0078125; c["logits_scaling"] = 6.0; c["position_embedding_type"] = "nope"; c["rope_theta"] = 10000.0;
+    c["intermediate_size"] = 512; c["shared_intermediate_size"] = 1024; c["num_local_experts"] = 64; c["num_experts_per_tok"] = 6;
+    c["mamba_n_heads"] = 48; c["mamba_d_head"] = 64; c["mamba_d_state"] = 128;
+    return c;
+}
+
+static Dictionary<string, object> Micro(int layers)
+{
+    var c = Common(Enumerable.Repeat("attention", layers).ToArray());
+    c["hidden_size"] = 2560; c["num_attention_heads"] = 40; c["num_key_value_heads"] = 8;
+    c["attention_multiplier"] = 0.015625; c["logits_scaling"] = 10.0; c["position_embedding_type"] = "rope"; c["rope_theta"] = 10000000.0;
+    c["intermediate_size"] = 8192; c["shared_intermediate_size"] = 8192; c["num_local_experts"] = 0; c["num_experts_per_tok"] = 0;
+    c["mamba_n_heads"] = 128; c["mamba_d_head"] = 40; c["mamba_d_state"] = 256;
+    return c;
+}

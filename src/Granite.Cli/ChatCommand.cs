@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using System.Text.Json;
+using Granite.Core.Generation;
+using Granite.Core.Modeling;
+using Granite.Extensions.AI;
+using Microsoft.Extensions.AI;
+
+namespace Granite.Cli;
+
+internal static partial class GraniteCli
+{
+    /// <summary>
+    /// <c>granite chat --model DIR --script FILE [--json] [--no-reuse] [--max-tokens N] [--system TEXT]</c>: replays the user
+    /// turns of FILE (a JSON list of strings, or one turn per non-empty line) as one conversation. With <c>--json</c>
+    /// prints per turn <c>{"turn","input_tokens","cached_input_tokens","output_tokens","ttft_ms","total_ms"}</c>;
+    /// <c>ttft_ms</c> is the client-observed time to the first streamed update.
+    /// </summary>
+    private static async Task<int> Chat(CliArgs a, TextWriter stdout, CancellationToken ct)
+    {
+        var dir = ModelDir(a);
+        var script = a.Require("script");
+        bool json = a.Flag("json");
+        bool noReuse = a.Flag("no-reuse");
+        int maxTokens = a.Int("max-tokens", 1) ?? 64;
+        string? system = a.Get("system");
+        var modelOptions = ModelOptions(a, WeightDtypePolicy.AsStored);
+        a.EnsureAllUsed();
+        var turns = ReadScript(script);
+
+        var engine = GraniteEngine.Load(dir, new GraniteEngineOptions { Model = modelOptions, SessionCacheBytes = noReuse ? 0 : 512L << 20 });
+        using var client = new GraniteChatClient(engine, new GraniteChatClientOptions { ModelPath = dir }, ownsEngine: true);
+        string? conversationId = null;
+        for (int n = 0; n < turns.Count; n++)
+        {
+            var messages = new List<ChatMessage>();
+            if (n == 0 && system is not null) messages.Add(new ChatMessage(ChatRole.System, system));
+            messages.Add(new ChatMessage(ChatRole.User, turns[n]));
+            var options = new ChatOptions { ConversationId = conversationId, MaxOutputTokens = maxTokens, Temperature = 0 };
+            var sw = Stopwatch.StartNew();
+            double? ttft = null;
+            var updates = new List<ChatResponseUpdate>();
+            if (!json) stdout.WriteLine($"> {turns[n]}");
+            await foreach (var u in client.GetStreamingResponseAsync(messages, options, ct))
+            {
+                ttft ??= sw.Elapsed.TotalMilliseconds;
+                updates.Add(u);
+                if (!json && u.Text.Length > 0) { stdout.Write(u.Text); stdout.Flush(); }
+            }
+            double total = sw.Elapsed.TotalMilliseconds;
+            var response = updates.ToChatResponse();
+            conversationId = response.ConversationId;
+            var usage = response.Usage;
+            var line = new
+            {
+                turn = n + 1,
+                input_tokens = usage?.InputTokenCount ?? 0,
+                cached_input_tokens = usage?.CachedInputTokenCount ?? 0,
+                output_tokens = usage?.OutputTokenCount ?? 0,
+                ttft_ms = Math.Round(ttft ?? total, 1),
+                total_ms = Math.Round(total, 1),
+            };
+            if (json)
+                stdout.WriteLine(JsonSerializer.Serialize(line, Json));
+            else
+                stdout.WriteLine($"\n[turn {line.turn}: {line.input_tokens} input tokens ({line.cached_input_tokens} cached), {line.output_tokens} output, first token {line.ttft_ms} ms, total {line.total_ms} ms]");
+        }
+        return 0;
+    }
+
+    /// <summary>User turns from a JSON list of strings, or one per non-empty line.</summary>
+    internal static IReadOnlyList<string> ReadScript(string path)
+    {
+        if (!File.Exists(path)) throw new CliUsageException($"script file not found: {path}");
+        var text = File.ReadAllText(path);
+        List<string> turns;
+        if (text.TrimStart().StartsWith('['))
+        {
+            try
+            {
+                turns = JsonSerializer.Deserialize<List<string>>(text) ?? [];
+            }
+            catch (JsonException ex)
+            {
+                throw new CliUsageException($"script {path} is not a JSON list of strings: {ex.Message}");
+            }
+        }
+        else
+        {
+            turns = text.Split('\n').Select(l => l.TrimEnd('\r')).Where(l => l.Trim().Length > 0).ToList();
+        }
+        if (turns.Count == 0) throw new CliUsageException($"script {path} has no user turns");
+        return turns;
+    }
+}

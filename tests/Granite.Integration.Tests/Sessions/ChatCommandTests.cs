@@ -1,0 +1,65 @@
+using System.Text.Json;
+using Granite.Cli;
+using Granite.Core;
+
+namespace Granite.Integration.Tests.Sessions;
+
+public sealed class ChatCommandTests
+{
+    private static string ModelDir => Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe");
+
+    private static async Task<(int Code, List<JsonElement> Lines, string Err)> RunAsync(params string[] args)
+    {
+        GraniteRuntime.EnsureLoaded();
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await GraniteCli.RunAsync(args, stdout, stderr);
+        var lines = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToList();
+        return (code, lines, stderr.ToString());
+    }
+
+    [Fact]
+    public async Task ReplaysTurnsAndReportsCachedTokensPerTurn()
+    {
+        var script = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(script, "[\"Hello there\", \"What can you do?\", \"Thanks\"]");
+            var reuse = await RunAsync("chat", "--model", ModelDir, "--script", script, "--json", "--max-tokens", "5", "--dtype", "f32");
+            var none = await RunAsync("chat", "--model", ModelDir, "--script", script, "--json", "--max-tokens", "5", "--dtype", "f32", "--no-reuse");
+            reuse.Code.Should().Be(0, reuse.Err);
+            none.Code.Should().Be(0, none.Err);
+            reuse.Lines.Should().HaveCount(3);
+            foreach (var l in reuse.Lines.Concat(none.Lines))
+                l.EnumerateObject().Select(p => p.Name).Should().Equal("turn", "input_tokens", "cached_input_tokens", "output_tokens", "ttft_ms", "total_ms");
+            for (int i = 0; i < 3; i++)
+            {
+                reuse.Lines[i].GetProperty("turn").GetInt32().Should().Be(i + 1);
+                reuse.Lines[i].GetProperty("input_tokens").GetInt32().Should().Be(none.Lines[i].GetProperty("input_tokens").GetInt32());
+                none.Lines[i].GetProperty("cached_input_tokens").GetInt32().Should().Be(0);
+            }
+            reuse.Lines[0].GetProperty("cached_input_tokens").GetInt32().Should().Be(0);
+            for (int i = 1; i < 3; i++)
+            {
+                int prevTotal = reuse.Lines[i - 1].GetProperty("input_tokens").GetInt32() + reuse.Lines[i - 1].GetProperty("output_tokens").GetInt32();
+                reuse.Lines[i].GetProperty("cached_input_tokens").GetInt32().Should().BeGreaterThanOrEqualTo(prevTotal);
+            }
+
+            File.WriteAllText(script, "first line\n\nsecond line\n");
+            var lines = await RunAsync("chat", "--model", ModelDir, "--script", script, "--json", "--max-tokens", "2");
+            lines.Lines.Should().HaveCount(2);
+        }
+        finally
+        {
+            File.Delete(script);
+        }
+    }
+
+    [Fact]
+    public async Task BadScriptIsAUsageError()
+    {
+        var (code, _, err) = await RunAsync("chat", "--model", ModelDir, "--script", "/nonexistent/turns.txt", "--json");
+        code.Should().Be(2);
+        err.Should().Contain("script file not found");
+    }
+}
