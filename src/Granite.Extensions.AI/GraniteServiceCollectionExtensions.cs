@@ -52,7 +52,7 @@ public static class GraniteServiceCollectionExtensions
     {
         string name = serviceKey?.ToString() ?? Options.DefaultName;
         services.AddOptions<GraniteChatClientOptions>(name).Configure(configure);
-        var holder = new GraniteModelHolder(name);
+        var holder = new GraniteModelHolder(serviceKey?.ToString() ?? "default");
         services.AddKeyedSingleton<GraniteModelHolder>(name, (_, _) => holder); // factory registration: the container disposes it
         services.AddSingleton<IHostedService>(sp => new GraniteModelHostedService(holder, sp.GetRequiredService<IOptionsMonitor<GraniteChatClientOptions>>().Get(name), sp.GetService<ILoggerFactory>()));
         services.AddHealthChecks().AddCheck("granite" + (serviceKey is null ? "" : "-" + name), new GraniteHealthCheck(holder));
@@ -87,7 +87,7 @@ internal sealed class GraniteModelHolder(string name) : IDisposable
             try
             {
                 if (string.IsNullOrWhiteSpace(options.ModelPath))
-                    throw new InvalidOperationException("Granite:ModelPath is not configured.");
+                    throw new InvalidOperationException($"The Granite model '{Name}' has no ModelPath (configuration key Granite:ModelPath, or GraniteChatClientOptions.ModelPath).");
                 if (!Directory.Exists(options.ModelPath))
                     throw new DirectoryNotFoundException($"Granite model folder not found: {options.ModelPath}");
                 _engine = GraniteEngine.Load(options.ModelPath, GraniteChatClient.ToEngineOptions(options), loggerFactory?.CreateLogger<GraniteEngine>());
