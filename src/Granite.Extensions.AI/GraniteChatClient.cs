@@ -34,6 +34,10 @@ public sealed class GraniteChatClient : IChatClient
     /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: text the assistant output is forced to start with.</summary>
     public const string ForcedPrefixKey = "forced_prefix";
 
+    /// <summary>Internal knob: false = do not keep this request's history under its conversation id (set by pipelines
+    /// that always resend the full history, e.g. the Semantic Kernel registration).</summary>
+    internal const string StoreConversationKey = "granite.store_conversation";
+
     private readonly GraniteEngine _engine;
     private readonly GraniteChatClientOptions _options;
     private readonly bool _ownsEngine;
@@ -72,6 +76,9 @@ public sealed class GraniteChatClient : IChatClient
 
     /// <summary>The model id reported in responses.</summary>
     public string ModelId { get; }
+
+    /// <summary>Number of conversation histories currently kept for <see cref="ChatOptions.ConversationId"/> callers.</summary>
+    internal int StoredConversationCount => _conversations.Count;
 
     /// <summary>The engine (model, tokenizer, inference thread, session store).</summary>
     public GraniteEngine Engine => _engine;
@@ -162,7 +169,8 @@ public sealed class GraniteChatClient : IChatClient
             _logger.LogWarning("ToolMode required a tool call but the model produced none.");
 
         var assistant = new ChatMessage(ChatRole.Assistant, MergeText(responseContents)) { MessageId = responseId };
-        _conversations.Set(conversationId, history.Append(assistant).ToList());
+        if (GetKnob<bool?>(options, StoreConversationKey) ?? true)
+            _conversations.Set(conversationId, history.Append(assistant).ToList());
 
         var final = Update(new List<AIContent>());
         final.FinishReason = calls > 0 ? ChatFinishReason.ToolCalls : finish switch

@@ -236,6 +236,7 @@ public class ChatClientTests(TinyEngineFixture fx) : IClassFixture<TinyEngineFix
         using var capture = new PromptCapture(client);
         var first = await client.GetResponseAsync(Conversation("Hello"), new ChatOptions { MaxOutputTokens = 6 });
         first.ConversationId.Should().NotBeNullOrEmpty();
+        client.StoredConversationCount.Should().Be(1);
 
         var second = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "And then?")], new ChatOptions { MaxOutputTokens = 6, ConversationId = first.ConversationId });
         second.ConversationId.Should().Be(first.ConversationId);

@@ -80,6 +80,13 @@ public class KernelRegistrationTests
         var answer = await chat.GetChatMessageContentAsync(history, AutoSettings(), kernel);
 
         AssertRoundTrip(plugin, capture);
+        granite.StoredConversationCount.Should().Be(0, "the SK pipeline resends full histories, so the client keeps none");
+        // SK records the call and its result in the chat history.
+        history.Should().HaveCount(4);
+        var call = history[2].Items.OfType<Microsoft.SemanticKernel.FunctionCallContent>().Should().ContainSingle().Subject;
+        call.FunctionName.Should().Be("Weather_GetForecast");
+        history[3].Items.OfType<Microsoft.SemanticKernel.FunctionResultContent>().Should().ContainSingle()
+            .Which.Result!.ToString().Should().Be("Sunny in Paris for 2 days, 21 C");
         answer.Role.Should().Be(AuthorRole.Assistant);
         answer.Content.Should().NotBeNull();
     }
