@@ -37,7 +37,7 @@ if (embedded)
     // The embedded checkpoint has random weights and cannot decide to call a tool: force the opening of its answer to be
     // the call, so the real parse → invoke → <tool_response> → second generation loop runs. Real checkpoints need none.
     Console.WriteLine("(embedded random-weights test model: the first answer is forced to start with a get_weather call)");
-    options.AdditionalProperties = new() { [GraniteChatClient.ForcedPrefixKey] = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>" };
+    options.AdditionalProperties = new() { [GraniteChatClient.ForcedPrefixKey] = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|end_of_text|>" };
 }
 
 await foreach (var update in client.GetStreamingResponseAsync("What is the weather in Paris?", options))

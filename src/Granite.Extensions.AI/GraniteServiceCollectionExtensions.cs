@@ -25,7 +25,7 @@ public static class GraniteServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(services);
         ArgumentNullException.ThrowIfNull(configure);
-        return Add(services, serviceKey: null, configure, null);
+        return Add(services, serviceKey: null, configure);
     }
 
     /// <summary>Same as <see cref="AddGraniteChatClient(IServiceCollection, Action{GraniteChatClientOptions})"/>, binding
@@ -36,7 +36,7 @@ public static class GraniteServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(services);
         ArgumentNullException.ThrowIfNull(configuration);
         var section = configuration.GetSection(sectionName);
-        return Add(services, serviceKey: null, o => section.Bind(o), section);
+        return Add(services, serviceKey: null, o => section.Bind(o));
     }
 
     /// <summary>Registers a keyed Granite chat client (several models side by side).</summary>
@@ -45,10 +45,10 @@ public static class GraniteServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(services);
         ArgumentNullException.ThrowIfNull(serviceKey);
         ArgumentNullException.ThrowIfNull(configure);
-        return Add(services, serviceKey, configure, null);
+        return Add(services, serviceKey, configure);
     }
 
-    private static ChatClientBuilder Add(IServiceCollection services, object? serviceKey, Action<GraniteChatClientOptions> configure, IConfiguration? _)
+    private static ChatClientBuilder Add(IServiceCollection services, object? serviceKey, Action<GraniteChatClientOptions> configure)
     {
         string name = serviceKey?.ToString() ?? Options.DefaultName;
         services.AddOptions<GraniteChatClientOptions>(name).Configure(configure);
