@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.Globalization;
+using Granite.Core;
 using Granite.Extensions.AI;
 using Granite.SemanticKernel;
 using Microsoft.Extensions.DependencyInjection;
@@ -7,11 +8,15 @@ using Microsoft.Extensions.Logging;
 using Microsoft.SemanticKernel;
 using Microsoft.SemanticKernel.ChatCompletion;
 
-// A Semantic Kernel tool-calling agent on an in-process Granite 4.0 model.
+// A Semantic Kernel tool-calling agent on an in-process Granite 4.0 model: Kernel + two plugins + IChatCompletionService
+// with FunctionChoiceBehavior.Auto(), streaming the answer to the console.
 //   dotnet run --project samples/Granite.Samples.Agent                 (embedded tiny test checkpoint)
 //   dotnet run --project samples/Granite.Samples.Agent -- --model DIR  (a real Granite 4.0 checkpoint folder)
+// (SK's ChatCompletionAgent lives in Microsoft.SemanticKernel.Agents.Core, which this build environment does not provide;
+// the same loop — chat history, automatic function calling, streamed answer — is written here with the kernel directly.)
+GraniteRuntime.EnsureLoaded();
 string? modelDir = null;
-string question = "What time is it in UTC, and how many kilometres are 26.2 miles?";
+string question = "How many kilometres are 26.2 miles, and what time is it in UTC?";
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -36,9 +41,10 @@ if (embedded)
 {
     Console.WriteLine("""
         Model: the embedded default checkpoint (tests/TestData/tiny-h-moe): a 0.5 M-parameter Granite 4.0 hybrid-MoE model
-        with RANDOM weights, shipped for tests. It runs the real code path (tokenizer, template, TorchSharp forward passes,
-        tool-call parsing, Semantic Kernel function invocation), but its words are meaningless. Because it cannot decide to
-        call a tool, this demo forces the first turn to begin with a tool call; everything after that is produced for real.
+        with RANDOM weights, shipped for tests. It runs the real code path (tokenizer, chat template, TorchSharp forward
+        passes, tool-call parsing, Semantic Kernel function invocation), but its words are meaningless. Because it cannot
+        decide to call a tool, this demo forces its first answer to be a tool call (the client's "forced_prefix" option);
+        the tool result then goes back into the prompt and the second answer is generated for real.
         Pass --model DIR with a real Granite 4.0 checkpoint (e.g. ibm-granite/granite-4.0-h-tiny) for a real agent.
 
         """);
@@ -46,7 +52,7 @@ if (embedded)
 
 var builder = Kernel.CreateBuilder();
 if (Environment.GetEnvironmentVariable("GRANITE_SAMPLE_LOG") is "debug")
-    builder.Services.AddLogging(l => l.AddConsole().SetMinimumLevel(Microsoft.Extensions.Logging.LogLevel.Debug));
+    builder.Services.AddLogging(l => l.AddConsole().SetMinimumLevel(LogLevel.Debug));
 builder.AddGraniteChatClient(o =>
 {
     o.ModelPath = modelDir;
@@ -54,28 +60,46 @@ builder.AddGraniteChatClient(o =>
 });
 builder.Plugins.AddFromType<TimePlugin>("Time");
 builder.Plugins.AddFromType<UnitsPlugin>("Units");
-using var kernel = builder.Build() is var k ? new KernelScope(k) : null!;
-
-var chat = kernel.Kernel.GetRequiredService<IChatCompletionService>();
-var history = new ChatHistory("You are a precise assistant. Use the tools for times and unit conversions.");
-history.AddUserMessage(question);
-Console.WriteLine($"user> {question}");
-
-var settings = new PromptExecutionSettings { FunctionChoiceBehavior = FunctionChoiceBehavior.Auto() };
-if (embedded)
+builder.Services.AddSingleton<IAutoFunctionInvocationFilter, ConsoleToolFilter>();
+var kernel = builder.Build();
+try
 {
-    settings.ExtensionData = new Dictionary<string, object>
-    {
-        [GraniteChatClient.ForcedPrefixKey] = "<tool_call>\n{\"name\": \"Units_MilesToKilometres\", \"arguments\": {\"miles\": 26.2}}\n</tool_call>",
-    };
-}
+    var chat = kernel.GetRequiredService<IChatCompletionService>();
+    var history = new ChatHistory("You are a precise assistant. Use the tools for times and unit conversions.");
+    history.AddUserMessage(question);
+    Console.WriteLine($"user> {question}");
 
-Console.Write("assistant> ");
-await foreach (var update in chat.GetStreamingChatMessageContentsAsync(history, settings, kernel.Kernel))
-    Console.Write(update.Content);
-Console.WriteLine();
-Console.WriteLine($"tools invoked: {string.Join(", ", Invocations.Names)}");
-return 0;
+    var settings = new PromptExecutionSettings { FunctionChoiceBehavior = FunctionChoiceBehavior.Auto() };
+    if (embedded)
+    {
+        settings.ExtensionData = new Dictionary<string, object>
+        {
+            // The forced answer: one call and the end-of-text token. SK names plugin functions Plugin_Function.
+            [GraniteChatClient.ForcedPrefixKey] = "<tool_call>\n{\"name\": \"Units_MilesToKilometres\", \"arguments\": {\"miles\": 26.2}}\n</tool_call><|end_of_text|>",
+        };
+    }
+
+    Console.Write("assistant> ");
+    var answer = new System.Text.StringBuilder();
+    await foreach (var update in chat.GetStreamingChatMessageContentsAsync(history, settings, kernel))
+    {
+        Console.Write(update.Content);
+        answer.Append(update.Content);
+    }
+    Console.WriteLine();
+    history.AddAssistantMessage(answer.ToString());
+    Console.WriteLine($"tools invoked: {(Invocations.Names.Count == 0 ? "none" : string.Join(", ", Invocations.Names))}");
+    if (embedded && Invocations.Names.Count == 0)
+    {
+        Console.Error.WriteLine("The forced tool call was not invoked: the function-calling pipeline is broken.");
+        return 1;
+    }
+    return 0;
+}
+finally
+{
+    (kernel.Services as IDisposable)?.Dispose();
+}
 
 /// <summary>Time and date functions.</summary>
 public sealed class TimePlugin
@@ -109,17 +133,20 @@ public sealed class UnitsPlugin
     }
 }
 
+/// <summary>Prints each automatic tool call and its result.</summary>
+internal sealed class ConsoleToolFilter : IAutoFunctionInvocationFilter
+{
+    public async Task OnAutoFunctionInvocationAsync(AutoFunctionInvocationContext context, Func<AutoFunctionInvocationContext, Task> next)
+    {
+        string args = string.Join(", ", context.Arguments?.Select(a => $"{a.Key}={a.Value}") ?? []);
+        Console.WriteLine($"\n  [tool call] {context.Function.PluginName}.{context.Function.Name}({args})");
+        await next(context);
+        Console.WriteLine($"  [tool result] {context.Result}");
+        Console.Write("assistant> ");
+    }
+}
+
 internal static class Invocations
 {
     public static readonly List<string> Names = new();
-}
-
-internal sealed class KernelScope(Kernel kernel) : IDisposable
-{
-    public Kernel Kernel { get; } = kernel;
-
-    public void Dispose()
-    {
-        if (Kernel.Services is IDisposable d) d.Dispose();
-    }
 }

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Text.Json;
 using Granite.Core.Generation;
 using Granite.Core.Modeling;
 using Granite.Core.Tokenization;
@@ -15,10 +16,14 @@ namespace Granite.Extensions.AI;
 /// carries the finish reason, usage and conversation id. Thread-safe: requests are queued on the engine's inference thread.
 /// </summary>
 /// <remarks>
-/// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/>:
-/// <c>repetition_penalty</c> (float), <c>session_cache</c> (bool, default true), <c>forced_prefix</c> (string: text the
-/// assistant's answer to a user message must start with, tokenized as template text — e.g. <c>"&lt;tool_call&gt;"</c>;
-/// ignored when the last message is not a user message, so automatic tool loops end).
+/// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/> (a value of the wrong type is an
+/// <see cref="ArgumentException"/>): <c>repetition_penalty</c> (float, Hugging Face semantics), <c>session_cache</c>
+/// (bool, default true), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
+/// start with, tokenized as template text so <c>&lt;tool_call&gt;</c> becomes its token — never put user text in it;
+/// ignored when the last message is not a user message, so automatic tool loops end). Conversation ids: every response
+/// carries one; a request that passes it back sends only its new messages (the history is kept by the client, least
+/// recently used dropped beyond <see cref="GraniteChatClientOptions.MaxStoredConversations"/>; an unknown id starts a new
+/// conversation under that id). See <c>docs/client.md</c>.
 /// </remarks>
 public sealed partial class GraniteChatClient : IChatClient
 {
@@ -29,12 +34,20 @@ public sealed partial class GraniteChatClient : IChatClient
     /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: text the assistant output is forced to start with.</summary>
     public const string ForcedPrefixKey = "forced_prefix";
 
+    /// <summary>Internal knob: false = do not keep this request's history under its conversation id (set by pipelines
+    /// that always resend the full history, e.g. the Semantic Kernel registration).</summary>
+    internal const string StoreConversationKey = "granite.store_conversation";
+
     private readonly GraniteEngine _engine;
     private readonly GraniteChatClientOptions _options;
     private readonly bool _ownsEngine;
     private readonly ILogger _logger;
     private readonly ChatClientMetadata _metadata;
     private readonly ConversationStore _conversations;
+
+    /// <summary>Diagnostics hook: raised with every prepared request (rendered prompt text, token ids, forced tokens)
+    /// before generation starts. Internal: used by tests and diagnostics, not part of the public contract.</summary>
+    internal event Action<PreparedRequest>? PromptRendered;
 
     /// <summary>Loads the checkpoint at <see cref="GraniteChatClientOptions.ModelPath"/> and owns it.</summary>
     public GraniteChatClient(GraniteChatClientOptions options, ILoggerFactory? loggerFactory = null)
@@ -64,6 +77,9 @@ public sealed partial class GraniteChatClient : IChatClient
     /// <summary>The model id reported in responses.</summary>
     public string ModelId { get; }
 
+    /// <summary>Number of conversation histories currently kept for <see cref="ChatOptions.ConversationId"/> callers.</summary>
+    internal int StoredConversationCount => _conversations.Count;
+
     /// <summary>The engine (model, tokenizer, inference thread, session store).</summary>
     public GraniteEngine Engine => _engine;
 
@@ -88,6 +104,9 @@ public sealed partial class GraniteChatClient : IChatClient
         await GetStreamingResponseAsync(messages, options, cancellationToken).ToChatResponseAsync(cancellationToken).ConfigureAwait(false);
 
     /// <inheritdoc />
+    /// <exception cref="ArgumentException">No messages, a message of an unsupported role, a prompt over the context
+    /// limit, an out-of-range option, or a <see cref="ChatOptions.ModelId"/> of another model (thrown before any compute).</exception>
+    /// <exception cref="NotSupportedException">Non-text content (images, files) or <c>ResponseFormat</c> JSON.</exception>
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
@@ -98,13 +117,16 @@ public sealed partial class GraniteChatClient : IChatClient
             : newMessages;
         var prepared = Prepare(history, options);
         prepared = prepared with { Request = prepared.Request with { SessionKey = conversationId } };
+        PromptRendered?.Invoke(prepared);
         _logger.LogDebug("Granite request: {PromptTokens} prompt tokens, {Tools} tools, forced prefix {Forced}",
-            prepared.Request.PromptTokens.Count, options?.Tools?.Count ?? 0, prepared.Request.ForcedOutputTokens?.Count ?? 0);
+            prepared.Request.PromptTokens.Count, prepared.ToolCount, prepared.Request.ForcedOutputTokens?.Count ?? 0);
         string responseId = "granite-" + Guid.NewGuid().ToString("N")[..16];
         var created = DateTimeOffset.UtcNow;
-        var parser = new GraniteToolCallParser(callIdPrefix: null, logger: _logger);
+        // Call ids are unique across responses (FunctionInvokingChatClient matches results to calls by id).
+        var parser = new GraniteToolCallParser(callIdPrefix: responseId + "-", logger: _logger);
         bool allowMultiple = options?.AllowMultipleToolCalls ?? true;
         int calls = 0;
+        int generated = 0;
         var responseContents = new List<AIContent>();
         GenerationUsage? usage = null;
         GenerationFinishReason? finish = null;
@@ -120,6 +142,7 @@ public sealed partial class GraniteChatClient : IChatClient
 
         await foreach (var u in _engine.GenerateAsync(prepared.Request, cancellationToken).ConfigureAwait(false))
         {
+            if (u.TokenId is not null) generated++;
             var contents = new List<AIContent>();
             if (u.Text.Length > 0) contents.AddRange(parser.Push(u.Text));
             if (u.FinishReason is { } reason)
@@ -133,7 +156,8 @@ public sealed partial class GraniteChatClient : IChatClient
             if (contents.Count > 0) yield return Update(contents);
             if (!allowMultiple && calls > 0 && finish is null)
             {
-                // One call is all the caller accepts: stop generating (disposing the stream stops the engine).
+                // One call is all the caller accepts: stop generating (leaving the loop disposes the engine's stream,
+                // which stops generation and releases its state).
                 var rest = parser.Complete().Where(c => c is not FunctionCallContent).ToList();
                 responseContents.AddRange(rest);
                 if (rest.Count > 0) yield return Update(rest);
@@ -146,7 +170,8 @@ public sealed partial class GraniteChatClient : IChatClient
             _logger.LogWarning("ToolMode required a tool call but the model produced none.");
 
         var assistant = new ChatMessage(ChatRole.Assistant, MergeText(responseContents)) { MessageId = responseId };
-        _conversations.Set(conversationId, history.Append(assistant).ToList());
+        if (GetKnob<bool?>(options, StoreConversationKey) ?? true)
+            _conversations.Set(conversationId, history.Append(assistant).ToList());
         CheckSessionAfterTurn(history.Append(assistant), options, prepared.Request, usage, conversationId);
 
         var final = Update(new List<AIContent>());
@@ -155,16 +180,15 @@ public sealed partial class GraniteChatClient : IChatClient
             GenerationFinishReason.Length => ChatFinishReason.Length,
             _ => ChatFinishReason.Stop,
         };
-        if (usage is not null)
+        int input = usage?.InputTokens ?? prepared.Request.PromptTokens.Count;
+        int output = usage?.OutputTokens ?? generated;
+        final.Contents.Add(new UsageContent(new UsageDetails
         {
-            final.Contents.Add(new UsageContent(new UsageDetails
-            {
-                InputTokenCount = usage.InputTokens,
-                OutputTokenCount = usage.OutputTokens,
-                TotalTokenCount = usage.InputTokens + usage.OutputTokens,
-                CachedInputTokenCount = usage.CachedInputTokens,
-            }));
-        }
+            InputTokenCount = input,
+            OutputTokenCount = output,
+            TotalTokenCount = input + output,
+            CachedInputTokenCount = usage?.CachedInputTokens,
+        }));
         yield return final;
     }
 
@@ -181,7 +205,12 @@ public sealed partial class GraniteChatClient : IChatClient
         return merged;
     }
 
-    internal sealed record PreparedRequest(GenerationRequest Request, RenderedPrompt Prompt, bool RequireToolCall);
+    /// <summary>A rendered, tokenized request.</summary>
+    /// <param name="Request">What goes to the engine.</param>
+    /// <param name="Prompt">The rendered prompt (text and template/content segments).</param>
+    /// <param name="RequireToolCall">ToolMode required a call.</param>
+    /// <param name="ToolCount">Tools rendered into the prompt.</param>
+    internal sealed record PreparedRequest(GenerationRequest Request, RenderedPrompt Prompt, bool RequireToolCall, int ToolCount);
 
     /// <summary>Renders and tokenizes the conversation and maps the options; never mutates the caller's objects.</summary>
     internal PreparedRequest Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
@@ -190,6 +219,8 @@ public sealed partial class GraniteChatClient : IChatClient
         if (list.Count == 0) throw new ArgumentException("At least one chat message is required.", nameof(messages));
         if (options?.ResponseFormat is ChatResponseFormatJson)
             throw new NotSupportedException("GraniteChatClient does not support ResponseFormat JSON yet (no constrained decoding); describe the JSON in the instructions instead.");
+        if (options?.ModelId is { } requestedModel && !string.Equals(requestedModel, ModelId, StringComparison.Ordinal))
+            throw new ArgumentException($"ChatOptions.ModelId is '{requestedModel}', but this client serves '{ModelId}' (register one client per model, e.g. with AddKeyedGraniteChatClient).", nameof(options));
 
         if (!string.IsNullOrEmpty(options?.Instructions))
         {
@@ -202,15 +233,18 @@ public sealed partial class GraniteChatClient : IChatClient
         var mode = options?.ToolMode;
         IList<AITool>? tools = mode is NoneChatToolMode ? null : options?.Tools;
         bool requireCall = tools is { Count: > 0 } && mode is RequiredChatToolMode;
+        string? requiredName = (mode as RequiredChatToolMode)?.RequiredFunctionName;
+        if (requireCall && requiredName is not null && !tools!.Any(t => t.Name == requiredName))
+            throw new ArgumentException($"ToolMode requires the function '{requiredName}', which is not among ChatOptions.Tools.", nameof(options));
+
         // A forced prefix opens the assistant's answer to a user turn; after tool results the model continues freely
         // (otherwise an automatic function-invocation loop would force the same call forever).
         bool answeringUser = list[^1].Role == ChatRole.User;
-        string? forcedText = answeringUser && options?.AdditionalProperties?.TryGetValue(ForcedPrefixKey, out string? fp) == true ? fp : null;
+        string? forcedText = answeringUser ? GetKnob<string>(options, ForcedPrefixKey) : null;
         if (requireCall && forcedText is null && answeringUser)
         {
-            var required = (RequiredChatToolMode)mode!;
-            forcedText = required.RequiredFunctionName is { } name
-                ? "<tool_call>\n{\"name\": \"" + name + "\", \"arguments\": "
+            forcedText = requiredName is not null
+                ? "<tool_call>\n{\"name\": " + JsonSerializer.Serialize(requiredName) + ", \"arguments\": "
                 : "<tool_call>";
         }
 
@@ -218,10 +252,9 @@ public sealed partial class GraniteChatClient : IChatClient
         var ids = _engine.Tokenizer.Encode(prompt.Segments);
         int limit = _engine.Config.MaxPositionEmbeddings;
         if (ids.Count >= limit)
-            throw new ArgumentException($"The prompt has {ids.Count} tokens; the model's context limit is {limit} tokens.", nameof(messages));
+            throw new ArgumentException($"The prompt has {ids.Count} tokens; the model's context limit is {limit} tokens (max_position_embeddings), leaving no room to generate.", nameof(messages));
 
-        float? repetition = options?.AdditionalProperties?.TryGetValue(RepetitionPenaltyKey, out float rp) == true ? rp : null;
-        bool useCache = options?.AdditionalProperties?.TryGetValue(SessionCacheKey, out bool sc) != true || sc;
+        bool useCache = GetKnob<bool?>(options, SessionCacheKey) ?? true;
         var sampling = new SamplingOptions
         {
             Temperature = options?.Temperature ?? _options.DefaultTemperature,
@@ -230,19 +263,46 @@ public sealed partial class GraniteChatClient : IChatClient
             Seed = options?.Seed,
             FrequencyPenalty = options?.FrequencyPenalty,
             PresencePenalty = options?.PresencePenalty,
-            RepetitionPenalty = repetition,
+            RepetitionPenalty = GetKnob<float?>(options, RepetitionPenaltyKey),
             MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
             StopSequences = options?.StopSequences?.ToArray() ?? Array.Empty<string>(),
         };
+        sampling.Validate();
         var request = new GenerationRequest
         {
             PromptTokens = ids,
             Sampling = sampling,
-            ForcedOutputTokens = forcedText is null ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) }),
+            ForcedOutputTokens = string.IsNullOrEmpty(forcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) }),
             UseSessionCache = useCache,
             SnapshotAt = useCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
         };
-        return new PreparedRequest(request, prompt, requireCall);
+        return new PreparedRequest(request, prompt, requireCall, tools?.Count ?? 0);
+    }
+
+    /// <summary>Reads a Granite knob from <see cref="ChatOptions.AdditionalProperties"/>; a value of the wrong type is an error.</summary>
+    private static T? GetKnob<T>(ChatOptions? options, string key)
+    {
+        if (options?.AdditionalProperties is not { } props || !props.TryGetValue(key, out object? raw) || raw is null)
+            return default;
+        var target = Nullable.GetUnderlyingType(typeof(T)) ?? typeof(T);
+        if (target.IsInstanceOfType(raw)) return (T)raw;
+        if (raw is JsonElement json)
+        {
+            try { return (T?)json.Deserialize(target); }
+            catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException)
+            {
+                throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a {target.Name}; got JSON {json.ValueKind}.", nameof(options), ex);
+            }
+        }
+        if (raw is IConvertible && target != typeof(string))
+        {
+            try { return (T)Convert.ChangeType(raw, target, System.Globalization.CultureInfo.InvariantCulture); }
+            catch (Exception ex) when (ex is InvalidCastException or FormatException or OverflowException)
+            {
+                throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a {target.Name}; got {raw.GetType().Name} '{raw}'.", nameof(options), ex);
+            }
+        }
+        throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a {target.Name}; got {raw.GetType().Name}.", nameof(options));
     }
 
     /// <inheritdoc />

@@ -25,7 +25,7 @@ public static class GraniteServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(services);
         ArgumentNullException.ThrowIfNull(configure);
-        return Add(services, serviceKey: null, configure, null);
+        return Add(services, serviceKey: null, configure);
     }
 
     /// <summary>Same as <see cref="AddGraniteChatClient(IServiceCollection, Action{GraniteChatClientOptions})"/>, binding
@@ -36,7 +36,7 @@ public static class GraniteServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(services);
         ArgumentNullException.ThrowIfNull(configuration);
         var section = configuration.GetSection(sectionName);
-        return Add(services, serviceKey: null, o => section.Bind(o), section);
+        return Add(services, serviceKey: null, o => section.Bind(o));
     }
 
     /// <summary>Registers a keyed Granite chat client (several models side by side).</summary>
@@ -45,14 +45,14 @@ public static class GraniteServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(services);
         ArgumentNullException.ThrowIfNull(serviceKey);
         ArgumentNullException.ThrowIfNull(configure);
-        return Add(services, serviceKey, configure, null);
+        return Add(services, serviceKey, configure);
     }
 
-    private static ChatClientBuilder Add(IServiceCollection services, object? serviceKey, Action<GraniteChatClientOptions> configure, IConfiguration? _)
+    private static ChatClientBuilder Add(IServiceCollection services, object? serviceKey, Action<GraniteChatClientOptions> configure)
     {
         string name = serviceKey?.ToString() ?? Options.DefaultName;
         services.AddOptions<GraniteChatClientOptions>(name).Configure(configure);
-        var holder = new GraniteModelHolder(name);
+        var holder = new GraniteModelHolder(serviceKey?.ToString() ?? "default");
         services.AddKeyedSingleton<GraniteModelHolder>(name, (_, _) => holder); // factory registration: the container disposes it
         services.AddSingleton<IHostedService>(sp => new GraniteModelHostedService(holder, sp.GetRequiredService<IOptionsMonitor<GraniteChatClientOptions>>().Get(name), sp.GetService<ILoggerFactory>()));
         services.AddHealthChecks().AddCheck("granite" + (serviceKey is null ? "" : "-" + name), new GraniteHealthCheck(holder));
@@ -87,7 +87,7 @@ internal sealed class GraniteModelHolder(string name) : IDisposable
             try
             {
                 if (string.IsNullOrWhiteSpace(options.ModelPath))
-                    throw new InvalidOperationException("Granite:ModelPath is not configured.");
+                    throw new InvalidOperationException($"The Granite model '{Name}' has no ModelPath (configuration key Granite:ModelPath, or GraniteChatClientOptions.ModelPath).");
                 if (!Directory.Exists(options.ModelPath))
                     throw new DirectoryNotFoundException($"Granite model folder not found: {options.ModelPath}");
                 _engine = GraniteEngine.Load(options.ModelPath, GraniteChatClient.ToEngineOptions(options), loggerFactory?.CreateLogger<GraniteEngine>());

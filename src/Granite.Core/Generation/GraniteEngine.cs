@@ -178,7 +178,9 @@ public sealed partial class GraniteEngine : IDisposable
                 var step = stop.Accept(next, stop.IsStopToken(next) ? "" : detok.Append(next));
                 if (step.FinishReason is { } reason)
                 {
-                    var tail = step.Text + (reason == GenerationFinishReason.Stop ? "" : detok.Flush());
+                    // Only a length cut flushes a dangling partial character: after a stop token or a stop sequence
+                    // nothing more belongs to the output.
+                    var tail = step.Text + (reason == GenerationFinishReason.Length ? detok.Flush() : "");
                     // Feed the final token so the stored snapshot covers the whole turn (the next prompt repeats it).
                     if (request.UseSessionCache && Sessions.Enabled)
                     {

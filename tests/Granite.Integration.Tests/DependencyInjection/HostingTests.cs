@@ -1,0 +1,188 @@
+using Granite.Core;
+using Granite.Core.Generation;
+using Granite.Core.Modeling;
+using Granite.Extensions.AI;
+using Granite.Integration.Tests.Client;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Granite.Integration.Tests.DependencyInjection;
+
+/// <summary>AddGraniteChatClient, the model-loading hosted service and the health check, on the real fixtures.</summary>
+public class HostingTests
+{
+    public HostingTests() => GraniteRuntime.EnsureLoaded();
+
+    private static string DenseDir => Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-dense");
+
+    private static HostApplicationBuilder NewHost(Dictionary<string, string?> settings, ListLoggerProvider? logs = null)
+    {
+        var builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
+        builder.Configuration.AddInMemoryCollection(settings);
+        if (logs is not null) builder.Logging.AddProvider(logs);
+        return builder;
+    }
+
+    private static async Task<HealthReport> Health(IHost host) => await host.Services.GetRequiredService<HealthCheckService>().CheckHealthAsync();
+
+    [Fact]
+    public async Task AddGraniteChatClient_Binds_The_Granite_Section_And_Returns_A_ChatClientBuilder()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Granite:ModelPath"] = TinyEngineFixture.ModelDir,
+            ["Granite:ModelId"] = "granite-tiny-test",
+            ["Granite:WeightDtype"] = "Float32",
+            ["Granite:DefaultMaxOutputTokens"] = "5",
+            ["Granite:SessionCacheBytes"] = "0",
+        }).Build();
+        var services = new ServiceCollection();
+        ChatClientBuilder builder = services.AddGraniteChatClient(config);
+        builder.UseFunctionInvocation();
+        using var sp = services.BuildServiceProvider();
+
+        var client = sp.GetRequiredService<IChatClient>();
+        client.GetService<FunctionInvokingChatClient>().Should().NotBeNull();
+        var granite = client.GetService<GraniteChatClient>()!;
+        granite.ModelId.Should().Be("granite-tiny-test");
+        client.GetService<ChatClientMetadata>()!.DefaultModelId.Should().Be("granite-tiny-test");
+        var engine = client.GetService<GraniteEngine>()!;
+        engine.Options.SessionCacheBytes.Should().Be(0);
+        engine.Model.WeightDtype.Should().Be(TorchSharp.torch.ScalarType.Float32);
+
+        var response = await client.GetResponseAsync("Hello");
+        response.Usage!.OutputTokenCount.Should().Be(5, "DefaultMaxOutputTokens comes from configuration");
+        response.FinishReason.Should().Be(ChatFinishReason.Length);
+    }
+
+    [Fact]
+    public async Task Hosted_Service_Loads_The_Model_At_Start_And_Health_Is_Healthy()
+    {
+        var logs = new ListLoggerProvider();
+        var builder = NewHost(new() { ["Granite:ModelPath"] = TinyEngineFixture.ModelDir, ["Granite:WeightDtype"] = "Float32" }, logs);
+        builder.Services.AddGraniteChatClient(builder.Configuration);
+        using var host = builder.Build();
+
+        (await Health(host)).Status.Should().Be(HealthStatus.Degraded, "nothing is loaded before the host starts");
+        await host.StartAsync();
+        var report = await Health(host);
+        report.Status.Should().Be(HealthStatus.Healthy);
+        report.Entries.Should().ContainKey("granite");
+        logs.Messages.Should().Contain(m => m.Contains("loaded in") && m.Contains("544,288 parameters") && m.Contains("bytes of weights"));
+
+        var client = host.Services.GetRequiredService<IChatClient>();
+        (await client.GetResponseAsync("Hi", new ChatOptions { MaxOutputTokens = 3 })).Usage!.OutputTokenCount.Should().Be(3);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Missing_Model_Path_Fails_Host_Start_With_A_Clear_Message_And_Health_Is_Unhealthy()
+    {
+        string missing = Path.Combine(Path.GetTempPath(), "granite-missing-" + Guid.NewGuid().ToString("N"));
+        var builder = NewHost(new() { ["Granite:ModelPath"] = missing });
+        builder.Services.AddGraniteChatClient(builder.Configuration);
+        using var host = builder.Build();
+
+        var start = () => host.StartAsync();
+        (await start.Should().ThrowAsync<DirectoryNotFoundException>()).WithMessage($"*{missing}*");
+        var report = await Health(host);
+        report.Status.Should().Be(HealthStatus.Unhealthy);
+        report.Entries["granite"].Description.Should().Contain("failed to load").And.Contain(missing);
+
+        var resolve = () => host.Services.GetRequiredService<IChatClient>();
+        resolve.Should().Throw<InvalidOperationException>().WithMessage("*failed to load*");
+    }
+
+    [Fact]
+    public async Task Unset_Model_Path_Fails_Host_Start()
+    {
+        var builder = NewHost(new());
+        builder.Services.AddGraniteChatClient(builder.Configuration);
+        using var host = builder.Build();
+        var start = () => host.StartAsync();
+        (await start.Should().ThrowAsync<InvalidOperationException>()).WithMessage("*Granite:ModelPath*");
+    }
+
+    [Fact]
+    public async Task Bad_Checkpoint_Fails_Host_Start_With_The_Loaders_Message()
+    {
+        string dir = Directory.CreateTempSubdirectory("granite-bad-").FullName;
+        try
+        {
+            foreach (var f in Directory.EnumerateFiles(TinyEngineFixture.ModelDir))
+                File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+            File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), new byte[] { 1, 2, 3 });
+            var builder = NewHost(new() { ["Granite:ModelPath"] = dir });
+            builder.Services.AddGraniteChatClient(builder.Configuration);
+            using var host = builder.Build();
+
+            var start = () => host.StartAsync();
+            var error = (await start.Should().ThrowAsync<Exception>()).Which;
+            error.Message.Should().Contain("model.safetensors");
+            (await Health(host)).Entries["granite"].Description.Should().Contain(error.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Keyed_Registrations_Serve_Two_Models()
+    {
+        var builder = NewHost(new());
+        builder.Services.AddKeyedGraniteChatClient("moe", o => { o.ModelPath = TinyEngineFixture.ModelDir; o.WeightDtype = WeightDtypePolicy.Float32; });
+        builder.Services.AddKeyedGraniteChatClient("dense", o => { o.ModelPath = DenseDir; o.DefaultMaxOutputTokens = 4; }).UseFunctionInvocation();
+        using var host = builder.Build();
+        await host.StartAsync();
+
+        var report = await Health(host);
+        report.Status.Should().Be(HealthStatus.Healthy);
+        report.Entries.Keys.Should().BeEquivalentTo("granite-moe", "granite-dense");
+
+        var moe = host.Services.GetRequiredKeyedService<IChatClient>("moe");
+        var dense = host.Services.GetRequiredKeyedService<IChatClient>("dense");
+        host.Services.GetService<IChatClient>().Should().BeNull("only keyed clients were registered");
+        moe.GetService<ChatClientMetadata>()!.DefaultModelId.Should().Be("tiny-h-moe");
+        dense.GetService<ChatClientMetadata>()!.DefaultModelId.Should().Be("tiny-dense");
+        dense.GetService<FunctionInvokingChatClient>().Should().NotBeNull();
+        moe.GetService<FunctionInvokingChatClient>().Should().BeNull();
+        var moeEngine = moe.GetService<GraniteEngine>()!;
+        var denseEngine = dense.GetService<GraniteEngine>()!;
+        moeEngine.Should().NotBeSameAs(denseEngine);
+        moeEngine.Config.NumLocalExperts.Should().BeGreaterThan(0);
+        denseEngine.Config.NumLocalExperts.Should().Be(0);
+
+        (await moe.GetResponseAsync("Hi", new ChatOptions { MaxOutputTokens = 3 })).Usage!.OutputTokenCount.Should().Be(3);
+        (await dense.GetResponseAsync("Hi")).Usage!.OutputTokenCount.Should().Be(4);
+        await host.StopAsync();
+    }
+
+    /// <summary>Collects formatted log messages.</summary>
+    public sealed class ListLoggerProvider : ILoggerProvider
+    {
+        private readonly List<string> _messages = new();
+
+        public IReadOnlyList<string> Messages { get { lock (_messages) return _messages.ToArray(); } }
+
+        public ILogger CreateLogger(string categoryName) => new ListLogger(this);
+
+        public void Dispose() { }
+
+        private sealed class ListLogger(ListLoggerProvider owner) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            {
+                lock (owner._messages) owner._messages.Add(formatter(state, exception));
+            }
+        }
+    }
+}

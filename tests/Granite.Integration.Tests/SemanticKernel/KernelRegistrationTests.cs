@@ -1,0 +1,163 @@
+using System.ComponentModel;
+using Granite.Core;
+using Granite.Core.Modeling;
+using Granite.Extensions.AI;
+using Granite.Integration.Tests.Client;
+using Granite.SemanticKernel;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.SemanticKernel;
+using Microsoft.SemanticKernel.ChatCompletion;
+
+namespace Granite.Integration.Tests.SemanticKernel;
+
+/// <summary>
+/// Semantic Kernel registration on the real tiny model: <c>FunctionChoiceBehavior.Auto()</c> must actually invoke a plugin
+/// (a bare IChatClient silently never does). The first answer is forced with the <c>forced_prefix</c> knob.
+/// </summary>
+public class KernelRegistrationTests
+{
+    private const string Question = "What is the weather in Paris?";
+    private const string ForcedCall = "<tool_call>\n{\"name\": \"Weather_GetForecast\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call><|end_of_text|>";
+
+    public KernelRegistrationTests() => GraniteRuntime.EnsureLoaded();
+
+    public sealed class WeatherPlugin
+    {
+        public List<(string City, int Days)> Calls { get; } = new();
+
+        [KernelFunction, Description("Gets the weather forecast for a city")]
+        public string GetForecast([Description("city")] string city, [Description("number of days")] int days)
+        {
+            lock (Calls) Calls.Add((city, days));
+            return $"Sunny in {city} for {days} days, 21 C";
+        }
+    }
+
+    private static (Kernel Kernel, WeatherPlugin Plugin) BuildKernel()
+    {
+        var builder = Kernel.CreateBuilder();
+        builder.AddGraniteChatClient(o =>
+        {
+            o.ModelPath = TinyEngineFixture.ModelDir;
+            o.WeightDtype = WeightDtypePolicy.Float32;
+            o.DefaultMaxOutputTokens = 48;
+        });
+        var plugin = new WeatherPlugin();
+        builder.Plugins.AddFromObject(plugin, "Weather");
+        return (builder.Build(), plugin);
+    }
+
+    private static PromptExecutionSettings AutoSettings() => new()
+    {
+        FunctionChoiceBehavior = FunctionChoiceBehavior.Auto(),
+        ExtensionData = new Dictionary<string, object> { [GraniteChatClient.ForcedPrefixKey] = ForcedCall },
+    };
+
+    private static void AssertRoundTrip(WeatherPlugin plugin, PromptCapture capture)
+    {
+        plugin.Calls.Should().Equal(("Paris", 2));
+        capture.Prompts.Count.Should().BeGreaterThanOrEqualTo(2);
+        capture.Prompts[0].Should().Contain("\"name\": \"Weather_GetForecast\"");
+        string second = capture.Prompts[1];
+        second.Should().StartWith(capture.Prompts[0]);
+        second.Should().Contain("<tool_call>\n{\"name\": \"Weather_GetForecast\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>");
+        second.Should().EndWith("<|start_of_role|>user<|end_of_role|>\n<tool_response>\nSunny in Paris for 2 days, 21 C\n</tool_response><|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>");
+    }
+
+    [Fact]
+    public async Task FunctionChoiceBehavior_Auto_Invokes_The_Plugin()
+    {
+        var (kernel, plugin) = BuildKernel();
+        using var _ = (IDisposable)kernel.Services;
+        var granite = kernel.GetRequiredService<IChatClient>().GetService<GraniteChatClient>()!;
+        using var capture = new PromptCapture(granite);
+
+        var chat = kernel.GetRequiredService<IChatCompletionService>();
+        var history = new ChatHistory("You are a weather assistant.");
+        history.AddUserMessage(Question);
+        var answer = await chat.GetChatMessageContentAsync(history, AutoSettings(), kernel);
+
+        AssertRoundTrip(plugin, capture);
+        granite.StoredConversationCount.Should().Be(0, "the SK pipeline resends full histories, so the client keeps none");
+        // SK records the call and its result in the chat history.
+        history.Should().HaveCount(4);
+        var call = history[2].Items.OfType<Microsoft.SemanticKernel.FunctionCallContent>().Should().ContainSingle().Subject;
+        call.FunctionName.Should().Be("Weather_GetForecast");
+        history[3].Items.OfType<Microsoft.SemanticKernel.FunctionResultContent>().Should().ContainSingle()
+            .Which.Result!.ToString().Should().Be("Sunny in Paris for 2 days, 21 C");
+        answer.Role.Should().Be(AuthorRole.Assistant);
+        answer.Content.Should().NotBeNull();
+    }
+
+    [Fact]
+    public async Task Streaming_FunctionChoiceBehavior_Auto_Invokes_The_Plugin()
+    {
+        var (kernel, plugin) = BuildKernel();
+        using var _ = (IDisposable)kernel.Services;
+        using var capture = new PromptCapture(kernel.GetRequiredService<IChatClient>().GetService<GraniteChatClient>()!);
+
+        var chat = kernel.GetRequiredService<IChatCompletionService>();
+        var history = new ChatHistory();
+        history.AddUserMessage(Question);
+        int chunks = 0;
+        await foreach (var chunk in chat.GetStreamingChatMessageContentsAsync(history, AutoSettings(), kernel)) chunks++;
+
+        chunks.Should().BeGreaterThan(0);
+        AssertRoundTrip(plugin, capture);
+    }
+
+    [Fact]
+    public async Task InvokePromptAsync_With_Auto_Invokes_The_Plugin()
+    {
+        var (kernel, plugin) = BuildKernel();
+        using var _ = (IDisposable)kernel.Services;
+        using var capture = new PromptCapture(kernel.GetRequiredService<IChatClient>().GetService<GraniteChatClient>()!);
+
+        var result = await kernel.InvokePromptAsync(Question, new KernelArguments(AutoSettings()));
+
+        result.ToString().Should().NotBeNull();
+        AssertRoundTrip(plugin, capture);
+    }
+
+    [Fact]
+    public void Services_Resolve_From_The_Kernel()
+    {
+        var (kernel, _) = BuildKernel();
+        using var _ = (IDisposable)kernel.Services;
+        var chatClient = kernel.GetRequiredService<IChatClient>();
+        chatClient.GetService<FunctionInvokingChatClient>().Should().NotBeNull("kernel function invocation must be in the pipeline");
+        var meta = chatClient.GetService<ChatClientMetadata>()!;
+        meta.ProviderName.Should().Be("granite");
+        meta.DefaultModelId.Should().Be("tiny-h-moe");
+        kernel.GetRequiredService<IChatCompletionService>().Should().NotBeNull();
+    }
+
+    [Fact]
+    public async Task ServiceCollection_Form_Binds_Configuration_And_Invokes_Plugins()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Granite:ModelPath"] = TinyEngineFixture.ModelDir,
+            ["Granite:ModelId"] = "granite-tiny-test",
+            ["Granite:WeightDtype"] = "Float32",
+            ["Granite:DefaultMaxOutputTokens"] = "48",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddGraniteKernelServices(config);
+        var plugin = new WeatherPlugin();
+        services.AddKernel().Plugins.AddFromObject(plugin, "Weather");
+        using var sp = services.BuildServiceProvider();
+        var kernel = sp.GetRequiredService<Kernel>();
+        var granite = kernel.GetRequiredService<IChatClient>().GetService<GraniteChatClient>()!;
+        granite.ModelId.Should().Be("granite-tiny-test");
+        using var capture = new PromptCapture(granite);
+
+        var history = new ChatHistory();
+        history.AddUserMessage(Question);
+        await kernel.GetRequiredService<IChatCompletionService>().GetChatMessageContentAsync(history, AutoSettings(), kernel);
+
+        AssertRoundTrip(plugin, capture);
+    }
+}
