@@ -49,7 +49,8 @@ internal static partial class GraniteCli
         return 0;
     }
 
-    /// <summary>Deterministic mixed text: prose, code, JSON, numbers, whitespace runs, CJK, Cyrillic, emoji.</summary>
+    /// <summary>Deterministic mixed text: prose, code, JSON, numbers, whitespace runs, CJK, Cyrillic, emoji, and a
+    /// Zipf-distributed lexicon of synthetic words.</summary>
     private static string MixedText(int approxBytes, int seed)
     {
         string[] pieces =
@@ -66,19 +67,29 @@ internal static partial class GraniteCli
         };
         var sb = new StringBuilder(approxBytes + 256);
         var rng = new Random(seed);
+        // Natural-text statistics: half fixed snippets, half words drawn from a Zipf(1) law over a 50,000-word synthetic
+        // lexicon (random letter strings), so there is a long tail of rare words a piece cache cannot make easy.
         const string letters = "abcdefghijklmnopqrstuvwxyzäéßøñçABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        var lexicon = new string[50_000];
+        for (int i = 0; i < lexicon.Length; i++)
+        {
+            int len = rng.Next(2, 11);
+            var w = new StringBuilder(" ", len + 1);
+            for (int k = 0; k < len; k++) w.Append(letters[rng.Next(letters.Length)]);
+            lexicon[i] = w.ToString();
+        }
+        var cdf = new double[lexicon.Length];
+        double total = 0;
+        for (int i = 0; i < cdf.Length; i++) cdf[i] = total += 1.0 / (i + 1);
         for (int bytes = 0; bytes < approxBytes;)
         {
-            // Half fixed snippets, half random words and numbers, so a piece cache cannot make the text look easy.
             string piece;
             if (rng.Next(2) == 0) piece = pieces[rng.Next(pieces.Length)];
             else
             {
-                var w = new StringBuilder(" ");
-                int len = rng.Next(2, 11);
-                for (int i = 0; i < len; i++) w.Append(letters[rng.Next(letters.Length)]);
-                if (rng.Next(4) == 0) w.Append(' ').Append(rng.Next(0, 1_000_000));
-                piece = w.ToString();
+                int idx = Array.BinarySearch(cdf, rng.NextDouble() * total);
+                piece = lexicon[idx < 0 ? Math.Min(~idx, lexicon.Length - 1) : idx];
+                if (rng.Next(8) == 0) piece += " " + rng.Next(0, 100_000);
             }
             sb.Append(piece);
             bytes += Encoding.UTF8.GetByteCount(piece);
