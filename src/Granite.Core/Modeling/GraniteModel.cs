@@ -133,7 +133,12 @@ public sealed class GraniteModel : IDisposable
         {
             using var scope = torch.NewDisposeScope();
             var src = ckpt.GetTensor(name);
-            p.copy_(src);
+            // Same dtype on the CPU: the parameter takes over the checkpoint's storage, a zero-copy view of the mapped
+            // file (the mapping stays alive until the last view is gone, see docs/loading.md). Weights are never written.
+            if (p.dtype == src.dtype && p.device_type == DeviceType.CPU && src.device_type == DeviceType.CPU && src.is_contiguous())
+                p.set_(src);
+            else
+                p.copy_(src);
             src.Dispose();
         }
         return report;

@@ -61,12 +61,21 @@ internal sealed class MambaMixer : nn.Module
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
-        // Causal depthwise conv over [cached K-1 raw columns | new columns].
-        var window = torch.cat(new[] { state.Conv.narrow(1, 1, _kernel - 1), xBC.t() }, 1);   // [C, K-1+T]
+        // Causal depthwise conv over [cached K-1 raw columns | new columns]. The new columns are rounded to the state
+        // dtype first, so a prefill in pieces sees exactly the values a prefill at once does.
+        var window = torch.cat(new[] { state.Conv.narrow(1, 1, _kernel - 1), xBC.t().to_type(state.Conv.dtype) }, 1); // [C, K-1+T]
         state.Conv.copy_(window.narrow(1, T - 1, _kernel));
-        // The conv runs in float32 (tiny weights; LibTorch's BF16 depthwise conv is ~10× slower on CPU).
-        var conv = F.conv1d(window.to_type(ScalarType.Float32).unsqueeze(0), conv1d.Weight.to_type(ScalarType.Float32),
-            conv1d.Bias?.to_type(ScalarType.Float32), groups: _convDim).squeeze(0);  // [C, T] float32
+        // The conv runs in float32 (tiny weights; LibTorch's BF16 depthwise conv is ~10× slower on CPU). One new column
+        // (decode) is a per-channel dot product over the window: no conv1d dispatch, which cost milliseconds per call.
+        var w32 = conv1d.Weight.to_type(ScalarType.Float32);                        // [C, 1, K]
+        var b32 = conv1d.Bias?.to_type(ScalarType.Float32);
+        Tensor conv;                                                                // [C, T] float32
+        if (T == 1)
+        {
+            conv = (window.to_type(ScalarType.Float32) * w32.squeeze(1)).sum(1, keepdim: true);
+            if (b32 is not null) conv = conv + b32.unsqueeze(1);
+        }
+        else conv = F.conv1d(window.to_type(ScalarType.Float32).unsqueeze(0), w32, b32, groups: _convDim).squeeze(0);
         var xBCa = F.silu(conv).t();                                                // [T, C]
 
         var x = xBCa.narrow(1, 0, _inner).to_type(ScalarType.Float32).reshape(T, _heads, _headDim);
