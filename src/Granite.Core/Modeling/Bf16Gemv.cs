@@ -22,7 +22,10 @@ internal static unsafe class Bf16Gemv
     /// <summary>Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="Ops.Linear"/>).</summary>
     public const int MaxRows = 4;
 
-    /// <summary>Degree of parallelism (default: <c>torch.get_num_threads()</c> at first use; 1 disables threading).</summary>
+    /// <summary>
+    /// Degree of parallelism (set by <see cref="GraniteModel.Load"/> to LibTorch's thread count; until then the processor
+    /// count; 1 disables threading). Process-wide, like LibTorch's own setting.
+    /// </summary>
     public static int Threads { get; set; }
 
     /// <summary>Weights smaller than this (bytes) are computed on the calling thread only.</summary>
@@ -68,7 +71,7 @@ internal static unsafe class Bf16Gemv
                     perm[(m * kBlocks + b) * 16 + i] = x[(long)m * k + b * 16 + 2 * i];
                     perm[(m * kBlocks + b) * 16 + 8 + i] = x[(long)m * k + b * 16 + 2 * i + 1];
                 }
-        int threads = Threads > 0 ? Threads : (Threads = Math.Max(1, torch.get_num_threads()));
+        int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
         long bytes = (long)n * k * 2;
         fixed (float* pp = perm)
         {

@@ -110,9 +110,9 @@ internal sealed class MambaMixer : nn.Module
         var Bh = PerHead(B)[0];                                                     // [n_m, N]
         var Ch = PerHead(C)[0];
         var xdt = x[0] * dt0.unsqueeze(1);                                          // [n_m, P]
-        var S = ssm * dA.reshape(_heads, 1, 1) + xdt.unsqueeze(2) * Bh.unsqueeze(1); // [n_m, P, N]
-        ssm.copy_(S);
-        return torch.matmul(S, Ch.unsqueeze(2)).squeeze(2).unsqueeze(0);           // [1, n_m, P]
+        // In place (the state is [n_m, P, N] float32, the largest tensor of the step): S·dA, then += xdt ⊗ B.
+        ssm.mul_(dA.reshape(_heads, 1, 1)).addcmul_(xdt.unsqueeze(2), Bh.unsqueeze(1), 1);
+        return torch.matmul(ssm, Ch.unsqueeze(2)).squeeze(2).unsqueeze(0);         // [1, n_m, P]
     }
 
     /// <summary>Chunked SSD scan seeded with the cached state; loops over chunks only.</summary>
