@@ -62,7 +62,8 @@ internal static partial class GraniteCli
             }
             double decodeS = sw.Elapsed.TotalSeconds;
 
-            long peakRss = ReadStatus("VmHWM"); // before the bandwidth probe allocates its own weights
+            // Memory before the bandwidth probe allocates its own weights.
+            long peakRss = ReadStatus("VmHWM"), rssNow = ReadStatus("VmRSS"), rssFile = ReadStatus("RssFile"), rssAnon = ReadStatus("RssAnon");
             var (modelGbps, torchGbps) = MeasureGemvBandwidth(model.WeightDtype);
             double gemvGbps = Math.Max(modelGbps, torchGbps); // the bound uses the best GEMV measured
             long elem = model.WeightDtype == ScalarType.Float32 ? 4 : 2;
@@ -89,7 +90,9 @@ internal static partial class GraniteCli
                 rss_before_load_bytes = rssBeforeLoad,
                 peak_rss_bytes = peakRss,
                 weight_file_bytes = Directory.EnumerateFiles(dir!, "*.safetensors").Sum(f => new FileInfo(f).Length),
-                rss_bytes = ReadStatus("VmRSS"),
+                rss_bytes = rssNow,
+                rss_file_bytes = rssFile,
+                rss_anon_bytes = rssAnon,
             };
             if (json) stdout.WriteLine(JsonSerializer.Serialize(report, Json));
             else
@@ -99,7 +102,7 @@ internal static partial class GraniteCli
                 stdout.WriteLine($"decode     {report.decode_tokens_per_s} tokens/s ({report.decode_ms_per_token} ms/token)");
                 stdout.WriteLine($"bound      {report.decode_bound_tokens_per_s} tokens/s = {activeBytes:N0} active bytes/token at {report.gemv_bandwidth_gb_per_s} GB/s GEMV (model path {report.gemv_model_path_gb_per_s}, torch F.linear {report.gemv_torch_linear_gb_per_s}); decode at {report.decode_fraction_of_bound:P0} of it");
                 stdout.WriteLine($"machine    load average {report.load_average}");
-                stdout.WriteLine($"memory     peak RSS {report.peak_rss_bytes / 1048576.0:F0} MiB (before load {rssBeforeLoad / 1048576.0:F0} MiB; weight files {report.weight_file_bytes / 1048576.0:F0} MiB)");
+                stdout.WriteLine($"memory     peak RSS {report.peak_rss_bytes / 1048576.0:F0} MiB (before load {rssBeforeLoad / 1048576.0:F0} MiB; weight files {report.weight_file_bytes / 1048576.0:F0} MiB); after decode: file-backed {rssFile / 1048576.0:F0} MiB, anonymous {rssAnon / 1048576.0:F0} MiB");
             }
             return 0;
         }

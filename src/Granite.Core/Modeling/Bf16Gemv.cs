@@ -57,13 +57,58 @@ internal static unsafe class Bf16Gemv
         return y;
     }
 
-    /// <summary>Computes y[m·N + n] for all m &lt; rows, n &lt; N.</summary>
-    public static void Run(float* x, int rows, ushort* w, int n, int k, float* y)
+    /// <summary>
+    /// Routed-expert GEMVs in one parallel pass: y[j] = x[j]·W[experts[j]]ᵀ for j &lt; J, with <paramref name="weights"/>
+    /// BF16 [E, N, K] contiguous and <paramref name="x"/> [J, K] (or [1, K], shared by all J); returns float32 [J, N].
+    /// One call instead of J: on a decode step the per-call cost (thread wake-up, tensor wrappers) of small expert
+    /// matrices exceeds their streaming time.
+    /// </summary>
+    public static Tensor LinearExperts(Tensor x, Tensor weights, ReadOnlySpan<long> experts)
     {
-        // Permute x per 16-column block into [8 even | 8 odd] so one 256-bit load of 16 BF16 values splits into
-        // two float vectors (even = word << 16, odd = word & 0xFFFF0000) that line up with it.
+        if (weights.dtype != ScalarType.BFloat16 || weights.dim() != 3 || !weights.is_contiguous() || weights.device_type != DeviceType.CPU)
+            throw new ArgumentException("weights must be a contiguous CPU BF16 tensor [E, N, K]", nameof(weights));
+        long e = weights.shape[0], n = weights.shape[1], k = weights.shape[2];
+        int j = experts.Length;
+        if (x.dim() != 2 || x.shape[1] != k || (x.shape[0] != 1 && x.shape[0] != j))
+            throw new ArgumentException($"x must be [1 or {j}, {k}]", nameof(x));
+        using var x32 = x.to_type(ScalarType.Float32).contiguous();
+        var y = torch.empty(new long[] { j, n }, ScalarType.Float32, x.device);
+        var xp = (float*)TorchNative.DataPointer(x32);
+        var wp = (ushort*)TorchNative.DataPointer(weights);
+        var yp = (float*)TorchNative.DataPointer(y);
+        int xRows = (int)x.shape[0];
+        var perm = Permute(xp, xRows, (int)k);
+        fixed (float* pp = perm)
+        {
+            var jobs = new Job[j];
+            for (int i = 0; i < j; i++)
+            {
+                long ex = experts[i];
+                if ((ulong)ex >= (ulong)e) throw new ArgumentOutOfRangeException(nameof(experts), ex, $"expert index outside [0, {e})");
+                int xr = xRows == 1 ? 0 : i;
+                jobs[i] = new Job(xp + (long)xr * k, pp + (long)xr * (k / 16 * 16), 1, wp + ex * n * k, (int)n, (int)k, yp + (long)i * n);
+            }
+            int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
+            if (threads == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
+            int block = (int)Math.Max(64, n / 4);
+            int perExpert = (int)((n + block - 1) / block);
+            Parallel.For(0, j * perExpert, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                int start = t % perExpert * block;
+                jobs[t / perExpert].Rows(start, (int)Math.Min(n, start + block));
+            });
+        }
+        return y;
+    }
+
+    /// <summary>
+    /// x rows permuted per 16-column block into [8 even | 8 odd], so one 256-bit load of 16 BF16 values splits into two
+    /// float vectors (even = word &lt;&lt; 16, odd = word &amp; 0xFFFF0000) that line up with it.
+    /// </summary>
+    private static float[] Permute(float* x, int rows, int k)
+    {
         int kBlocks = k / 16;
-        float[] perm = new float[rows * kBlocks * 16];
+        float[] perm = new float[Math.Max(1, rows * kBlocks * 16)];
         for (int m = 0; m < rows; m++)
             for (int b = 0; b < kBlocks; b++)
                 for (int i = 0; i < 8; i++)
@@ -71,6 +116,13 @@ internal static unsafe class Bf16Gemv
                     perm[(m * kBlocks + b) * 16 + i] = x[(long)m * k + b * 16 + 2 * i];
                     perm[(m * kBlocks + b) * 16 + 8 + i] = x[(long)m * k + b * 16 + 2 * i + 1];
                 }
+        return perm;
+    }
+
+    /// <summary>Computes y[m·N + n] for all m &lt; rows, n &lt; N.</summary>
+    public static void Run(float* x, int rows, ushort* w, int n, int k, float* y)
+    {
+        float[] perm = Permute(x, rows, k);
         int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
         long bytes = (long)n * k * 2;
         fixed (float* pp = perm)

@@ -22,7 +22,13 @@ internal static class Ops
     /// waits a whole scheduler slice for a descheduled worker (measured: <c>index_add_</c> of one row 36 ms with 2 threads).
     /// The thread count is restored after the call (process-wide setting).
     /// </summary>
-    internal static bool SingleThreadedTorchDecode { get; set; } = true;
+    internal static bool SingleThreadedBf16Decode { get; set; } = true;
+
+    /// <summary>The same for float32 weights, whose GEMVs are LibTorch's (MKL) and lose their threads too; see docs/benchmarks.md.</summary>
+    internal static bool SingleThreadedF32Decode { get; set; } = true;
+
+    internal static bool SingleThreadedTorchDecode(ScalarType weightDtype) =>
+        weightDtype == ScalarType.BFloat16 ? SingleThreadedBf16Decode : SingleThreadedF32Decode;
 
     /// <summary>Largest weight (elements) upcast for a float32 GEMM (128 Mi ⇒ ≤ 512 MiB transient); bigger ones stay BF16.</summary>
     internal static long MaxUpcastElements { get; set; } = 1L << 27;
