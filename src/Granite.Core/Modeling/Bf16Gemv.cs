@@ -105,6 +105,7 @@ internal static unsafe class Bf16Gemv
     /// x rows permuted per 16-column block into [8 even | 8 odd], so one 256-bit load of 16 BF16 values splits into two
     /// float vectors (even = word &lt;&lt; 16, odd = word &amp; 0xFFFF0000) that line up with it.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
     private static float[] Permute(float* x, int rows, int k)
     {
         int kBlocks = k / 16;
@@ -151,6 +152,7 @@ internal static unsafe class Bf16Gemv
             _x = x; _perm = perm; _rows = rows; _w = w; _n = n; _k = k; _y = y;
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
         public void Rows(int from, int to)
         {
             int r = from;
@@ -161,6 +163,7 @@ internal static unsafe class Bf16Gemv
                 for (int m = 0; m < _rows; m++) _y[(long)m * _n + r] = Dot1(_w + (long)r * _k, m);
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private void Dot4(int r, int m)
         {
             int k = _k, kBlocks = k / 16;
@@ -187,12 +190,20 @@ internal static unsafe class Bf16Gemv
                 b3 = Vector256.FusedMultiplyAdd((v3 & mask).AsSingle(), xo, b3);
             }
             float* yr = _y + (long)m * _n + r;
-            yr[0] = Vector256.Sum(a0 + b0) + Tail(w0, m);
-            yr[1] = Vector256.Sum(a1 + b1) + Tail(w1, m);
-            yr[2] = Vector256.Sum(a2 + b2) + Tail(w2, m);
-            yr[3] = Vector256.Sum(a3 + b3) + Tail(w3, m);
+            yr[0] = Vector256.Sum(a0 + b0);
+            yr[1] = Vector256.Sum(a1 + b1);
+            yr[2] = Vector256.Sum(a2 + b2);
+            yr[3] = Vector256.Sum(a3 + b3);
+            if ((k & 15) != 0)
+            {
+                yr[0] += Tail(w0, m);
+                yr[1] += Tail(w1, m);
+                yr[2] += Tail(w2, m);
+                yr[3] += Tail(w3, m);
+            }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
         private float Dot1(ushort* wr, int m)
         {
             int k = _k, kBlocks = k / 16;
