@@ -107,6 +107,8 @@ internal sealed class MambaMixer : nn.Module
     {
         var dt0 = dt[0];                                                            // [n_m]
         var dA = torch.exp(dt0 * A);                                                // [n_m]
+        if (SsmStep.Supports(ssm))                                                  // fused, same state rounding
+            return SsmStep.Step(ssm, x[0] * dt0.unsqueeze(1), dA, B[0], C[0]).unsqueeze(0);
         var Bh = PerHead(B)[0];                                                     // [n_m, N]
         var Ch = PerHead(C)[0];
         var xdt = x[0] * dt0.unsqueeze(1);                                          // [n_m, P]
