@@ -61,8 +61,21 @@ internal sealed class MambaMixer : nn.Module
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
-        // Causal depthwise conv over [cached K-1 raw columns | new columns]. The new columns are rounded to the state
-        // dtype first, so a prefill in pieces sees exactly the values a prefill at once does.
+        Tensor xBCa;                                                                // [T, C] float32, after SiLU
+        if (T == 1 && ConvStep.Supports(state.Conv, conv1d.Weight, conv1d.Bias))
+            xBCa = ConvStep.Step(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
+        else
+            xBCa = ConvAndSilu(xBC, state);
+        return Mix(T, z, xBCa, dtRaw, state);
+    }
+
+    /// <summary>
+    /// Causal depthwise conv over [cached K-1 raw columns | new columns] + SiLU, advancing the conv window. The new
+    /// columns are rounded to the state dtype first, so a prefill in pieces sees exactly the values a prefill at once does.
+    /// </summary>
+    private Tensor ConvAndSilu(Tensor xBC, MambaLayerState state)
+    {
+        long T = xBC.shape[0];
         var window = torch.cat(new[] { state.Conv.narrow(1, 1, _kernel - 1), xBC.t().to_type(state.Conv.dtype) }, 1); // [C, K-1+T]
         state.Conv.copy_(window.narrow(1, T - 1, _kernel));
         // The conv runs in float32 (tiny weights; LibTorch's BF16 depthwise conv is ~10× slower on CPU). One new column
@@ -76,8 +89,12 @@ internal sealed class MambaMixer : nn.Module
             if (b32 is not null) conv = conv + b32.unsqueeze(1);
         }
         else conv = F.conv1d(window.to_type(ScalarType.Float32).unsqueeze(0), w32, b32, groups: _convDim).squeeze(0);
-        var xBCa = F.silu(conv).t();                                                // [T, C]
+        return F.silu(conv).t();                                                    // [T, C]
+    }
 
+    /// <summary>SSM scan (recurrent or chunked), D skip, gated RMSNorm, out_proj.</summary>
+    private Tensor Mix(long T, Tensor z, Tensor xBCa, Tensor dtRaw, MambaLayerState state)
+    {
         var x = xBCa.narrow(1, 0, _inner).to_type(ScalarType.Float32).reshape(T, _heads, _headDim);
         var B = xBCa.narrow(1, _inner, _groups * _dState).to_type(ScalarType.Float32).reshape(T, _groups, _dState);
         var C = xBCa.narrow(1, _inner + _groups * _dState, _groups * _dState).to_type(ScalarType.Float32).reshape(T, _groups, _dState);
