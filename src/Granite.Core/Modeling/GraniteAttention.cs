@@ -90,13 +90,14 @@ internal sealed class GraniteAttention : nn.Module
         // Group query heads by their KV head: head h = j·r + i → [n_kv, r·T, d]; no KV copy for GQA.
         var qg = q.permute(1, 0, 2).reshape(_kvHeads, r * T, _headDim);
         var outDtype = values.dtype;
-        if (qg.dtype == ScalarType.BFloat16 && r * T > Ops.Bf16GemmMaxRows)
+        if (values.dtype == ScalarType.BFloat16 && r * T > Ops.Bf16GemmMaxRows)
         {
             // BF16 batched GEMM is far slower than float32 in this LibTorch build (see Ops.Bf16GemmMaxRows).
             qg = qg.to_type(ScalarType.Float32);
             keys = keys.to_type(ScalarType.Float32);
             values = values.to_type(ScalarType.Float32);
         }
+        else if (qg.dtype != keys.dtype) qg = qg.to_type(keys.dtype);            // projections return float32 for BF16 weights
         var scores = torch.matmul(qg, keys.transpose(1, 2)).to_type(ScalarType.Float32) * _scale; // [n_kv, r·T, S]
         if (qStart + T - 1 < S - 1 || T > 1)
         {

@@ -73,8 +73,12 @@ internal sealed class GraniteBackbone : nn.Module
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         for (int i = 0; i < layers.Count; i++)
         {
-            h = layers[i].Forward(h, state.Mamba[i], state.Attention[i]);
-            hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
+            // One dispose scope per layer: a layer's intermediates (prefill activations, expert outputs) are freed as soon
+            // as it is done instead of piling up until the whole pass ends.
+            using var layerScope = torch.NewDisposeScope();
+            var next = layers[i].Forward(h, state.Mamba[i], state.Attention[i]);
+            hidden?.Add(next.to_type(ScalarType.Float32, copy: true).MoveToOuterDisposeScope());
+            h = next.MoveToOuterDisposeScope();
         }
         h = norm.Forward(h);
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));

@@ -51,6 +51,7 @@ public sealed class GraniteModel : IDisposable
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder not found: {modelDir}");
         var config = GraniteConfig.Load(modelDir);
         if (options.Threads > 0) torch.set_num_threads(options.Threads);
+        Bf16Gemv.Threads = torch.get_num_threads();
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
         var device = torch.device(options.Device);
 
@@ -133,7 +134,12 @@ public sealed class GraniteModel : IDisposable
         {
             using var scope = torch.NewDisposeScope();
             var src = ckpt.GetTensor(name);
-            p.copy_(src);
+            // Same dtype on the CPU: the parameter takes over the checkpoint's storage, a zero-copy view of the mapped
+            // file (the mapping stays alive until the last view is gone, see docs/loading.md). Weights are never written.
+            if (p.dtype == src.dtype && p.device_type == DeviceType.CPU && src.device_type == DeviceType.CPU && src.is_contiguous())
+                p.set_(src);
+            else
+                p.copy_(src);
             src.Dispose();
         }
         return report;
@@ -204,6 +210,12 @@ public sealed class GraniteModel : IDisposable
         var idsT = torch.tensor(longs, ScalarType.Int64, _device);
         var scratch = hidden is null ? null : new List<Tensor>();
         Tensor logits;
+        int restoreThreads = 0;
+        if (Ops.SingleThreadedTorchDecode(WeightDtype) && ids.Length <= Ops.Bf16GemmMaxRows && _device.type == DeviceType.CPU)
+        {
+            int n = torch.get_num_threads();
+            if (n > 1) { torch.set_num_threads(1); restoreThreads = n; }
+        }
         try
         {
             logits = _module.Forward(idsT, state, allPositions, scratch);
@@ -212,6 +224,10 @@ public sealed class GraniteModel : IDisposable
         {
             state.MarkFaulted();
             throw;
+        }
+        finally
+        {
+            if (restoreThreads > 0) torch.set_num_threads(restoreThreads);
         }
         state.AppendTokens(ids);
         if (scratch is not null)

@@ -61,14 +61,40 @@ internal sealed class MambaMixer : nn.Module
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
-        // Causal depthwise conv over [cached K-1 raw columns | new columns].
-        var window = torch.cat(new[] { state.Conv.narrow(1, 1, _kernel - 1), xBC.t() }, 1);   // [C, K-1+T]
-        state.Conv.copy_(window.narrow(1, T - 1, _kernel));
-        // The conv runs in float32 (tiny weights; LibTorch's BF16 depthwise conv is ~10× slower on CPU).
-        var conv = F.conv1d(window.to_type(ScalarType.Float32).unsqueeze(0), conv1d.Weight.to_type(ScalarType.Float32),
-            conv1d.Bias?.to_type(ScalarType.Float32), groups: _convDim).squeeze(0);  // [C, T] float32
-        var xBCa = F.silu(conv).t();                                                // [T, C]
+        Tensor xBCa;                                                                // [T, C] float32, after SiLU
+        if (T == 1 && ConvStep.Supports(state.Conv, conv1d.Weight, conv1d.Bias))
+            xBCa = ConvStep.Step(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
+        else
+            xBCa = ConvAndSilu(xBC, state);
+        return Mix(T, z, xBCa, dtRaw, state);
+    }
 
+    /// <summary>
+    /// Causal depthwise conv over [cached K-1 raw columns | new columns] + SiLU, advancing the conv window. The new
+    /// columns are rounded to the state dtype first, so a prefill in pieces sees exactly the values a prefill at once does.
+    /// </summary>
+    private Tensor ConvAndSilu(Tensor xBC, MambaLayerState state)
+    {
+        long T = xBC.shape[0];
+        var window = torch.cat(new[] { state.Conv.narrow(1, 1, _kernel - 1), xBC.t().to_type(state.Conv.dtype) }, 1); // [C, K-1+T]
+        state.Conv.copy_(window.narrow(1, T - 1, _kernel));
+        // The conv runs in float32 (tiny weights; LibTorch's BF16 depthwise conv is ~10× slower on CPU). One new column
+        // (decode) is a per-channel dot product over the window: no conv1d dispatch, which cost milliseconds per call.
+        var w32 = conv1d.Weight.to_type(ScalarType.Float32);                        // [C, 1, K]
+        var b32 = conv1d.Bias?.to_type(ScalarType.Float32);
+        Tensor conv;                                                                // [C, T] float32
+        if (T == 1)
+        {
+            conv = (window.to_type(ScalarType.Float32) * w32.squeeze(1)).sum(1, keepdim: true);
+            if (b32 is not null) conv = conv + b32.unsqueeze(1);
+        }
+        else conv = F.conv1d(window.to_type(ScalarType.Float32).unsqueeze(0), w32, b32, groups: _convDim).squeeze(0);
+        return F.silu(conv).t();                                                    // [T, C]
+    }
+
+    /// <summary>SSM scan (recurrent or chunked), D skip, gated RMSNorm, out_proj.</summary>
+    private Tensor Mix(long T, Tensor z, Tensor xBCa, Tensor dtRaw, MambaLayerState state)
+    {
         var x = xBCa.narrow(1, 0, _inner).to_type(ScalarType.Float32).reshape(T, _heads, _headDim);
         var B = xBCa.narrow(1, _inner, _groups * _dState).to_type(ScalarType.Float32).reshape(T, _groups, _dState);
         var C = xBCa.narrow(1, _inner + _groups * _dState, _groups * _dState).to_type(ScalarType.Float32).reshape(T, _groups, _dState);
@@ -98,12 +124,14 @@ internal sealed class MambaMixer : nn.Module
     {
         var dt0 = dt[0];                                                            // [n_m]
         var dA = torch.exp(dt0 * A);                                                // [n_m]
+        if (SsmStep.Supports(ssm))                                                  // fused, same state rounding
+            return SsmStep.Step(ssm, x[0] * dt0.unsqueeze(1), dA, B[0], C[0]).unsqueeze(0);
         var Bh = PerHead(B)[0];                                                     // [n_m, N]
         var Ch = PerHead(C)[0];
         var xdt = x[0] * dt0.unsqueeze(1);                                          // [n_m, P]
-        var S = ssm * dA.reshape(_heads, 1, 1) + xdt.unsqueeze(2) * Bh.unsqueeze(1); // [n_m, P, N]
-        ssm.copy_(S);
-        return torch.matmul(S, Ch.unsqueeze(2)).squeeze(2).unsqueeze(0);           // [1, n_m, P]
+        // In place (the state is [n_m, P, N] float32, the largest tensor of the step): S·dA, then += xdt ⊗ B.
+        ssm.mul_(dA.reshape(_heads, 1, 1)).addcmul_(xdt.unsqueeze(2), Bh.unsqueeze(1), 1);
+        return torch.matmul(ssm, Ch.unsqueeze(2)).squeeze(2).unsqueeze(0);         // [1, n_m, P]
     }
 
     /// <summary>Chunked SSD scan seeded with the cached state; loops over chunks only.</summary>

@@ -1,0 +1,234 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using Granite.Core.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// Decode-shaped linear for BF16 weights: y[m, n] = Σ_k x[m, k]·W[n, k] with W BF16 [N, K] (row-major, the checkpoint's
+/// <c>[out, in]</c> layout), x float32 [M, K] for a few rows, float32 accumulation and a float32 result.
+/// </summary>
+/// <remarks>
+/// Why: LibTorch 2.10's CPU BF16 GEMV on this box (no AVX-512 exposed to the VM, so no oneDNN BF16 kernels) reads
+/// weights at a fraction of memory bandwidth, and its OpenMP parallel regions stall whenever a worker thread is
+/// descheduled on a shared machine. This kernel streams each weight row once with 256-bit SIMD (a BF16 value is the
+/// top half of a float32, so widening is a shift/mask) and splits rows over the .NET thread pool with work stealing.
+/// The activations are not rounded to BF16 (more accurate than BF16×BF16).
+/// </remarks>
+internal static unsafe class Bf16Gemv
+{
+    /// <summary>Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="Ops.Linear"/>).</summary>
+    public const int MaxRows = 4;
+
+    /// <summary>
+    /// Degree of parallelism (set by <see cref="GraniteModel.Load"/> to LibTorch's thread count; until then the processor
+    /// count; 1 disables threading). Process-wide, like LibTorch's own setting.
+    /// </summary>
+    public static int Threads { get; set; }
+
+    /// <summary>Weights smaller than this (bytes) are computed on the calling thread only.</summary>
+    public static long ParallelMinBytes { get; set; } = 256 * 1024;
+
+    /// <summary>Whether <paramref name="weight"/>/<paramref name="x"/> qualify: CPU, contiguous BF16 [N, K], x with ≤ <see cref="MaxRows"/> rows.</summary>
+    public static bool Supports(Tensor x, Tensor weight)
+    {
+        if (weight.dtype != ScalarType.BFloat16 || weight.dim() != 2 || weight.device_type != DeviceType.CPU || !weight.is_contiguous()) return false;
+        if (x.device_type != DeviceType.CPU || x.dim() < 1 || x.shape[^1] != weight.shape[1]) return false;
+        long rows = x.numel() / weight.shape[1];
+        return rows >= 1 && rows <= MaxRows && Vector256.IsHardwareAccelerated;
+    }
+
+    /// <summary>x [..., K] (any float dtype) · Wᵀ (+ bias) → float32 [..., N].</summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
+    {
+        long n = weight.shape[0], k = weight.shape[1];
+        long rows = x.numel() / k;
+        var outShape = x.shape.ToArray();
+        outShape[^1] = n;
+        using var x32 = x.to_type(ScalarType.Float32).contiguous();
+        var y = torch.empty(outShape, ScalarType.Float32, x.device);
+        var xp = (float*)TorchNative.DataPointer(x32);
+        var wp = (ushort*)TorchNative.DataPointer(weight);
+        var yp = (float*)TorchNative.DataPointer(y);
+        Run(xp, (int)rows, wp, (int)n, (int)k, yp);
+        if (bias is not null) y.add_(bias);
+        return y;
+    }
+
+    /// <summary>
+    /// Routed-expert GEMVs in one parallel pass: y[j] = x[j]·W[experts[j]]ᵀ for j &lt; J, with <paramref name="weights"/>
+    /// BF16 [E, N, K] contiguous and <paramref name="x"/> [J, K] (or [1, K], shared by all J); returns float32 [J, N].
+    /// One call instead of J: on a decode step the per-call cost (thread wake-up, tensor wrappers) of small expert
+    /// matrices exceeds their streaming time.
+    /// </summary>
+    public static Tensor LinearExperts(Tensor x, Tensor weights, ReadOnlySpan<long> experts)
+    {
+        if (weights.dtype != ScalarType.BFloat16 || weights.dim() != 3 || !weights.is_contiguous() || weights.device_type != DeviceType.CPU)
+            throw new ArgumentException("weights must be a contiguous CPU BF16 tensor [E, N, K]", nameof(weights));
+        long e = weights.shape[0], n = weights.shape[1], k = weights.shape[2];
+        int j = experts.Length;
+        if (x.dim() != 2 || x.shape[1] != k || (x.shape[0] != 1 && x.shape[0] != j))
+            throw new ArgumentException($"x must be [1 or {j}, {k}]", nameof(x));
+        using var x32 = x.to_type(ScalarType.Float32).contiguous();
+        var y = torch.empty(new long[] { j, n }, ScalarType.Float32, x.device);
+        var xp = (float*)TorchNative.DataPointer(x32);
+        var wp = (ushort*)TorchNative.DataPointer(weights);
+        var yp = (float*)TorchNative.DataPointer(y);
+        int xRows = (int)x.shape[0];
+        var perm = Permute(xp, xRows, (int)k);
+        fixed (float* pp = perm)
+        {
+            var jobs = new Job[j];
+            for (int i = 0; i < j; i++)
+            {
+                long ex = experts[i];
+                if ((ulong)ex >= (ulong)e) throw new ArgumentOutOfRangeException(nameof(experts), ex, $"expert index outside [0, {e})");
+                int xr = xRows == 1 ? 0 : i;
+                jobs[i] = new Job(xp + (long)xr * k, pp + (long)xr * (k / 16 * 16), 1, wp + ex * n * k, (int)n, (int)k, yp + (long)i * n);
+            }
+            int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
+            if (threads == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
+            int block = (int)Math.Max(64, n / 4);
+            int perExpert = (int)((n + block - 1) / block);
+            Parallel.For(0, j * perExpert, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+            {
+                int start = t % perExpert * block;
+                jobs[t / perExpert].Rows(start, (int)Math.Min(n, start + block));
+            });
+        }
+        return y;
+    }
+
+    /// <summary>
+    /// x rows permuted per 16-column block into [8 even | 8 odd], so one 256-bit load of 16 BF16 values splits into two
+    /// float vectors (even = word &lt;&lt; 16, odd = word &amp; 0xFFFF0000) that line up with it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
+    private static float[] Permute(float* x, int rows, int k)
+    {
+        int kBlocks = k / 16;
+        float[] perm = new float[Math.Max(1, rows * kBlocks * 16)];
+        for (int m = 0; m < rows; m++)
+            for (int b = 0; b < kBlocks; b++)
+                for (int i = 0; i < 8; i++)
+                {
+                    perm[(m * kBlocks + b) * 16 + i] = x[(long)m * k + b * 16 + 2 * i];
+                    perm[(m * kBlocks + b) * 16 + 8 + i] = x[(long)m * k + b * 16 + 2 * i + 1];
+                }
+        return perm;
+    }
+
+    /// <summary>Computes y[m·N + n] for all m &lt; rows, n &lt; N.</summary>
+    public static void Run(float* x, int rows, ushort* w, int n, int k, float* y)
+    {
+        float[] perm = Permute(x, rows, k);
+        int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
+        long bytes = (long)n * k * 2;
+        fixed (float* pp = perm)
+        {
+            var job = new Job(x, pp, rows, w, n, k, y);
+            if (threads == 1 || bytes < ParallelMinBytes) { job.Rows(0, n); return; }
+            // Blocks of rows, several per thread so a descheduled worker's share is stolen by the others.
+            int block = Math.Max(16, n / (threads * 8));
+            int blocks = (n + block - 1) / block;
+            Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, b =>
+            {
+                int start = b * block;
+                job.Rows(start, Math.Min(n, start + block));
+            });
+        }
+    }
+
+    private readonly struct Job
+    {
+        private readonly float* _x, _perm, _y;
+        private readonly ushort* _w;
+        private readonly int _rows, _n, _k;
+
+        public Job(float* x, float* perm, int rows, ushort* w, int n, int k, float* y)
+        {
+            _x = x; _perm = perm; _rows = rows; _w = w; _n = n; _k = k; _y = y;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
+        public void Rows(int from, int to)
+        {
+            int r = from;
+            // Four weight rows at a time: four independent streams, x loaded once per block.
+            for (; r + 4 <= to; r += 4)
+                for (int m = 0; m < _rows; m++) Dot4(r, m);
+            for (; r < to; r++)
+                for (int m = 0; m < _rows; m++) _y[(long)m * _n + r] = Dot1(_w + (long)r * _k, m);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Dot4(int r, int m)
+        {
+            int k = _k, kBlocks = k / 16;
+            var mask = Vector256.Create(0xFFFF0000u);
+            ushort* w0 = _w + (long)r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            float* xp = _perm + (long)m * kBlocks * 16;
+            Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+            for (int b = 0; b < kBlocks; b++)
+            {
+                int o = b * 16;
+                var xe = Vector256.Load(xp + o);
+                var xo = Vector256.Load(xp + o + 8);
+                var v0 = Vector256.Load((uint*)(w0 + o));
+                var v1 = Vector256.Load((uint*)(w1 + o));
+                var v2 = Vector256.Load((uint*)(w2 + o));
+                var v3 = Vector256.Load((uint*)(w3 + o));
+                a0 = Vector256.FusedMultiplyAdd((v0 << 16).AsSingle(), xe, a0);
+                b0 = Vector256.FusedMultiplyAdd((v0 & mask).AsSingle(), xo, b0);
+                a1 = Vector256.FusedMultiplyAdd((v1 << 16).AsSingle(), xe, a1);
+                b1 = Vector256.FusedMultiplyAdd((v1 & mask).AsSingle(), xo, b1);
+                a2 = Vector256.FusedMultiplyAdd((v2 << 16).AsSingle(), xe, a2);
+                b2 = Vector256.FusedMultiplyAdd((v2 & mask).AsSingle(), xo, b2);
+                a3 = Vector256.FusedMultiplyAdd((v3 << 16).AsSingle(), xe, a3);
+                b3 = Vector256.FusedMultiplyAdd((v3 & mask).AsSingle(), xo, b3);
+            }
+            float* yr = _y + (long)m * _n + r;
+            yr[0] = Vector256.Sum(a0 + b0);
+            yr[1] = Vector256.Sum(a1 + b1);
+            yr[2] = Vector256.Sum(a2 + b2);
+            yr[3] = Vector256.Sum(a3 + b3);
+            if ((k & 15) != 0)
+            {
+                yr[0] += Tail(w0, m);
+                yr[1] += Tail(w1, m);
+                yr[2] += Tail(w2, m);
+                yr[3] += Tail(w3, m);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
+        private float Dot1(ushort* wr, int m)
+        {
+            int k = _k, kBlocks = k / 16;
+            var mask = Vector256.Create(0xFFFF0000u);
+            float* xp = _perm + (long)m * kBlocks * 16;
+            Vector256<float> a0 = default, b0 = default;
+            for (int b = 0; b < kBlocks; b++)
+            {
+                var v = Vector256.Load((uint*)(wr + b * 16));
+                a0 = Vector256.FusedMultiplyAdd((v << 16).AsSingle(), Vector256.Load(xp + b * 16), a0);
+                b0 = Vector256.FusedMultiplyAdd((v & mask).AsSingle(), Vector256.Load(xp + b * 16 + 8), b0);
+            }
+            return Vector256.Sum(a0 + b0) + Tail(wr, m);
+        }
+
+        /// <summary>Columns past the last full 16-block (none for Granite widths).</summary>
+        private float Tail(ushort* wr, int m)
+        {
+            float s = 0;
+            float* xr = _x + (long)m * _k;
+            for (int i = _k / 16 * 16; i < _k; i++) s += Widen(wr[i]) * xr[i];
+            return s;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static float Widen(ushort bf16) => BitConverter.Int32BitsToSingle(bf16 << 16);
+    }
+}

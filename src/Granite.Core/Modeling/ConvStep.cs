@@ -1,0 +1,84 @@
+using System.Runtime.CompilerServices;
+using Granite.Core.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// The one-token causal depthwise conv of the Mamba mixer in one pass (CPU): shift the conv window
+/// <c>[C, K]</c> left, append the new column (rounded to the window dtype, as the LibTorch path does), then
+/// <c>out[c] = SiLU(Σ_j window[c, j]·w[c, j] + bias[c])</c> in float32. Window and weights may be BF16 or float32.
+/// </summary>
+/// <remarks>Replaces ~12 LibTorch ops (≈ 0.9 ms per layer and token on the reference box) with one loop over C.</remarks>
+internal static unsafe class ConvStep
+{
+    /// <summary>Switch for side-by-side measurements (default true).</summary>
+    public static bool Enabled { get; set; } = true;
+
+    /// <summary>Whether the fused path applies: enabled, CPU, contiguous window/weight of BF16 or float32.</summary>
+    public static bool Supports(Tensor window, Tensor weight, Tensor? bias) =>
+        Enabled && window.device_type == DeviceType.CPU && window.is_contiguous() && weight.is_contiguous()
+        && IsSupported(window.dtype) && IsSupported(weight.dtype) && (bias is null || (bias.is_contiguous() && IsSupported(bias.dtype)));
+
+    private static bool IsSupported(ScalarType t) => t == ScalarType.BFloat16 || t == ScalarType.Float32;
+
+    /// <summary>
+    /// Advances <paramref name="window"/> [C, K] in place with <paramref name="column"/> [C] (any float dtype) and returns
+    /// SiLU(conv) float32 [1, C].
+    /// </summary>
+    public static Tensor Step(Tensor window, Tensor column, Tensor weight, Tensor? bias)
+    {
+        int channels = (int)window.shape[0], k = (int)window.shape[1];
+        using var col = column.to_type(ScalarType.Float32).contiguous();
+        var y = torch.empty(new long[] { 1, channels }, ScalarType.Float32, window.device);
+        var wnd = TorchNative.DataPointer(window);
+        var wts = TorchNative.DataPointer(weight);
+        var bs = bias is null ? IntPtr.Zero : TorchNative.DataPointer(bias);
+        Run(wnd, window.dtype == ScalarType.BFloat16, (float*)TorchNative.DataPointer(col), wts, weight.dtype == ScalarType.BFloat16,
+            bs, bias is not null && bias.dtype == ScalarType.BFloat16, (float*)TorchNative.DataPointer(y), channels, k);
+        return y;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run(IntPtr window, bool windowBf16, float* column, IntPtr weight, bool weightBf16, IntPtr bias, bool biasBf16,
+        float* y, int channels, int k)
+    {
+        for (int c = 0; c < channels; c++)
+        {
+            long o = (long)c * k;
+            float acc = 0;
+            if (windowBf16)
+            {
+                ushort* w = (ushort*)window + o;
+                for (int j = 0; j < k - 1; j++) w[j] = w[j + 1];
+                w[k - 1] = ToBf16(column[c]);
+                for (int j = 0; j < k; j++) acc += Widen(w[j]) * Weight(weight, weightBf16, o + j);
+            }
+            else
+            {
+                float* w = (float*)window + o;
+                for (int j = 0; j < k - 1; j++) w[j] = w[j + 1];
+                w[k - 1] = column[c];
+                for (int j = 0; j < k; j++) acc += w[j] * Weight(weight, weightBf16, o + j);
+            }
+            if (bias != IntPtr.Zero) acc += Weight(bias, biasBf16, c);
+            y[c] = acc / (1f + MathF.Exp(-acc));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Weight(IntPtr p, bool bf16, long i) => bf16 ? Widen(((ushort*)p)[i]) : ((float*)p)[i];
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Widen(ushort v) => BitConverter.Int32BitsToSingle(v << 16);
+
+    /// <summary>float32 → BF16 with round-to-nearest-even (NaN stays NaN), as LibTorch converts.</summary>
+    internal static ushort ToBf16(float f)
+    {
+        if (float.IsNaN(f)) return 0x7FC0;
+        uint bits = BitConverter.SingleToUInt32Bits(f);
+        uint rounding = 0x7FFFu + ((bits >> 16) & 1u);
+        return (ushort)((bits + rounding) >> 16);
+    }
+}

@@ -1,0 +1,71 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using Granite.Core.Weights;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Granite.Core.Modeling;
+
+/// <summary>
+/// The one-token Mamba-2 recurrence fused in one pass over the float32 SSM state (CPU):
+/// <c>S[h,p,:] ← S[h,p,:]·dA[h] + xdt[h,p]·B[g(h),:]</c>, <c>y[h,p] = Σ_n S[h,p,n]·C[g(h),n]</c>.
+/// </summary>
+/// <remarks>
+/// The state update rounds exactly like the LibTorch element-wise ops it replaces (a product, a product, a sum; no
+/// fused multiply-add), so the state is bit-identical; only the order of the y reduction differs. One pass instead of
+/// ~6 LibTorch ops over the [n_m, P, N] state (1.5 MiB for H-Tiny): ≈ 2 ms → ≈ 0.1 ms per layer and token.
+/// </remarks>
+internal static unsafe class SsmStep
+{
+    /// <summary>Switch for side-by-side measurements (default true).</summary>
+    public static bool Enabled { get; set; } = true;
+
+    /// <summary>Whether the fused path applies (enabled, CPU, contiguous float32 state, N a multiple of 8).</summary>
+    public static bool Supports(Tensor ssm) =>
+        Enabled && ssm.device_type == DeviceType.CPU && ssm.dtype == ScalarType.Float32 && ssm.is_contiguous() && ssm.dim() == 3
+        && ssm.shape[2] % 8 == 0 && Vector256.IsHardwareAccelerated;
+
+    /// <summary>
+    /// Advances <paramref name="ssm"/> [n_m, P, N] in place; <paramref name="xdt"/> [n_m, P], <paramref name="dA"/> [n_m],
+    /// <paramref name="b"/>/<paramref name="c"/> [G, N] (float32); returns y float32 [n_m, P].
+    /// </summary>
+    public static Tensor Step(Tensor ssm, Tensor xdt, Tensor dA, Tensor b, Tensor c)
+    {
+        int heads = (int)ssm.shape[0], p = (int)ssm.shape[1], n = (int)ssm.shape[2];
+        int groups = (int)b.shape[0];
+        using var x32 = xdt.to_type(ScalarType.Float32).contiguous();
+        using var a32 = dA.to_type(ScalarType.Float32).contiguous();
+        using var b32 = b.to_type(ScalarType.Float32).contiguous();
+        using var c32 = c.to_type(ScalarType.Float32).contiguous();
+        var y = torch.empty(new long[] { heads, p }, ScalarType.Float32, ssm.device);
+        Run((float*)TorchNative.DataPointer(ssm), (float*)TorchNative.DataPointer(x32), (float*)TorchNative.DataPointer(a32),
+            (float*)TorchNative.DataPointer(b32), (float*)TorchNative.DataPointer(c32), (float*)TorchNative.DataPointer(y),
+            heads, p, n, groups);
+        return y;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run(float* s, float* xdt, float* dA, float* b, float* c, float* y, int heads, int p, int n, int groups)
+    {
+        int perGroup = heads / groups;
+        for (int h = 0; h < heads; h++)
+        {
+            float* bg = b + (long)(h / perGroup) * n;
+            float* cg = c + (long)(h / perGroup) * n;
+            var decay = Vector256.Create(dA[h]);
+            for (int i = 0; i < p; i++)
+            {
+                float* row = s + ((long)h * p + i) * n;
+                var xv = Vector256.Create(xdt[(long)h * p + i]);
+                var acc = Vector256<float>.Zero;
+                for (int j = 0; j < n; j += 8)
+                {
+                    var v = Vector256.Load(row + j) * decay + xv * Vector256.Load(bg + j);
+                    v.Store(row + j);
+                    acc += v * Vector256.Load(cg + j);
+                }
+                y[(long)h * p + i] = Vector256.Sum(acc);
+            }
+        }
+    }
+}
