@@ -1,3 +1,5 @@
+using Granite.Core.Experts;
+
 namespace Granite.Core.Modeling;
 
 /// <summary>How checkpoint weights are held in memory.</summary>
@@ -34,4 +36,10 @@ public sealed record GraniteModelOptions
 
     /// <summary>If positive, calls <c>torch.set_num_threads</c> with this value at load time (process-wide).</summary>
     public int Threads { get; init; }
+
+    /// <summary>
+    /// MoE expert offload (default <see cref="ExpertOffloadOptions.Off"/>): keep routed experts in the mapped checkpoint and
+    /// only a hot set per layer resident, under a byte budget. Ignored for dense models. See docs/expert-offload.md.
+    /// </summary>
+    public ExpertOffloadOptions ExpertOffload { get; init; } = ExpertOffloadOptions.Off;
 }
