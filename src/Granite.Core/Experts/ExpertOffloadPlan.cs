@@ -63,7 +63,7 @@ internal sealed record ExpertOffloadPlan(int MoeLayers, int ExpertsPerLayer, int
         if (cap < 1)
             throw new ArgumentException(
                 $"Expert offload budget {budget} is below one resident expert per layer: at least {layers} layers × {eb:N0} bytes = {layers * eb:N0} bytes ({100.0 / e:0.###}%) is needed " +
-                $"(top-{c.NumExpertsPerTok} × one expert per layer = {(long)c.NumExpertsPerTok * layers * eb:N0} bytes avoids streaming during decode).", nameof(o));
+                $"(top-{c.NumExpertsPerTok} × one expert per layer = {(long)c.NumExpertsPerTok * layers * eb:N0} bytes avoids streaming during decode).");
         return new ExpertOffloadPlan(layers, e, c.NumExpertsPerTok, eb, (int)cap, o);
     }
 }
