@@ -53,3 +53,25 @@ public class ExpertOffloadOptionsTests
         p.TotalExpertBytes.Should().Be(64 * 4 * eb);
     }
 }
+
+public class WriteConfigTests
+{
+    [Theory]
+    [InlineData("tiny-h-moe")]
+    [InlineData("tiny-h-dense")]
+    [InlineData("tiny-dense")]
+    public void WrittenConfigReadsBackEqual(string fixture)
+    {
+        var original = Granite.Core.Configuration.GraniteConfig.Load(Path.Combine(AppContext.BaseDirectory, "TestData", fixture));
+        var dir = Path.Combine(Path.GetTempPath(), "granite-writeconfig-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var path = Granite.Core.Weights.GraniteCheckpointLayout.WriteConfig(dir, original);
+            var back = Granite.Core.Configuration.GraniteConfig.Load(path);
+            back.LayerTypes.Should().Equal(original.LayerTypes);
+            back.EosTokenIds.Should().Equal(original.EosTokenIds);
+            (back with { LayerTypes = original.LayerTypes, EosTokenIds = original.EosTokenIds, SourcePath = original.SourcePath }).Should().Be(original);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
