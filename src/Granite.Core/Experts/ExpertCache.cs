@@ -36,6 +36,7 @@ internal sealed class ExpertCache : IDisposable
     private readonly int[] _slotOf;      // expert → slot or −1
     private readonly int[] _expertIn;    // slot → expert or −1
     private readonly int[] _pins;        // slot → active leases
+    private readonly long[] _requests;   // expert → times requested
     private readonly Tensor?[] _hostIn, _hostOut; // host tier (GPU compute device only)
     private readonly KeyValuePair<string, object?>[] _tags;
     private Tensor? _slotsIn, _slotsOut;
@@ -67,6 +68,7 @@ internal sealed class ExpertCache : IDisposable
         _slotOf = Enumerable.Repeat(-1, Experts).ToArray();
         _expertIn = Enumerable.Repeat(-1, capacity).ToArray();
         _pins = new int[capacity];
+        _requests = new long[Experts];
         bool gpu = device.type == DeviceType.CUDA;
         _hostIn = gpu ? new Tensor?[Experts] : Array.Empty<Tensor?>();
         _hostOut = gpu ? new Tensor?[Experts] : Array.Empty<Tensor?>();
@@ -110,6 +112,9 @@ internal sealed class ExpertCache : IDisposable
     /// <summary>Resident experts in slot order (−1 = empty slot).</summary>
     public int[] ResidentExperts() { lock (_gate) return (int[])_expertIn.Clone(); }
 
+    /// <summary>How often each expert was requested (routing popularity).</summary>
+    public long[] RequestCounts() { lock (_gate) return (long[])_requests.Clone(); }
+
     /// <summary>Tier of an expert.</summary>
     public ExpertTier TierOf(int expert)
     {
@@ -136,6 +141,7 @@ internal sealed class ExpertCache : IDisposable
                 int e = ids[j];
                 if ((uint)e >= (uint)Experts) throw new ArgumentOutOfRangeException(nameof(experts), e, $"layer {Layer}: expert id outside [0, {Experts})");
                 _policy.OnAccess(e, step);
+                _requests[e]++;
                 slots[j] = _slotOf[e];
                 if (slots[j] >= 0) { _pins[slots[j]]++; hits++; }
             }
