@@ -29,6 +29,7 @@ internal static class Program
             case "prepare": Prepare(opts); return 0;
             case "run": Run(opts); return 0;
             case "child": Child(opts); return 0;
+            case "profile": Profile(opts); return 0;
             case "plot": Plot.Write(JsonNode.Parse(File.ReadAllText(opts["in"]))!.AsArray(), opts["png"]); return 0;
             default: Console.Error.WriteLine($"unknown command {args[0]}"); return 2;
         }
@@ -148,6 +149,46 @@ internal static class Program
             result["popularity_top50"] = Math.Round(Share(0.5), 3);
         }
         Console.WriteLine(result.ToJsonString());
+    }
+
+    private static void Profile(Dictionary<string, string> o)
+    {
+        torch.set_num_threads(int.Parse(Get(o, "threads", "2"), CultureInfo.InvariantCulture));
+        using var scope = torch.NewDisposeScope();
+        void Time(string what, Action a)
+        {
+            a();
+            var sw = Stopwatch.StartNew();
+            for (int i = 0; i < 5; i++) a();
+            Console.WriteLine($"{what}: {sw.Elapsed.TotalMilliseconds / 5:F2} ms");
+        }
+        foreach (var (o1, i1) in new[] { (8192, 2048), (1024, 1536), (1536, 512), (1024, 2048), (2048, 1536) })
+            foreach (var dt in new[] { ScalarType.BFloat16, ScalarType.Float32 })
+            {
+                var xx = torch.randn(1, i1).to_type(dt);
+                var ww = torch.randn(o1, i1).to_type(dt);
+                Time($"linear [{o1},{i1}] {dt}", () => { using var _ = torch.nn.functional.linear(xx, ww); });
+            }
+        if (!o.ContainsKey("model")) return;
+        var x = torch.randn(1, 1536).to_type(ScalarType.BFloat16);
+        var emb = torch.randn(100352, 1536).to_type(ScalarType.BFloat16);
+        var w = torch.randn(8, 1024, 1536).to_type(ScalarType.BFloat16);
+        Time("lm_head linear", () => { using var _ = torch.nn.functional.linear(x, emb); });
+        Time("expert linear view", () => { using var v = w[3]; using var _ = torch.nn.functional.linear(x, v); });
+        var x3 = torch.randn(3, 1536).to_type(ScalarType.BFloat16);
+        Time("expert linear view T=3", () => { using var v = w[3]; using var _ = torch.nn.functional.linear(x3, v); });
+        using (var ckpt = SafetensorsCheckpoint.Open(o["model"]))
+        {
+            var mapped = ckpt.GetTensor("model.layers.0.block_sparse_moe.input_linear.weight");
+            Time("expert linear mapped", () => { using var v = mapped[3]; using var _ = torch.nn.functional.linear(x, v); });
+            var e = ckpt.GetTensor("model.embed_tokens.weight");
+            Time("lm_head mapped", () => { using var _ = torch.nn.functional.linear(x, e); });
+            var inproj = ckpt.GetTensor("model.layers.0.mamba.in_proj.weight");
+            Time("in_proj mapped", () => { using var _ = torch.nn.functional.linear(x, inproj); });
+        }
+        using var m = GraniteModel.Load(o["model"], new GraniteModelOptions { Threads = int.Parse(Get(o, "threads", "2"), CultureInfo.InvariantCulture), ExpertOffload = ExpertOffloadOptions.Parse(Get(o, "budget", "off")) });
+        using var state = m.CreateState();
+        Time("decode step", () => { using var s = torch.NewDisposeScope(); m.Forward(new[] { 17 }, state); });
     }
 
     private static Dictionary<string, long> ProcStatus()
