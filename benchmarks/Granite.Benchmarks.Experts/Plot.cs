@@ -9,7 +9,7 @@ internal static class Plot
     public static void Write(JsonArray all, string path)
     {
         var rows = Summary.Rows(all);
-        const int W = 1400, H = 560, panelW = 640, top = 60, bottom = 480, left0 = 80;
+        const int W = 1520, H = 560, panelW = 640, top = 60, bottom = 480, left0 = 80;
         using var surface = SKSurface.Create(new SKImageInfo(W, H));
         var c = surface.Canvas;
         c.Clear(SKColors.White);
@@ -69,7 +69,7 @@ internal static class Plot
             }
         }
 
-        double maxRatio = Math.Max(1.2, Math.Ceiling(rows.Max(r => r.Ratio) * 5) / 5);
+        double maxRatio = Math.Max(1.5, Math.Ceiling(rows.Max(r => r.Ratio) * 2) / 2);
         Panel(left0, "Decode speed relative to offload off", "decode tok/s ÷ offload off", r => r.Ratio, maxRatio, 0.5);
         double maxMem = Math.Ceiling(rows.Max(r => r.PrivateMiB) / 500) * 500;
         Panel(left0 + 700, "Private memory (RssAnon)", "MiB", r => r.PrivateMiB, maxMem, null);

@@ -138,6 +138,7 @@ internal static class Program
             result["hit_rate"] = Math.Round((double)hits / Math.Max(1, hits + misses), 4);
             result["streamed"] = after.Sum(s => s.Streamed) - before!.Sum(s => s.Streamed);
             result["fetched_bytes_per_token"] = (after.Sum(s => s.FetchedBytes) - before!.Sum(s => s.FetchedBytes)) / tokens;
+            result["fetch_ms_per_token"] = Math.Round((after.Sum(s => s.FetchTime.TotalMilliseconds) - before!.Sum(s => s.FetchTime.TotalMilliseconds)) / tokens, 2);
             // Routing popularity (all steps incl. prefill): share of requests that go to the top 12.5/25/50 % of experts.
             double Share(double frac) => store.Layers.Average(l =>
             {

@@ -98,6 +98,9 @@ internal sealed class ExpertCache : IDisposable
 
     public long FetchedBytes { get; private set; }
 
+    /// <summary>Wall time spent materialising misses (copies/conversions from the mapped file).</summary>
+    public TimeSpan FetchTime { get; private set; }
+
     /// <summary>Bytes of the filled slots.</summary>
     public long ResidentBytes { get { lock (_gate) return _occupied * ExpertBytes; } }
 
@@ -136,6 +139,7 @@ internal sealed class ExpertCache : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             long step = ++_step;
             long hits = 0, misses = 0, streamed = 0, evictions = 0, fetched = 0;
+            long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
             for (int j = 0; j < ids.Length; j++)
             {
                 int e = ids[j];
@@ -166,12 +170,14 @@ internal sealed class ExpertCache : IDisposable
             }
             for (int j = 0; j < ids.Length; j++)
                 if (slots[j] >= 0) lease.SetSlot(j, slots[j], _slotsIn!.select(0, slots[j]), _slotsOut!.select(0, slots[j]));
-            Hits += hits; Misses += misses; Streamed += streamed; Evictions += evictions; FetchedBytes += fetched;
+            var elapsed = misses > 0 ? System.Diagnostics.Stopwatch.GetElapsedTime(t0) : TimeSpan.Zero;
+            Hits += hits; Misses += misses; Streamed += streamed; Evictions += evictions; FetchedBytes += fetched; FetchTime += elapsed;
             if (hits > 0) ExpertMetrics.Hits.Add(hits, _tags);
             if (misses > 0)
             {
                 ExpertMetrics.Misses.Add(misses, _tags);
                 ExpertMetrics.FetchedBytes.Add(fetched, _tags);
+                ExpertMetrics.FetchTime.Record(elapsed.TotalSeconds, _tags);
             }
             if (streamed > 0) ExpertMetrics.Streamed.Add(streamed, _tags);
             if (evictions > 0) ExpertMetrics.Evictions.Add(evictions, _tags);

@@ -6,7 +6,8 @@ namespace Granite.Core.Experts;
 /// <summary>
 /// <c>System.Diagnostics.Metrics</c> instruments of the expert offload (meter <see cref="MeterName"/>): counters
 /// <c>granite.experts.hits</c>, <c>granite.experts.misses</c>, <c>granite.experts.streamed</c>,
-/// <c>granite.experts.evictions</c>, <c>granite.experts.fetched_bytes</c> and the gauge
+/// <c>granite.experts.evictions</c>, <c>granite.experts.fetched_bytes</c>, the histogram <c>granite.experts.fetch_time</c>
+/// (seconds per batch with misses) and the gauge
 /// <c>granite.experts.resident_bytes</c>, all tagged with <c>layer</c> and <c>store</c> (a per-model number).
 /// </summary>
 internal static class ExpertMetrics
@@ -21,6 +22,7 @@ internal static class ExpertMetrics
     public static readonly Counter<long> Streamed = Meter.CreateCounter<long>("granite.experts.streamed", "{expert}", "Misses computed from a transient copy instead of a cache slot");
     public static readonly Counter<long> Evictions = Meter.CreateCounter<long>("granite.experts.evictions", "{expert}", "Resident experts evicted");
     public static readonly Counter<long> FetchedBytes = Meter.CreateCounter<long>("granite.experts.fetched_bytes", "By", "Bytes materialised from the mapped file");
+    public static readonly Histogram<double> FetchTime = Meter.CreateHistogram<double>("granite.experts.fetch_time", "s", "Time to materialise the misses of one batch");
 
     static ExpertMetrics()
     {

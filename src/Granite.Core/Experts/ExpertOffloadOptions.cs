@@ -48,8 +48,11 @@ public sealed record ExpertOffloadOptions
     /// <summary>Upper bound of resident experts per layer (applied after the byte budget).</summary>
     public int? MaxResidentExpertsPerLayer { get; init; }
 
-    /// <summary>Eviction policy; default <see cref="ExpertEvictionPolicy.Lru"/> (measured better, see docs/expert-offload.md).</summary>
-    public ExpertEvictionPolicy Policy { get; init; } = ExpertEvictionPolicy.Lru;
+    /// <summary>
+    /// Eviction policy; default <see cref="ExpertEvictionPolicy.LfuDecay"/> (higher hit rate than LRU at every partial
+    /// budget in the benchmark, see docs/expert-offload.md).
+    /// </summary>
+    public ExpertEvictionPolicy Policy { get; init; } = ExpertEvictionPolicy.LfuDecay;
 
     /// <summary>Per-step decay of the use counts of <see cref="ExpertEvictionPolicy.LfuDecay"/>, in (0, 1]; default 0.95.</summary>
     public double LfuDecay { get; init; } = 0.95;

@@ -14,7 +14,8 @@ namespace Granite.Core.Experts;
 /// <param name="Streamed">Misses served by a transient copy (no slot).</param>
 /// <param name="Evictions">Resident experts evicted.</param>
 /// <param name="FetchedBytes">Bytes materialised from the mapped file.</param>
-internal sealed record ExpertLayerStats(int Layer, int Capacity, int ResidentExperts, long ResidentBytes, long Hits, long Misses, long Streamed, long Evictions, long FetchedBytes);
+/// <param name="FetchTime">Time spent materialising them.</param>
+internal sealed record ExpertLayerStats(int Layer, int Capacity, int ResidentExperts, long ResidentBytes, long Hits, long Misses, long Streamed, long Evictions, long FetchedBytes, TimeSpan FetchTime);
 
 /// <summary>
 /// The expert store of one model: a <see cref="ExpertCache"/> per MoE layer over the memory-mapped checkpoint, sized by an
@@ -82,7 +83,7 @@ internal sealed class ExpertStore : IDisposable
     public IReadOnlyList<ExpertLayerStats> Statistics() => _layers.Select(l =>
     {
         var resident = l.ResidentExperts().Count(e => e >= 0);
-        return new ExpertLayerStats(l.Layer, l.Capacity, resident, resident * l.ExpertBytes, l.Hits, l.Misses, l.Streamed, l.Evictions, l.FetchedBytes);
+        return new ExpertLayerStats(l.Layer, l.Capacity, resident, resident * l.ExpertBytes, l.Hits, l.Misses, l.Streamed, l.Evictions, l.FetchedBytes, l.FetchTime);
     }).ToList();
 
     public void Dispose()
