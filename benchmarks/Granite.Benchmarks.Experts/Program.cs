@@ -8,6 +8,7 @@ using Granite.Core.Experts;
 using Granite.Core.Modeling;
 using Granite.Core.Weights;
 using TorchSharp;
+using MoeBlock = Granite.Core.Modeling.MoeBlock;
 using static TorchSharp.torch;
 
 namespace Granite.Benchmarks.Experts;
@@ -22,7 +23,7 @@ internal static class Program
     private static int Main(string[] args)
     {
         GraniteRuntime.EnsureLoaded();
-        if (args.Length == 0) { Console.Error.WriteLine("usage: prepare --dir D [--layers 8] | run --dir D [--tokens 48] [--reps 3] [--threads 2] [--out F.json] [--png F.png] | child ... | plot --in F.json --png F.png"); return 2; }
+        if (args.Length == 0) { Console.Error.WriteLine("usage: prepare --dir D [--layers 8] | run --dir D [--tokens 48] [--reps 3] [--threads 2] [--out F.json] [--png F.png] | child ... | plot --in F.json --png F.png | summary --in F.json"); return 2; }
         var opts = ParseOptions(args.Skip(1));
         switch (args[0])
         {
@@ -31,6 +32,7 @@ internal static class Program
             case "child": Child(opts); return 0;
             case "profile": Profile(opts); return 0;
             case "plot": Plot.Write(JsonNode.Parse(File.ReadAllText(opts["in"]))!.AsArray(), opts["png"]); return 0;
+            case "summary": Console.WriteLine(Summary.Markdown(JsonNode.Parse(File.ReadAllText(opts["in"]))!.AsArray())); return 0;
             default: Console.Error.WriteLine($"unknown command {args[0]}"); return 2;
         }
     }
@@ -107,19 +109,40 @@ internal static class Program
         var sw = Stopwatch.StartNew();
         using var m = GraniteModel.Load(model, new GraniteModelOptions { Threads = threads, ExpertOffload = offload });
         double loadS = sw.Elapsed.TotalSeconds;
+        bool moeOnly = Get(o, "mode", "model") == "moe";
         var rng = new Random(42); // same token stream for every variant
         int Next() => rng.Next(m.Config.VocabSize);
         using var state = m.CreateState();
-        using (var scope = torch.NewDisposeScope()) m.Forward(Enumerable.Range(0, 32).Select(_ => Next()).ToArray(), state);
-        for (int i = 0; i < 16; i++) using (var scope = torch.NewDisposeScope()) m.Forward(new[] { Next() }, state); // warm-up
+        // moe mode: only the MoE blocks of every layer, on N(0, 1) hidden states (one row per step, same stream for all
+        // variants), so the offload cost is measured without the rest of the decode step.
+        var blocks = m.Module.named_modules().Select(x => x.module).OfType<MoeBlock>().ToList();
+        using var hg = new Generator(7);
+        void MoeStep()
+        {
+            using var scope = torch.NewDisposeScope();
+            using var ng = torch.no_grad();
+            var u = torch.randn(new long[] { 1, m.Config.HiddenSize }, generator: hg);
+            foreach (var b in blocks) b.Forward(u);
+        }
+        if (moeOnly) for (int i = 0; i < 48; i++) MoeStep();
+        else
+        {
+            using (var scope = torch.NewDisposeScope()) m.Forward(Enumerable.Range(0, 32).Select(_ => Next()).ToArray(), state);
+            for (int i = 0; i < 16; i++) using (var scope = torch.NewDisposeScope()) m.Forward(new[] { Next() }, state); // warm-up
+        }
         var before = m.Experts?.Statistics();
         sw.Restart();
-        for (int i = 0; i < tokens; i++) using (var scope = torch.NewDisposeScope()) m.Forward(new[] { Next() }, state);
+        for (int i = 0; i < tokens; i++)
+        {
+            if (moeOnly) MoeStep();
+            else using (var scope = torch.NewDisposeScope()) m.Forward(new[] { Next() }, state);
+        }
         double decodeS = sw.Elapsed.TotalSeconds;
         var mem = ProcStatus();
         var result = new JsonObject
         {
             ["model"] = Path.GetFileName(Path.TrimEndingDirectorySeparator(model)),
+            ["mode"] = moeOnly ? "moe" : "model",
             ["budget"] = budget,
             ["policy"] = offload.Enabled ? Get(o, "policy", "lru") : "-",
             ["load_s"] = Math.Round(loadS, 2),
@@ -235,7 +258,7 @@ internal static class Program
                     RedirectStandardOutput = true,
                     RedirectStandardError = true,
                 };
-                foreach (var a in new[] { "child", "--model", Path.Combine(root, v.Routing), "--budget", v.Budget, "--policy", v.Policy, "--tokens", tokens, "--threads", threads })
+                foreach (var a in new[] { "child", "--model", Path.Combine(root, v.Routing), "--budget", v.Budget, "--policy", v.Policy, "--tokens", tokens, "--threads", threads, "--mode", Get(o, "mode", "model") })
                     psi.ArgumentList.Add(a);
                 using var p = Process.Start(psi)!;
                 var stdout = p.StandardOutput.ReadToEnd();

@@ -7,7 +7,7 @@ namespace Granite.Benchmarks.Experts;
 /// <summary>Aggregates child results: medians over repetitions, speed ratios to offload off of the same repetition.</summary>
 internal static class Summary
 {
-    internal sealed record Row(string Routing, string Budget, string Policy, double TokensPerS, double Ratio, double RssMiB, double PrivateMiB, double ResidentExpertMiB, double? HitRate, double? Top25);
+    internal sealed record Row(string Routing, string Budget, string Policy, double TokensPerS, double Ratio, double RssMiB, double PrivateMiB, double ResidentExpertMiB, double? HitRate, double? Top25, double? FetchedMiBPerToken, double? FetchMsPerToken, double MsPerToken);
 
     public static List<Row> Rows(JsonArray all)
     {
@@ -25,7 +25,10 @@ internal static class Summary
                 Median(g.Select(n => (double)n["rss_bytes"]! / 1048576)), Median(g.Select(n => (double)n["private_bytes"]! / 1048576)),
                 Median(g.Select(n => n["resident_expert_bytes"] is { } x ? (double)x / 1048576 : double.NaN)),
                 g.First()["hit_rate"] is null ? null : Median(g.Select(n => (double)n["hit_rate"]!)),
-                g.First()["popularity_top25"] is null ? null : (double)g.First()["popularity_top25"]!));
+                g.First()["popularity_top25"] is null ? null : (double)g.First()["popularity_top25"]!,
+                g.First()["fetched_bytes_per_token"] is null ? null : Median(g.Select(n => (double)n["fetched_bytes_per_token"]! / 1048576)),
+                g.First()["fetch_ms_per_token"] is null ? null : Median(g.Select(n => (double)n["fetch_ms_per_token"]!)),
+                Median(g.Select(n => 1000 / (double)n["tokens_per_s"]!))));
         }
         return rows.OrderBy(r => r.Routing, StringComparer.Ordinal).ThenBy(r => BudgetOrder(r.Budget)).ThenBy(r => r.Policy, StringComparer.Ordinal).ToList();
     }
@@ -41,11 +44,11 @@ internal static class Summary
     public static string Markdown(JsonArray all)
     {
         var sb = new StringBuilder();
-        sb.AppendLine("| routing | budget | policy | decode tok/s | × offload off | hit rate | resident experts MiB | RSS MiB | private (RssAnon) MiB |");
-        sb.AppendLine("|---|---|---|---|---|---|---|---|---|");
+        sb.AppendLine("| routing | budget | policy | decode tok/s | × offload off | hit rate | fetched MiB/token | fetch ms/token | resident experts MiB | RSS MiB | private (RssAnon) MiB |");
+        sb.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
         foreach (var r in Rows(all))
             sb.AppendLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.Routing} | {r.Budget} | {r.Policy} | {r.TokensPerS:F2} | {r.Ratio:F2} | {(r.HitRate is { } h ? h.ToString("P1", CultureInfo.InvariantCulture) : "–")} | {(double.IsNaN(r.ResidentExpertMiB) ? "all (params)" : r.ResidentExpertMiB.ToString("F0", CultureInfo.InvariantCulture))} | {r.RssMiB:F0} | {r.PrivateMiB:F0} |"));
+                $"| {r.Routing} | {r.Budget} | {r.Policy} | {r.TokensPerS:F2} | {r.Ratio:F2} | {(r.HitRate is { } h ? h.ToString("P1", CultureInfo.InvariantCulture) : "–")} | {(r.FetchedMiBPerToken is { } fb ? fb.ToString("F1", CultureInfo.InvariantCulture) : "–")} | {(r.FetchMsPerToken is { } fm ? fm.ToString("F1", CultureInfo.InvariantCulture) : "–")} | {(double.IsNaN(r.ResidentExpertMiB) ? "all (params)" : r.ResidentExpertMiB.ToString("F0", CultureInfo.InvariantCulture))} | {r.RssMiB:F0} | {r.PrivateMiB:F0} |"));
         return sb.ToString();
     }
 }
