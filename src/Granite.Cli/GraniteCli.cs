@@ -10,9 +10,9 @@ internal static partial class GraniteCli
         usage: granite <command> [options]
 
         commands:
-          inspect    --model DIR [--json]                          config summary, parameter counts, weight and state bytes
-          logits     --model DIR --ids 1,2,3 [--greedy N] [--dtype f32|bf16] --json
-          generate   --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+          inspect    --model DIR [--json] [--expert-budget B [--dtype f32|bf16]]  config summary, parameter counts, weight and state bytes
+          logits     --model DIR --ids 1,2,3 [--greedy N] [--dtype f32|bf16] [--expert-budget B] --json
+          generate   --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--expert-budget B]
           tokenize   --model DIR --text T [--json]
           detokenize --model DIR --ids 1,2,3
           prompt     --model DIR --conversation FILE.json [--json]
@@ -21,6 +21,7 @@ internal static partial class GraniteCli
           chat       --model DIR --script FILE [--json] [--no-reuse] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line)
 
         common options: --verbose (stack traces on errors), --threads N
+        --expert-budget B: MoE expert offload budget: off (default), BYTES (K/M/G suffix allowed) or PERCENT% of the expert bytes
         """;
 
     internal static readonly JsonSerializerOptions Json = new() { WriteIndented = false, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };

@@ -10,16 +10,45 @@ internal static partial class GraniteCli
     {
         var dir = ModelDir(a);
         bool json = a.Flag("json");
+        var offload = ExpertBudget(a);
+        var dtypeOpt = a.Get("dtype");
         a.EnsureAllUsed();
         var c = GraniteConfig.Load(dir);
         long weightBytes = 0, expertBytes = 0;
         string dtypes;
+        TorchSharp.torch.ScalarType stored = TorchSharp.torch.ScalarType.Float32;
         using (var ckpt = SafetensorsCheckpoint.Open(dir))
         {
             var infos = ckpt.TensorNames.Select(ckpt.GetInfo).ToList();
             weightBytes = infos.Sum(i => i.ByteLength);
             expertBytes = infos.Where(i => i.Name.Contains(".block_sparse_moe.input_linear.", StringComparison.Ordinal) || i.Name.Contains(".block_sparse_moe.output_linear.", StringComparison.Ordinal)).Sum(i => i.ByteLength);
             dtypes = string.Join(",", infos.Select(i => i.DType.ToString()).Distinct().Order());
+            if (ckpt.Contains("model.embed_tokens.weight")) stored = ckpt.GetInfo("model.embed_tokens.weight").DType;
+        }
+        var computeDtype = dtypeOpt switch
+        {
+            null or "stored" => stored == TorchSharp.torch.ScalarType.Float16 ? TorchSharp.torch.ScalarType.Float32 : stored,
+            "f32" or "float32" => TorchSharp.torch.ScalarType.Float32,
+            "bf16" or "bfloat16" => TorchSharp.torch.ScalarType.BFloat16,
+            _ => throw new CliUsageException($"option --dtype must be f32 or bf16 (got '{dtypeOpt}')"),
+        };
+        object? expertOffload = null;
+        Granite.Core.Experts.ExpertOffloadPlan? plan = null;
+        if (offload.Enabled)
+        {
+            if (!c.IsMoe) throw new CliUsageException("--expert-budget needs a model with routed experts");
+            plan = Granite.Core.Experts.ExpertOffloadPlan.Create(c, computeDtype, offload);
+            expertOffload = new
+            {
+                budget = offload.ToString(),
+                compute_dtype = computeDtype.ToString(),
+                expert_bytes_each = plan.ExpertBytes,
+                expert_bytes_total = plan.TotalExpertBytes,
+                resident_experts_per_layer = plan.CapacityPerLayer,
+                resident_bytes_max = plan.MaxResidentBytes,
+                resident_share_of_experts = Math.Round((double)plan.MaxResidentBytes / plan.TotalExpertBytes, 4),
+                streams_during_decode = plan.CapacityPerLayer < c.NumExpertsPerTok,
+            };
         }
         var report = new
         {
@@ -43,6 +72,7 @@ internal static partial class GraniteCli
             state_bytes_per_session = c.MambaStateBytesPerSequence(4, 4),
             state_bytes_per_token = c.KvBytesPerToken(4),
             state_dtype = "float32 (conv + SSM state, K/V cache)",
+            expert_offload = expertOffload,
         };
         if (json)
         {
@@ -54,6 +84,9 @@ internal static partial class GraniteCli
         if (c.IsMoe) stdout.WriteLine($"experts          {c.NumLocalExperts} per layer, top-{c.NumExpertsPerTok}, expert share of weights {report.expert_weight_share:P1}");
         stdout.WriteLine($"parameters       {c.TotalParameterCount:N0} total, {c.ActiveParameterCount:N0} active per token");
         stdout.WriteLine($"weights          {weightBytes:N0} bytes ({dtypes})");
+        if (plan is not null)
+            stdout.WriteLine($"expert offload   budget {offload}: {plan.CapacityPerLayer}/{c.NumLocalExperts} experts per layer resident, at most {plan.MaxResidentBytes:N0} of {plan.TotalExpertBytes:N0} expert bytes ({computeDtype}); the rest stays mapped" +
+                (plan.CapacityPerLayer < c.NumExpertsPerTok ? $"; below top-{c.NumExpertsPerTok}, so decode streams experts through" : ""));
         stdout.WriteLine($"state            {report.state_bytes_per_session:N0} bytes per session (fixed) + {report.state_bytes_per_token:N0} bytes per token of context (float32)");
         stdout.WriteLine($"context          {c.MaxPositionEmbeddings:N0} tokens, positional encoding: {report.positional}");
         return 0;

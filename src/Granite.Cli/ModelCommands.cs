@@ -35,7 +35,16 @@ internal static partial class GraniteCli
             "bf16" or "bfloat16" or "stored" => WeightDtypePolicy.AsStored,
             _ => throw new CliUsageException($"option --dtype must be f32 or bf16 (got '{dtype}')"),
         };
-        return new GraniteModelOptions { WeightDtype = policy, Threads = a.Int("threads", 1) ?? 0 };
+        return new GraniteModelOptions { WeightDtype = policy, Threads = a.Int("threads", 1) ?? 0, ExpertOffload = ExpertBudget(a) };
+    }
+
+    /// <summary><c>--expert-budget off|BYTES|PERCENT%</c> (absent = off).</summary>
+    internal static Granite.Core.Experts.ExpertOffloadOptions ExpertBudget(CliArgs a)
+    {
+        var s = a.Get("expert-budget");
+        if (s is null) return Granite.Core.Experts.ExpertOffloadOptions.Off;
+        try { return Granite.Core.Experts.ExpertOffloadOptions.Parse(s); }
+        catch (FormatException ex) { throw new CliUsageException("option --" + ex.Message.Replace("expert budget", "expert-budget", StringComparison.Ordinal)); }
     }
 
     /// <summary><c>granite logits</c>: parity output in float32 by default.</summary>

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Granite.Core.Configuration;
+using Granite.Core.Experts;
 using Granite.Core.State;
 using Granite.Core.Weights;
 using TorchSharp;
@@ -18,13 +19,15 @@ public sealed class GraniteModel : IDisposable
     private readonly GraniteCausalLM _module;
     private readonly object _identity = new();
     private readonly Device _device;
+    private readonly ExpertStore? _experts;
     private bool _disposed;
 
-    private GraniteModel(GraniteCausalLM module, Device device, ModelLoadReport report)
+    private GraniteModel(GraniteCausalLM module, Device device, ModelLoadReport report, ExpertStore? experts)
     {
         _module = module;
         _device = device;
         LoadReport = report;
+        _experts = experts;
     }
 
     /// <summary>The model configuration.</summary>
@@ -37,6 +40,9 @@ public sealed class GraniteModel : IDisposable
     public ScalarType WeightDtype => LoadReport.WeightDtype;
 
     internal GraniteCausalLM Module => _module;
+
+    /// <summary>The expert store when MoE experts are offloaded, else null.</summary>
+    internal ExpertStore? Experts => _experts;
 
     /// <summary>Loads <c>config.json</c> and the safetensors weights from a folder.</summary>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
@@ -66,17 +72,22 @@ public sealed class GraniteModel : IDisposable
         };
 
         GraniteCausalLM? module = null;
+        ExpertStore? experts = null;
         try
         {
             using (torch.no_grad())
             {
-                module = new GraniteCausalLM(config, dtype, device);
+                bool offload = options.ExpertOffload.Enabled && config.IsMoe;
+                using (MoeBlock.OffloadedConstruction(offload))
+                    module = new GraniteCausalLM(config, dtype, device);
                 var report = LoadWeights(module, ckpt, modelDir, config, stored, dtype);
-                return new GraniteModel(module, device, report);
+                if (offload) experts = AttachExperts(module, ckpt, config, dtype, device, options.ExpertOffload);
+                return new GraniteModel(module, device, report, experts);
             }
         }
         catch
         {
+            experts?.Dispose();
             module?.Dispose();
             throw;
         }
@@ -103,7 +114,7 @@ public sealed class GraniteModel : IDisposable
             }
         }
         long count = module.parameters().Sum(p => p.numel());
-        return new GraniteModel(module, dev, new ModelLoadReport("(random)", Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count));
+        return new GraniteModel(module, dev, new ModelLoadReport("(random)", Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count), experts: null);
     }
 
     private static ModelLoadReport LoadWeights(GraniteCausalLM module, SafetensorsCheckpoint ckpt, string modelDir, GraniteConfig config, ScalarType stored, ScalarType dtype)
@@ -132,6 +143,7 @@ public sealed class GraniteModel : IDisposable
         }
         foreach (var (name, p) in parameters)
         {
+            if (p.device_type == DeviceType.META) continue; // offloaded experts stay in the mapped file
             using var scope = torch.NewDisposeScope();
             var src = ckpt.GetTensor(name);
             // Same dtype on the CPU: the parameter takes over the checkpoint's storage, a zero-copy view of the mapped
@@ -143,6 +155,14 @@ public sealed class GraniteModel : IDisposable
             src.Dispose();
         }
         return report;
+    }
+
+    private static ExpertStore AttachExperts(GraniteCausalLM module, SafetensorsCheckpoint ckpt, GraniteConfig config, ScalarType dtype, Device device, ExpertOffloadOptions options)
+    {
+        var store = ExpertStore.Open(ckpt, config, dtype, device, options);
+        foreach (var (name, m) in module.named_modules())
+            if (m is MoeBlock moe) moe.Experts = store.Layer(int.Parse(name.Split('.')[2], System.Globalization.CultureInfo.InvariantCulture));
+        return store;
     }
 
     /// <summary>Creates an empty per-sequence state (zero Mamba states, empty KV caches) on the model's device.</summary>
@@ -241,5 +261,6 @@ public sealed class GraniteModel : IDisposable
         if (_disposed) return;
         _disposed = true;
         _module.Dispose();
+        _experts?.Dispose();
     }
 }

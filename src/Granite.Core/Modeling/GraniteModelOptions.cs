@@ -1,3 +1,5 @@
+using Granite.Core.Experts;
+
 namespace Granite.Core.Modeling;
 
 /// <summary>How checkpoint weights are held in memory.</summary>
@@ -40,4 +42,10 @@ public sealed record GraniteModelOptions
     /// <c>mmap</c> allocations; 3–5× faster element-wise ops in prefill. Default true; no effect off Linux.
     /// </summary>
     public bool TuneNativeAllocator { get; init; } = true;
+
+    /// <summary>
+    /// MoE expert offload (default <see cref="ExpertOffloadOptions.Off"/>): keep routed experts in the mapped checkpoint and
+    /// only a hot set per layer resident, under a byte budget. Ignored for dense models. See docs/expert-offload.md.
+    /// </summary>
+    public ExpertOffloadOptions ExpertOffload { get; init; } = ExpertOffloadOptions.Off;
 }

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Experts;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -8,7 +9,8 @@ namespace Granite.Core.Modeling;
 /// <summary>
 /// Routed experts (<c>model.layers.{i}.block_sparse_moe</c>): float32 router logits, top-k, softmax over the k,
 /// SwiGLU experts computed grouped by expert (one matmul pair per active expert), scattered back with index_add_.
-/// See granite-spec §4.6.
+/// See granite-spec §4.6. With expert offload (<see cref="Experts"/> set by the loader) the fused expert parameters live on
+/// the <c>meta</c> device (shape only) and each batch's experts come from the layer's <see cref="ExpertCache"/>.
 /// </summary>
 internal sealed class MoeBlock : nn.Module
 {
@@ -19,16 +21,38 @@ internal sealed class MoeBlock : nn.Module
     private readonly int _experts, _topK;
     private readonly long _inter;
 
+    [ThreadStatic] private static bool t_offloaded;
+
     public MoeBlock(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(MoeBlock))
     {
         _experts = c.NumLocalExperts;
         _topK = c.NumExpertsPerTok;
         _inter = c.IntermediateSize;
         router = new MoeRouter(c, dtype, device);
-        input_linear = new ParamBlock("input_linear", new[] { _experts, 2 * _inter, c.HiddenSize }, null, dtype, device);
-        output_linear = new ParamBlock("output_linear", new[] { _experts, c.HiddenSize, _inter }, null, dtype, device);
+        var expertDevice = t_offloaded ? torch.META : device; // offloaded: shape-only parameters, weights stay mapped
+        input_linear = new ParamBlock("input_linear", new[] { _experts, 2 * _inter, c.HiddenSize }, null, dtype, expertDevice);
+        output_linear = new ParamBlock("output_linear", new[] { _experts, c.HiddenSize, _inter }, null, dtype, expertDevice);
         RegisterComponents();
     }
+
+    /// <summary>
+    /// While the returned scope is open, MoE blocks built on this thread put their expert parameters on <c>meta</c>
+    /// (the loader then skips them and attaches an <see cref="ExpertCache"/>).
+    /// </summary>
+    internal static IDisposable OffloadedConstruction(bool offloaded)
+    {
+        bool prior = t_offloaded;
+        t_offloaded = offloaded;
+        return new Restore(prior);
+    }
+
+    private sealed class Restore(bool prior) : IDisposable
+    {
+        public void Dispose() => t_offloaded = prior;
+    }
+
+    /// <summary>The layer's expert cache when experts are offloaded, else null.</summary>
+    internal ExpertCache? Experts { get; set; }
 
     public Tensor Forward(Tensor u)
     {
@@ -46,18 +70,37 @@ internal sealed class MoeBlock : nn.Module
         var counts = sortedExpert.bincount(null!, _experts).cpu().data<long>().ToArray();
 
         var output = torch.zeros_like(u);
-        long offset = 0;
-        for (int e = 0; e < _experts; e++)
+        var cache = Experts;
+        ExpertLease? lease = null;
+        if (cache is not null)
         {
-            long n = counts[e];
-            if (n == 0) continue;
-            var tok = tokenSorted.narrow(0, offset, n);
-            var xe = u.index_select(0, tok);                                       // [n, H]
-            var a = Ops.Linear(xe, input_linear.Weight[e]);                          // [n, 2·I_e]
-            var m = F.silu(a.narrow(1, 0, _inter)) * a.narrow(1, _inter, _inter);
-            var ye = Ops.Linear(m, output_linear.Weight[e]) * gateSorted.narrow(0, offset, n).unsqueeze(1);
-            output.index_add_(0, tok, ye, 1);
-            offset += n;
+            var active = new List<int>(_experts);
+            for (int e = 0; e < _experts; e++) if (counts[e] > 0) active.Add(e);
+            lease = cache.Acquire(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(active)); // whole batch fetched before compute
+        }
+        try
+        {
+            long offset = 0;
+            int j = 0;
+            for (int e = 0; e < _experts; e++)
+            {
+                long n = counts[e];
+                if (n == 0) continue;
+                var w1 = lease is null ? input_linear.Weight[e] : lease.Input(j);
+                var w2 = lease is null ? output_linear.Weight[e] : lease.Output(j);
+                j++;
+                var tok = tokenSorted.narrow(0, offset, n);
+                var xe = u.index_select(0, tok);                                   // [n, H]
+                var a = Ops.Linear(xe, w1);                                        // [n, 2·I_e]
+                var m = F.silu(a.narrow(1, 0, _inter)) * a.narrow(1, _inter, _inter);
+                var ye = Ops.Linear(m, w2) * gateSorted.narrow(0, offset, n).unsqueeze(1);
+                output.index_add_(0, tok, ye, 1);
+                offset += n;
+            }
+        }
+        finally
+        {
+            lease?.Dispose();
         }
         return output;
     }
