@@ -73,6 +73,8 @@ internal static partial class GraniteCli
             var report = new
             {
                 model = synthetic is null ? Path.GetFullPath(dir!) : $"synthetic h-tiny, {layers} layers ({c.MambaLayerCount} mamba, {c.AttentionLayerCount} attention), random BF16",
+                expert_offload = options.ExpertOffload.Enabled ? "on" : "off",
+                resident_expert_bytes = model.Experts?.ResidentBytes,
                 weight_dtype = model.WeightDtype.ToString(),
                 threads = get_num_threads(),
                 prompt_tokens = promptTokens,

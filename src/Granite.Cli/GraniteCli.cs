@@ -16,7 +16,7 @@ internal static partial class GraniteCli
           tokenize   --model DIR --text T [--json]
           detokenize --model DIR --ids 1,2,3
           prompt     --model DIR --conversation FILE.json [--json]
-          bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--json]
+          bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--expert-budget off|BYTES|N%] [--json]
           bench      --tokenizer --model DIR [--megabytes N] [--json]
           chat       --model DIR --script FILE [--json] [--no-reuse] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line)
 
