@@ -19,6 +19,8 @@ string work = opts.GetValueOrDefault("work", Path.Combine(Path.GetTempPath(), "g
 string outFile = opts.GetValueOrDefault("out", "session-bench.json");
 int layers = int.Parse(opts.GetValueOrDefault("layers", "4"), CultureInfo.InvariantCulture);
 int[] histories = opts.GetValueOrDefault("histories", "256,1024,2048,4096").Split(',').Select(int.Parse).ToArray();
+// Prefill in pieces of this many tokens (attention scores of a piece against the whole context must fit in RAM).
+int prefillPiece = int.Parse(opts.GetValueOrDefault("piece", "512"));
 int[] contexts = opts.GetValueOrDefault("contexts", "1024,8192,32768").Split(',').Select(int.Parse).ToArray();
 int newTokens = int.Parse(opts.GetValueOrDefault("new", "32"), CultureInfo.InvariantCulture);
 torch.set_num_threads(int.Parse(opts.GetValueOrDefault("threads", "2"), CultureInfo.InvariantCulture));
@@ -82,7 +84,7 @@ void Memory()
             var sw = Stopwatch.StartNew();
             for (int done = 0; done < n;)
             {
-                int piece = Math.Min(4096, n - done);
+                int piece = Math.Min(prefillPiece, n - done);
                 using var scope = torch.NewDisposeScope();
                 model.Forward(Enumerable.Range(0, piece).Select(_ => rng.Next(1000, 100000)).ToArray(), state).Dispose();
                 done += piece;
