@@ -31,7 +31,7 @@ internal static partial class GraniteCli
             if (synthetic != "h-tiny") throw new CliUsageException($"--synthetic supports 'h-tiny' (got '{synthetic}')");
             temp = Directory.CreateTempSubdirectory("granite-bench-").FullName;
             var cfg = GraniteConfig.HTinyShaped(layers);
-            File.WriteAllText(Path.Combine(temp, "config.json"), cfg.ToJson("bfloat16"));
+            GraniteCheckpointLayout.WriteConfig(temp, cfg);
             GraniteCheckpointLayout.WriteRandom(temp, cfg, ScalarType.BFloat16, seed: 42);
             dir = temp;
         }

@@ -264,9 +264,13 @@ public sealed record GraniteConfig
             ["mamba_chunk_size"] = MambaChunkSize,
             ["mamba_conv_bias"] = MambaConvBias,
             ["mamba_proj_bias"] = MambaProjBias,
+            // Infinity is not JSON; Parse reads the string form back (and Python's bare Infinity).
+            ["time_step_limit"] = new object[] { JsonLimit(TimeStepLimit.Min), JsonLimit(TimeStepLimit.Max) },
             ["torch_dtype"] = storedDtype ?? TorchDtype,
         };
         return JsonSerializer.Serialize(o, new JsonSerializerOptions { WriteIndented = true });
+
+        static object JsonLimit(double d) => double.IsFinite(d) ? d : d > 0 ? "Infinity" : d < 0 ? "-Infinity" : "NaN";
     }
 
     /// <summary>An H-Tiny-shaped configuration (real widths: hidden 1536, 64 experts top-6, 48 SSM heads, vocab 100352)

@@ -127,50 +127,9 @@ internal static class GraniteCheckpointLayout
     public static string WriteConfig(string directory, GraniteConfig c)
     {
         ArgumentNullException.ThrowIfNull(c);
-        static JsonNode? Num(double d) => double.IsFinite(d) ? JsonValue.Create(d) : JsonValue.Create(d > 0 ? "Infinity" : d < 0 ? "-Infinity" : "NaN");
-        var o = new JsonObject
-        {
-            ["architectures"] = new JsonArray("GraniteMoeHybridForCausalLM"),
-            ["model_type"] = "granitemoehybrid",
-            ["vocab_size"] = c.VocabSize,
-            ["hidden_size"] = c.HiddenSize,
-            ["intermediate_size"] = c.IntermediateSize,
-            ["shared_intermediate_size"] = c.SharedIntermediateSize,
-            ["num_hidden_layers"] = c.NumHiddenLayers,
-            ["layer_types"] = new JsonArray(c.LayerTypes.Select(t => (JsonNode?)JsonValue.Create(t == LayerKind.Mamba ? "mamba" : "attention")).ToArray()),
-            ["num_attention_heads"] = c.NumAttentionHeads,
-            ["num_key_value_heads"] = c.NumKeyValueHeads,
-            ["hidden_act"] = c.HiddenAct,
-            ["max_position_embeddings"] = c.MaxPositionEmbeddings,
-            ["rms_norm_eps"] = c.RmsNormEps,
-            ["pad_token_id"] = c.PadTokenId,
-            ["bos_token_id"] = c.BosTokenId,
-            ["eos_token_id"] = c.EosTokenIds.Count == 1 ? JsonValue.Create(c.EosTokenIds[0]) : new JsonArray(c.EosTokenIds.Select(i => (JsonNode?)JsonValue.Create(i)).ToArray()),
-            ["tie_word_embeddings"] = c.TieWordEmbeddings,
-            ["rope_theta"] = c.RopeTheta,
-            ["attention_bias"] = c.AttentionBias,
-            ["embedding_multiplier"] = c.EmbeddingMultiplier,
-            ["attention_multiplier"] = c.AttentionMultiplier,
-            ["residual_multiplier"] = c.ResidualMultiplier,
-            ["logits_scaling"] = c.LogitsScaling,
-            ["num_local_experts"] = c.NumLocalExperts,
-            ["num_experts_per_tok"] = c.NumExpertsPerTok,
-            ["position_embedding_type"] = c.PositionEmbeddingType,
-            ["mamba_n_heads"] = c.MambaNHeads,
-            ["mamba_n_groups"] = c.MambaNGroups,
-            ["mamba_d_state"] = c.MambaDState,
-            ["mamba_d_head"] = c.MambaDHead,
-            ["mamba_d_conv"] = c.MambaDConv,
-            ["mamba_expand"] = c.MambaExpand,
-            ["mamba_chunk_size"] = c.MambaChunkSize,
-            ["mamba_conv_bias"] = c.MambaConvBias,
-            ["mamba_proj_bias"] = c.MambaProjBias,
-            ["time_step_limit"] = new JsonArray(Num(c.TimeStepLimit.Min), Num(c.TimeStepLimit.Max)),
-            ["torch_dtype"] = c.TorchDtype,
-        };
         Directory.CreateDirectory(directory);
         var path = Path.GetFullPath(Path.Combine(directory, "config.json"));
-        File.WriteAllText(path, o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(path, c.ToJson());
         return path;
     }
 }
