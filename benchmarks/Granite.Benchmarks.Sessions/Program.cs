@@ -35,6 +35,8 @@ string hybridDir = Checkpoint("h-tiny-" + layers, HTiny(Enumerable.Range(0, laye
 string hybridPair = Checkpoint("h-tiny-pair", HTiny(new[] { "mamba", "attention" }));
 string densePair = Checkpoint("micro-1", Micro(1));
 
+if (opts.ContainsKey("kernel")) Kernel();
+if (opts.ContainsKey("profile")) Profile();
 if (!opts.ContainsKey("skip-ttft")) Ttft();
 if (!opts.ContainsKey("skip-memory")) Memory();
 File.WriteAllText(outFile, JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
@@ -68,6 +70,59 @@ void Ttft()
         rows.Add(new { history = h, new_tokens = newTokens, ttft_ms_no_reuse = Math.Round(cold, 1), ttft_ms_reuse = Math.Round(warm, 1), speedup = Math.Round(cold / warm, 1) });
     }
     results["ttft"] = new { model = $"H-Tiny shape, {layers} layers ({layers - 1} Mamba + 1 attention), random BF16 weights, 2 threads", rows };
+}
+
+// Where a resumed turn's time goes: snapshot resume, the forward pass over the new tokens, snapshot capture, and the same
+// forward from an empty state (shows the cost is per new token, not per history token).
+void Profile()
+{
+    using var model = GraniteModel.Load(hybridDir, new GraniteModelOptions { WeightDtype = WeightDtypePolicy.AsStored });
+    using var engine = new GraniteEngine(model, tokenizer, new GraniteEngineOptions { SessionCacheBytes = 8L << 30 }, ownsModel: false);
+    var rng = new Random(7);
+    int[] Random(int n) => Enumerable.Range(0, n).Select(_ => rng.Next(1000, 100000)).ToArray();
+    var history = Random(histories[0]);
+    engine.PrefillAsync(history).GetAwaiter().GetResult();
+    for (int rep = 0; rep < 5; rep++)
+    {
+        var prompt = history.Concat(Random(newTokens)).ToArray();
+        engine.RunOnInferenceThreadAsync(() =>
+        {
+            var sw = Stopwatch.StartNew();
+            var (state, cached) = engine.Sessions.Resume(model, prompt);
+            double tResume = sw.Elapsed.TotalMilliseconds;
+            using var scope = torch.NewDisposeScope();
+            model.Forward(prompt.AsSpan(cached), state).Dispose();
+            double tFwd = sw.Elapsed.TotalMilliseconds - tResume;
+            var sw2 = Stopwatch.StartNew();
+            using (var snap = StateSnapshot.Capture(state)) { }
+            double tCap = sw2.Elapsed.TotalMilliseconds;
+            var sw3 = Stopwatch.StartNew();
+            using var fresh = model.CreateState();
+            model.Forward(prompt.AsSpan(0, newTokens), fresh).Dispose();
+            double tFresh = sw3.Elapsed.TotalMilliseconds;
+            state.Dispose();
+            Console.WriteLine($"resume {tResume:F1} ms, forward {newTokens} tok {tFwd:F1} ms, capture {tCap:F1} ms, fresh-state forward {tFresh:F1} ms");
+            return 0;
+        }).GetAwaiter().GetResult();
+    }
+}
+
+// BF16 kernel (Bf16Gemv, reads each weight once) vs upcast + float32 GEMM, by row count, on H-Tiny weight shapes: the
+// data behind Bf16Gemv.MaxRows.
+void Kernel()
+{
+    foreach (var (nOut, kIn) in new[] { (1024L, 1536L), (1536L, 512L), (6448L, 1536L) })
+    {
+        using var w = torch.randn(nOut, kIn).to_type(torch.ScalarType.BFloat16);
+        foreach (int rows in new[] { 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 128 })
+        {
+            using var x = torch.randn(rows, kIn);
+            double Time(Func<torch.Tensor> f) { for (int i = 0; i < 2; i++) f().Dispose(); var sw = Stopwatch.StartNew(); int reps = 10; for (int i = 0; i < reps; i++) f().Dispose(); return sw.Elapsed.TotalMilliseconds / reps; }
+            double gemv = Time(() => Bf16Gemv.Linear(x, w, null));
+            double up = Time(() => { using var w32 = w.to_type(torch.ScalarType.Float32); return torch.nn.functional.linear(x, w32); });
+            Console.WriteLine($"W[{nOut},{kIn}] rows {rows,3}: bf16 kernel {gemv,7:F2} ms, upcast+f32 {up,7:F2} ms");
+        }
+    }
 }
 
 void Memory()

@@ -19,8 +19,14 @@ namespace Granite.Core.Modeling;
 /// </remarks>
 internal static unsafe class Bf16Gemv
 {
-    /// <summary>Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="Ops.Linear"/>).</summary>
-    public const int MaxRows = 4;
+    /// <summary>
+    /// Most input rows the kernel handles (more rows ⇒ an upcast float32 GEMM, see <see cref="Ops.Linear"/>). The kernel
+    /// reads each BF16 weight once whatever the row count, and keeps beating upcast + MKL GEMM up to about this many rows on
+    /// the 2-vCPU AVX2 box (measured per shape in docs/benchmarks.md: 32 rows of a 1024×1536 expert 2.8 vs 4.7 ms, of the
+    /// 6448×1536 Mamba in_proj 12.8 vs 37.4 ms; at 64 rows roughly even on the smallest weights). This is what makes a
+    /// short prefill on top of a resumed session cost little more than a few decode steps.
+    /// </summary>
+    public const int MaxRows = 64;
 
     /// <summary>
     /// Degree of parallelism (set by <see cref="GraniteModel.Load"/> to LibTorch's thread count; until then the processor
@@ -58,46 +64,59 @@ internal static unsafe class Bf16Gemv
     }
 
     /// <summary>
-    /// Routed-expert GEMVs in one parallel pass: y[j] = x[j]·W[experts[j]]ᵀ for j &lt; J, with <paramref name="weights"/>
-    /// BF16 [E, N, K] contiguous and <paramref name="x"/> [J, K] (or [1, K], shared by all J); returns float32 [J, N].
-    /// One call instead of J: on a decode step the per-call cost (thread wake-up, tensor wrappers) of small expert
-    /// matrices exceeds their streaming time.
+    /// Routed-expert linears in one parallel pass: consecutive row groups of <paramref name="x"/> [R, K] go through their
+    /// own weight, y[rows of group g] = x[rows of group g]·weights[g]ᵀ, with every weight a contiguous CPU BF16 [N, K]
+    /// (same N, K) and <paramref name="rowCounts"/> (each 1..<see cref="MaxRows"/>) summing to R; returns float32 [R, N].
+    /// One call per MoE projection instead of one per expert: the per-call cost (thread wake-up, tensor wrappers) of small
+    /// expert matrices exceeds their streaming time on a decode step, and a short prefill touches every expert.
     /// </summary>
-    public static Tensor LinearExperts(Tensor x, Tensor weights, ReadOnlySpan<long> experts)
+    public static Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts)
     {
-        if (weights.dtype != ScalarType.BFloat16 || weights.dim() != 3 || !weights.is_contiguous() || weights.device_type != DeviceType.CPU)
-            throw new ArgumentException("weights must be a contiguous CPU BF16 tensor [E, N, K]", nameof(weights));
-        long e = weights.shape[0], n = weights.shape[1], k = weights.shape[2];
-        int j = experts.Length;
-        if (x.dim() != 2 || x.shape[1] != k || (x.shape[0] != 1 && x.shape[0] != j))
-            throw new ArgumentException($"x must be [1 or {j}, {k}]", nameof(x));
-        using var x32 = x.to_type(ScalarType.Float32).contiguous();
-        var y = torch.empty(new long[] { j, n }, ScalarType.Float32, x.device);
-        var xp = (float*)TorchNative.DataPointer(x32);
-        var wp = (ushort*)TorchNative.DataPointer(weights);
-        var yp = (float*)TorchNative.DataPointer(y);
-        int xRows = (int)x.shape[0];
-        var perm = Permute(xp, xRows, (int)k);
-        fixed (float* pp = perm)
+        ArgumentNullException.ThrowIfNull(weights);
+        if (weights.Count != rowCounts.Length) throw new ArgumentException($"{weights.Count} weights for {rowCounts.Length} row groups", nameof(rowCounts));
+        if (weights.Count == 0) throw new ArgumentException("no row groups", nameof(weights));
+        long n = weights[0].shape.Length == 2 ? weights[0].shape[0] : -1, k = weights[0].shape.Length == 2 ? weights[0].shape[1] : -1;
+        foreach (var w in weights)
+            if (w.dtype != ScalarType.BFloat16 || w.dim() != 2 || !w.is_contiguous() || w.device_type != DeviceType.CPU || w.shape[0] != n || w.shape[1] != k)
+                throw new ArgumentException("weights must be contiguous CPU BF16 tensors [N, K] of one shape", nameof(weights));
+        long total = 0;
+        foreach (int c in rowCounts)
         {
-            var jobs = new Job[j];
-            for (int i = 0; i < j; i++)
-            {
-                long ex = experts[i];
-                if ((ulong)ex >= (ulong)e) throw new ArgumentOutOfRangeException(nameof(experts), ex, $"expert index outside [0, {e})");
-                int xr = xRows == 1 ? 0 : i;
-                jobs[i] = new Job(xp + (long)xr * k, pp + (long)xr * (k / 16 * 16), 1, wp + ex * n * k, (int)n, (int)k, yp + (long)i * n);
-            }
-            int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
-            if (threads == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
-            int block = (int)Math.Max(64, n / 4);
-            int perExpert = (int)((n + block - 1) / block);
-            Parallel.For(0, j * perExpert, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-            {
-                int start = t % perExpert * block;
-                jobs[t / perExpert].Rows(start, (int)Math.Min(n, start + block));
-            });
+            if (c < 1 || c > MaxRows) throw new ArgumentOutOfRangeException(nameof(rowCounts), c, $"a row group has 1..{MaxRows} rows");
+            total += c;
         }
+        if (x.dim() != 2 || x.shape[1] != k || x.shape[0] != total || x.device_type != DeviceType.CPU)
+            throw new ArgumentException($"x must be a CPU tensor [{total}, {k}]", nameof(x));
+        using var x32 = x.to_type(ScalarType.Float32).contiguous();
+        var y = torch.empty(new long[] { total, n }, ScalarType.Float32, x.device);
+        var xp = (float*)TorchNative.DataPointer(x32);
+        var yp = (float*)TorchNative.DataPointer(y);
+        var perm = Permute(xp, (int)total, (int)k);
+        try
+        {
+            fixed (float* pp = perm)
+            {
+                int groups = rowCounts.Length;
+                var jobs = new Job[groups];
+                long row = 0, stride = k / 16 * 16;
+                for (int g = 0; g < groups; g++)
+                {
+                    var wp = (ushort*)TorchNative.DataPointer(weights[g]);
+                    jobs[g] = new Job(xp + row * k, pp + row * stride, rowCounts[g], wp, (int)n, (int)k, yp + row * n);
+                    row += rowCounts[g];
+                }
+                int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
+                if (threads == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
+                int block = (int)Math.Max(64, n / 4);
+                int perGroup = (int)((n + block - 1) / block);
+                Parallel.For(0, groups * perGroup, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+                {
+                    int start = t % perGroup * block;
+                    jobs[t / perGroup].Rows(start, (int)Math.Min(n, start + block));
+                });
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(perm); }
         return y;
     }
 
@@ -109,7 +128,7 @@ internal static unsafe class Bf16Gemv
     private static float[] Permute(float* x, int rows, int k)
     {
         int kBlocks = k / 16;
-        float[] perm = new float[Math.Max(1, rows * kBlocks * 16)];
+        float[] perm = System.Buffers.ArrayPool<float>.Shared.Rent(Math.Max(1, rows * kBlocks * 16));
         for (int m = 0; m < rows; m++)
             for (int b = 0; b < kBlocks; b++)
                 for (int i = 0; i < 8; i++)
@@ -124,21 +143,25 @@ internal static unsafe class Bf16Gemv
     public static void Run(float* x, int rows, ushort* w, int n, int k, float* y)
     {
         float[] perm = Permute(x, rows, k);
-        int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
-        long bytes = (long)n * k * 2;
-        fixed (float* pp = perm)
+        try
         {
-            var job = new Job(x, pp, rows, w, n, k, y);
-            if (threads == 1 || bytes < ParallelMinBytes) { job.Rows(0, n); return; }
-            // Blocks of rows, several per thread so a descheduled worker's share is stolen by the others.
-            int block = Math.Max(16, n / (threads * 8));
-            int blocks = (n + block - 1) / block;
-            Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, b =>
+            int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
+            long work = (long)n * k * 2 * Math.Max(1, rows / 4);
+            fixed (float* pp = perm)
             {
-                int start = b * block;
-                job.Rows(start, Math.Min(n, start + block));
-            });
+                var job = new Job(x, pp, rows, w, n, k, y);
+                if (threads == 1 || work < ParallelMinBytes) { job.Rows(0, n); return; }
+                // Blocks of rows, several per thread so a descheduled worker's share is stolen by the others.
+                int block = Math.Max(16, n / (threads * 8));
+                int blocks = (n + block - 1) / block;
+                Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, b =>
+                {
+                    int start = b * block;
+                    job.Rows(start, Math.Min(n, start + block));
+                });
+            }
         }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(perm); }
     }
 
     private readonly struct Job
@@ -156,11 +179,62 @@ internal static unsafe class Bf16Gemv
         public void Rows(int from, int to)
         {
             int r = from;
-            // Four weight rows at a time: four independent streams, x loaded once per block.
+            // Four weight rows at a time: four independent streams, x loaded once per block; two x rows per pass share each
+            // widened weight vector (a short prefill is compute-bound here, the widening costing as much as the FMA).
             for (; r + 4 <= to; r += 4)
-                for (int m = 0; m < _rows; m++) Dot4(r, m);
+            {
+                int m = 0;
+                for (; m + 2 <= _rows; m += 2) Dot4x2(r, m);
+                for (; m < _rows; m++) Dot4(r, m);
+            }
             for (; r < to; r++)
                 for (int m = 0; m < _rows; m++) _y[(long)m * _n + r] = Dot1(_w + (long)r * _k, m);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Dot4x2(int r, int m)
+        {
+            int k = _k, kBlocks = k / 16;
+            var mask = Vector256.Create(0xFFFF0000u);
+            ushort* w0 = _w + (long)r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            float* xp = _perm + (long)m * kBlocks * 16, xq = xp + kBlocks * 16;
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, c0 = default, c1 = default, c2 = default, c3 = default;
+            for (int b = 0; b < kBlocks; b++)
+            {
+                int o = b * 16;
+                var xe = Vector256.Load(xp + o);
+                var xo = Vector256.Load(xp + o + 8);
+                var ye = Vector256.Load(xq + o);
+                var yo = Vector256.Load(xq + o + 8);
+                var v = Vector256.Load((uint*)(w0 + o));
+                var ev = (v << 16).AsSingle();
+                var od = (v & mask).AsSingle();
+                a0 = Vector256.FusedMultiplyAdd(od, xo, Vector256.FusedMultiplyAdd(ev, xe, a0));
+                c0 = Vector256.FusedMultiplyAdd(od, yo, Vector256.FusedMultiplyAdd(ev, ye, c0));
+                v = Vector256.Load((uint*)(w1 + o));
+                ev = (v << 16).AsSingle();
+                od = (v & mask).AsSingle();
+                a1 = Vector256.FusedMultiplyAdd(od, xo, Vector256.FusedMultiplyAdd(ev, xe, a1));
+                c1 = Vector256.FusedMultiplyAdd(od, yo, Vector256.FusedMultiplyAdd(ev, ye, c1));
+                v = Vector256.Load((uint*)(w2 + o));
+                ev = (v << 16).AsSingle();
+                od = (v & mask).AsSingle();
+                a2 = Vector256.FusedMultiplyAdd(od, xo, Vector256.FusedMultiplyAdd(ev, xe, a2));
+                c2 = Vector256.FusedMultiplyAdd(od, yo, Vector256.FusedMultiplyAdd(ev, ye, c2));
+                v = Vector256.Load((uint*)(w3 + o));
+                ev = (v << 16).AsSingle();
+                od = (v & mask).AsSingle();
+                a3 = Vector256.FusedMultiplyAdd(od, xo, Vector256.FusedMultiplyAdd(ev, xe, a3));
+                c3 = Vector256.FusedMultiplyAdd(od, yo, Vector256.FusedMultiplyAdd(ev, ye, c3));
+            }
+            float* yr = _y + (long)m * _n + r, ys = yr + _n;
+            yr[0] = Vector256.Sum(a0); yr[1] = Vector256.Sum(a1); yr[2] = Vector256.Sum(a2); yr[3] = Vector256.Sum(a3);
+            ys[0] = Vector256.Sum(c0); ys[1] = Vector256.Sum(c1); ys[2] = Vector256.Sum(c2); ys[3] = Vector256.Sum(c3);
+            if ((k & 15) != 0)
+            {
+                yr[0] += Tail(w0, m); yr[1] += Tail(w1, m); yr[2] += Tail(w2, m); yr[3] += Tail(w3, m);
+                ys[0] += Tail(w0, m + 1); ys[1] += Tail(w1, m + 1); ys[2] += Tail(w2, m + 1); ys[3] += Tail(w3, m + 1);
+            }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

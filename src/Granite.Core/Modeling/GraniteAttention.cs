@@ -90,7 +90,7 @@ internal sealed class GraniteAttention : nn.Module
         // Group query heads by their KV head: head h = j·r + i → [n_kv, r·T, d]; no KV copy for GQA.
         var qg = q.permute(1, 0, 2).reshape(_kvHeads, r * T, _headDim);
         var outDtype = values.dtype;
-        if (values.dtype == ScalarType.BFloat16 && r * T > Ops.Bf16GemmMaxRows)
+        if (values.dtype == ScalarType.BFloat16 && r * T > Ops.DecodeMaxTokens)
         {
             // BF16 batched GEMM is far slower than float32 in this LibTorch build (see Ops.Bf16GemmMaxRows).
             qg = qg.to_type(ScalarType.Float32);

@@ -231,7 +231,7 @@ public sealed class GraniteModel : IDisposable
         var scratch = hidden is null ? null : new List<Tensor>();
         Tensor logits;
         int restoreThreads = 0;
-        if (Ops.SingleThreadedTorchDecode(WeightDtype) && ids.Length <= Ops.Bf16GemmMaxRows && _device.type == DeviceType.CPU)
+        if (Ops.SingleThreadedTorchDecode(WeightDtype) && ids.Length <= Ops.DecodeMaxTokens && _device.type == DeviceType.CPU)
         {
             int n = torch.get_num_threads();
             if (n > 1) { torch.set_num_threads(1); restoreThreads = n; }

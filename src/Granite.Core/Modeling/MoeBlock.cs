@@ -80,6 +80,7 @@ internal sealed class MoeBlock : nn.Module
         }
         try
         {
+            if (TryGrouped(u, tokenSorted, gateSorted, counts, lease, output)) return output;
             long offset = 0;
             int j = 0;
             for (int e = 0; e < _experts; e++)
@@ -103,6 +104,46 @@ internal sealed class MoeBlock : nn.Module
             lease?.Dispose();
         }
         return output;
+    }
+
+    /// <summary>
+    /// All active experts in two grouped BF16 kernel calls (<see cref="Bf16Gemv.LinearGrouped"/>) when every expert has
+    /// few enough rows — decode steps and short prefills (a resumed session's new turn), where one small call per expert
+    /// would cost more than streaming the weights. Same math as the per-expert loop (float32 accumulation); returns false
+    /// (nothing done) when a weight or row count does not qualify.
+    /// </summary>
+    private bool TryGrouped(Tensor u, Tensor tokenSorted, Tensor gateSorted, long[] counts, ExpertLease? lease, Tensor output)
+    {
+        if (u.device_type != DeviceType.CPU || !System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) return false;
+        long maxRows = Math.Min(Bf16Gemv.MaxRows, Ops.Bf16GemmMaxRows);
+        var rows = new List<int>(_experts);
+        var w1 = new List<Tensor>(_experts);
+        var w2 = new List<Tensor>(_experts);
+        int j = 0;
+        for (int e = 0; e < _experts; e++)
+        {
+            long n = counts[e];
+            if (n == 0) continue;
+            if (n > maxRows) return false;
+            var a = lease is null ? input_linear.Weight[e] : lease.Input(j);
+            var b = lease is null ? output_linear.Weight[e] : lease.Output(j);
+            j++;
+            if (!Qualifies(a) || !Qualifies(b)) return false;
+            rows.Add((int)n);
+            w1.Add(a);
+            w2.Add(b);
+        }
+        if (rows.Count == 0) return true;
+        var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(rows);
+        var xs = u.index_select(0, tokenSorted);                                   // [T·k, H], grouped by expert
+        var h = Bf16Gemv.LinearGrouped(xs, w1, span);                              // [T·k, 2·I_e]
+        var m = F.silu(h.narrow(1, 0, _inter)) * h.narrow(1, _inter, _inter);
+        var ys = Bf16Gemv.LinearGrouped(m, w2, span) * gateSorted.unsqueeze(1);
+        output.index_add_(0, tokenSorted, ys, 1);
+        return true;
+
+        static bool Qualifies(Tensor w) =>
+            w.dtype == ScalarType.BFloat16 && w.dim() == 2 && w.device_type == DeviceType.CPU && w.is_contiguous();
     }
 }
 

@@ -16,7 +16,13 @@ internal static class Ops
     internal static long Bf16GemmMaxRows { get; set; } = Bf16Gemv.MaxRows;
 
     /// <summary>
-    /// When true (default), a forward pass of ≤ <see cref="Bf16GemmMaxRows"/> tokens on BF16 weights runs LibTorch
+    /// Forward passes of at most this many tokens count as decode steps: LibTorch runs them single-threaded (see
+    /// <see cref="SingleThreadedBf16Decode"/>) and attention keeps BF16 operands up to this many query rows.
+    /// </summary>
+    internal const int DecodeMaxTokens = 4;
+
+    /// <summary>
+    /// When true (default), a forward pass of ≤ <see cref="DecodeMaxTokens"/> tokens on BF16 weights runs LibTorch
     /// single-threaded: its heavy part is <see cref="Bf16Gemv"/> (threaded on the .NET pool), and the rest are small
     /// element-wise ops where LibTorch's OpenMP regions cost more than they save — on a shared 2-vCPU box one region
     /// waits a whole scheduler slice for a descheduled worker (measured: <c>index_add_</c> of one row 36 ms with 2 threads).

@@ -22,6 +22,8 @@ public class Bf16GemvTests
     [InlineData(3, 40, 9)]        // K with a tail past the last 16-column block
     [InlineData(4, 2048, 515)]
     [InlineData(2, 8, 5)]         // K smaller than one block
+    [InlineData(37, 1536, 1024)]  // a short prefill on a resumed session
+    [InlineData(64, 520, 33)]     // MaxRows rows, K tail
     public void LinearMatchesFloat32Reference(int rows, int k, int n)
     {
         using var scope = NewDisposeScope();
@@ -65,7 +67,8 @@ public class Bf16GemvTests
     {
         using var scope = NewDisposeScope();
         var w = zeros(new long[] { 8, 16 }, ScalarType.BFloat16);
-        Bf16Gemv.Supports(zeros(5, 16), w).Should().BeFalse("more than MaxRows rows is a GEMM");
+        Bf16Gemv.Supports(zeros(Bf16Gemv.MaxRows + 1, 16), w).Should().BeFalse("more than MaxRows rows is a GEMM");
+        Bf16Gemv.Supports(zeros(Bf16Gemv.MaxRows, 16), w).Should().BeTrue();
         Bf16Gemv.Supports(zeros(1, 16), zeros(8, 16)).Should().BeFalse("float32 weights use LibTorch");
         Bf16Gemv.Supports(zeros(1, 8), w.t()).Should().BeFalse("a transposed (non-contiguous) weight is declined");
     }
@@ -73,41 +76,45 @@ public class Bf16GemvTests
     [Theory]
     [InlineData(1)]
     [InlineData(3)]
-    public void LinearExpertsMatchesPerExpertLinear(int threads)
+    public void LinearGroupedMatchesPerGroupLinear(int threads)
     {
         using var scope = NewDisposeScope();
         using var g = new Generator(3);
         var w = randn(new long[] { 8, 96, 64 }, generator: g).to_type(ScalarType.BFloat16);
-        var shared = randn(new long[] { 1, 64 }, generator: g);
-        var perExpert = randn(new long[] { 3, 64 }, generator: g);
-        long[] experts = { 5, 0, 5 };
+        int[] counts = { 1, 5, Bf16Gemv.MaxRows, 2 };
+        long[] experts = { 5, 0, 7, 5 };
+        var x = randn(new long[] { counts.Sum(), 64 }, generator: g);
         int saved = Bf16Gemv.Threads;
         try
         {
             Bf16Gemv.Threads = threads;
-            var ys = Bf16Gemv.LinearExperts(shared, w, experts);
-            var yp = Bf16Gemv.LinearExperts(perExpert, w, experts);
-            ys.shape.Should().Equal(3, 96);
+            var y = Bf16Gemv.LinearGrouped(x, experts.Select(e => w[e]).ToArray(), counts);
+            y.shape.Should().Equal(counts.Sum(), 96);
+            long row = 0;
             for (int j = 0; j < experts.Length; j++)
             {
-                var wj = w[experts[j]].to_type(ScalarType.Float32);
-                MaxRelError(ys[j], F.linear(shared[0], wj)).Should().BeLessThan(1e-5);
-                MaxRelError(yp[j], F.linear(perExpert[j], wj)).Should().BeLessThan(1e-5);
+                var expected = F.linear(x.narrow(0, row, counts[j]), w[experts[j]].to_type(ScalarType.Float32));
+                MaxRelError(y.narrow(0, row, counts[j]), expected).Should().BeLessThan(1e-5);
+                row += counts[j];
             }
         }
         finally { Bf16Gemv.Threads = saved; }
     }
 
     [Fact]
-    public void LinearExpertsRejectsBadArguments()
+    public void LinearGroupedRejectsBadArguments()
     {
         using var scope = NewDisposeScope();
-        var w = zeros(new long[] { 4, 8, 16 }, ScalarType.BFloat16);
-        var act = () => Bf16Gemv.LinearExperts(zeros(1, 16), w, new long[] { 4 });
-        act.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*expert index*");
-        act = () => Bf16Gemv.LinearExperts(zeros(2, 16), w, new long[] { 0, 1, 2 });
+        var w = zeros(new long[] { 8, 16 }, ScalarType.BFloat16);
+        var act = () => Bf16Gemv.LinearGrouped(zeros(3, 16), new[] { w }, new[] { 2 });
         act.Should().Throw<ArgumentException>().WithMessage("*x must be*");
-        act = () => Bf16Gemv.LinearExperts(zeros(1, 16), zeros(4, 8, 16), new long[] { 0 });
+        act = () => Bf16Gemv.LinearGrouped(zeros(2, 16), new[] { w, w }, new[] { 2 });
+        act.Should().Throw<ArgumentException>().WithMessage("*2 weights for 1 row groups*");
+        act = () => Bf16Gemv.LinearGrouped(zeros(Bf16Gemv.MaxRows + 1, 16), new[] { w }, new[] { Bf16Gemv.MaxRows + 1 });
+        act.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*row group*");
+        act = () => Bf16Gemv.LinearGrouped(zeros(1, 16), new[] { zeros(8, 16) }, new[] { 1 });
         act.Should().Throw<ArgumentException>().WithMessage("*BF16*");
+        act = () => Bf16Gemv.LinearGrouped(zeros(2, 16), new[] { w, zeros(new long[] { 4, 16 }, ScalarType.BFloat16) }, new[] { 1, 1 });
+        act.Should().Throw<ArgumentException>().WithMessage("*one shape*");
     }
 }
