@@ -12,7 +12,7 @@ internal static partial class GraniteCli
         commands:
           inspect    --model DIR [--json] [--expert-budget B [--dtype f32|bf16]]  config summary, parameter counts, weight and state bytes
           logits     --model DIR --ids 1,2,3 [--greedy N] [--dtype f32|bf16] [--expert-budget B] --json
-          generate   --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--expert-budget B]
+          generate   --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--special] [--expert-budget B] [--json]
           tokenize   --model DIR --text T [--json]
           detokenize --model DIR --ids 1,2,3
           prompt     --model DIR --conversation FILE.json [--json]

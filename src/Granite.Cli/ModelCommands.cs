@@ -100,6 +100,7 @@ internal static partial class GraniteCli
             Seed = a.Int("seed"),
         };
         bool json = a.Flag("json");
+        bool special = a.Flag("special");
         var options = ModelOptions(a, WeightDtypePolicy.AsStored);
         a.EnsureAllUsed();
         try { sampling.Validate(); } catch (ArgumentException ex) { throw new CliUsageException(ex.Message); }
@@ -108,14 +109,14 @@ internal static partial class GraniteCli
             GraniteChatTemplate.Render(new[] { new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, prompt!) }).Segments);
         var tokens = new List<int>();
         GenerationUpdate? final = null;
-        await foreach (var u in engine.GenerateAsync(new GenerationRequest { PromptTokens = promptIds, Sampling = sampling }, ct))
+        await foreach (var u in engine.GenerateAsync(new GenerationRequest { PromptTokens = promptIds, Sampling = sampling, SkipSpecialTokens = !special }, ct))
         {
             if (u.TokenId is int t) tokens.Add(t);
             if (!json) { stdout.Write(u.Text); stdout.Flush(); }
             if (u.FinishReason is not null) final = u;
         }
         if (json)
-            stdout.WriteLine(JsonSerializer.Serialize(new { prompt_tokens = promptIds.Count, tokens, text = engine.Tokenizer.Decode(tokens), finish_reason = final?.FinishReason?.ToString().ToLowerInvariant() }, Json));
+            stdout.WriteLine(JsonSerializer.Serialize(new { prompt_tokens = promptIds.Count, tokens, text = engine.Tokenizer.Decode(tokens, skipSpecialTokens: !special), finish_reason = final?.FinishReason?.ToString().ToLowerInvariant() }, Json));
         else
             stdout.WriteLine();
         return 0;

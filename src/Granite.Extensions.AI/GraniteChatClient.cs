@@ -18,7 +18,7 @@ namespace Granite.Extensions.AI;
 /// <remarks>
 /// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/> (a value of the wrong type is an
 /// <see cref="ArgumentException"/>): <c>repetition_penalty</c> (float, Hugging Face semantics), <c>session_cache</c>
-/// (bool, default true), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
+/// (bool, default true), <c>skip_special_tokens</c> (bool, default true), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
 /// start with, tokenized as template text so <c>&lt;tool_call&gt;</c> becomes its token — never put user text in it;
 /// ignored when the last message is not a user message, so automatic tool loops end). Conversation ids: every response
 /// carries one; a request that passes it back sends only its new messages (the history is kept by the client, least
@@ -33,6 +33,9 @@ public sealed partial class GraniteChatClient : IChatClient
     public const string SessionCacheKey = "session_cache";
     /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: text the assistant output is forced to start with.</summary>
     public const string ForcedPrefixKey = "forced_prefix";
+    /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: false keeps tokens flagged special (e.g.
+    /// <c>&lt;|unused_1|&gt;</c>) in the response text (default true: left out; tool-call markers are not special).</summary>
+    public const string SkipSpecialTokensKey = "skip_special_tokens";
 
     /// <summary>Internal knob: false = do not keep this request's history under its conversation id (set by pipelines
     /// that always resend the full history, e.g. the Semantic Kernel registration).</summary>
@@ -275,6 +278,7 @@ public sealed partial class GraniteChatClient : IChatClient
             ForcedOutputTokens = string.IsNullOrEmpty(forcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) }),
             UseSessionCache = useCache,
             SnapshotAt = useCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
+            SkipSpecialTokens = GetKnob<bool?>(options, SkipSpecialTokensKey) ?? true,
         };
         return new PreparedRequest(request, prompt, requireCall, tools?.Count ?? 0);
     }

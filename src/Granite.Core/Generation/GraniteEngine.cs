@@ -32,6 +32,14 @@ public sealed record GenerationRequest
     /// <summary>Prompt lengths (in tokens) at which to also store a shared snapshot during prefill, e.g. the end of the
     /// system turn with its tools block, so new conversations with the same prefix reuse it.</summary>
     public IReadOnlyList<int>? SnapshotAt { get; init; }
+
+    /// <summary>
+    /// Whether tokens flagged <c>special</c> in tokenizer.json (role markers, <c>&lt;|unused_N|&gt;</c>, padding…) are left
+    /// out of the streamed text (default true, like Hugging Face's <c>skip_special_tokens</c> in serving stacks). The
+    /// token ids are still reported. Granite's tool-call markers (<c>&lt;tool_call&gt;</c>) are not special, so tool-call
+    /// parsing is unaffected; stop sequences match the text after skipping.
+    /// </summary>
+    public bool SkipSpecialTokens { get; init; } = true;
 }
 
 /// <summary>Token counts and timings of one generation.</summary>
@@ -150,7 +158,7 @@ public sealed partial class GraniteEngine : IDisposable
             MaskTokenIdsFrom = request.Sampling.MaskTokenIdsFrom ?? (Tokenizer.VocabularySize < Config.VocabSize ? Tokenizer.VocabularySize : null),
         };
         var stop = new StopConditions(sampling, tokenBudget: contextLimit - prompt.Count);
-        var detok = Tokenizer.CreateStreamingDetokenizer();
+        var detok = Tokenizer.CreateStreamingDetokenizer(request.SkipSpecialTokens);
         var forced = request.ForcedOutputTokens ?? Array.Empty<int>();
         var sw = Stopwatch.StartNew();
         var context = new List<int>(prompt);

@@ -57,7 +57,17 @@ internal sealed class GraniteAttention : nn.Module
         var values = cache.Values;
         long S = keys.shape[1];
 
-        // Long prefills attend in query blocks so the float32 score matrix stays bounded.
+        int r = _heads / _kvHeads;
+        if (values.dtype == ScalarType.BFloat16 && r * T > Ops.DecodeMaxTokens)
+        {
+            // BF16 batched GEMM is far slower than float32 in this LibTorch build (see Ops.Bf16GemmMaxRows); upcast the
+            // cache once for all query blocks.
+            keys = keys.to_type(ScalarType.Float32);
+            values = values.to_type(ScalarType.Float32);
+        }
+
+        // Long prefills attend in query blocks so the float32 score matrix stays bounded; each block's intermediates
+        // (scores, probabilities: ~2 × MaxScoreElements floats) are freed before the next block starts.
         long rowsPerBlock = Math.Max(1, MaxScoreElements / ((long)_heads * S));
         Tensor o;
         if (T <= rowsPerBlock) o = AttendBlock(q, start, keys, values);
@@ -66,11 +76,13 @@ internal sealed class GraniteAttention : nn.Module
             var parts = new List<Tensor>();
             for (long qs = 0; qs < T; qs += rowsPerBlock)
             {
+                using var blockScope = torch.NewDisposeScope();
                 long n = Math.Min(rowsPerBlock, T - qs);
                 long visible = start + qs + n;                                      // later keys are all masked
-                parts.Add(AttendBlock(q.narrow(0, qs, n), start + qs, keys.narrow(1, 0, visible), values.narrow(1, 0, visible)));
+                parts.Add(AttendBlock(q.narrow(0, qs, n), start + qs, keys.narrow(1, 0, visible), values.narrow(1, 0, visible)).MoveToOuterDisposeScope());
             }
             o = torch.cat(parts, 0);
+            foreach (var p in parts) p.Dispose();
         }
         return Ops.Linear(o, o_proj.Weight, o_proj.Bias);
     }
@@ -90,21 +102,17 @@ internal sealed class GraniteAttention : nn.Module
         // Group query heads by their KV head: head h = j·r + i → [n_kv, r·T, d]; no KV copy for GQA.
         var qg = q.permute(1, 0, 2).reshape(_kvHeads, r * T, _headDim);
         var outDtype = values.dtype;
-        if (values.dtype == ScalarType.BFloat16 && r * T > Ops.DecodeMaxTokens)
-        {
-            // BF16 batched GEMM is far slower than float32 in this LibTorch build (see Ops.Bf16GemmMaxRows).
-            qg = qg.to_type(ScalarType.Float32);
-            keys = keys.to_type(ScalarType.Float32);
-            values = values.to_type(ScalarType.Float32);
-        }
-        else if (qg.dtype != keys.dtype) qg = qg.to_type(keys.dtype);            // projections return float32 for BF16 weights
-        var scores = torch.matmul(qg, keys.transpose(1, 2)).to_type(ScalarType.Float32) * _scale; // [n_kv, r·T, S]
+        // Decode-sized passes keep a BF16 cache as is (q rounded to it); Forward upcast it for longer ones.
+        if (qg.dtype != keys.dtype) qg = qg.to_type(keys.dtype);                 // projections return float32 for BF16 weights
+        var scores = torch.matmul(qg, keys.transpose(1, 2));                        // [n_kv, r·T, S]
+        if (scores.dtype != ScalarType.Float32) scores = scores.to_type(ScalarType.Float32);
+        scores.mul_(_scale);                                                        // in place: the score block is the big tensor
         if (qStart + T - 1 < S - 1 || T > 1)
         {
             var keyPos = torch.arange(S, ScalarType.Int64, q.device);
             var qryPos = torch.arange(qStart, qStart + T, ScalarType.Int64, q.device);
             var masked = keyPos.unsqueeze(0) > qryPos.unsqueeze(1);                 // [T, S]
-            scores = scores.reshape(_kvHeads, r, T, S).masked_fill(masked, double.NegativeInfinity).reshape(_kvHeads, r * T, S);
+            scores.view(_kvHeads, r, T, S).masked_fill_(masked, double.NegativeInfinity);
         }
         var probs = F.softmax(scores, -1).to_type(values.dtype);
         return torch.matmul(probs, values).to_type(outDtype)                        // [n_kv, r·T, d]

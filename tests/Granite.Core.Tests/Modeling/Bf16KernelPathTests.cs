@@ -53,16 +53,15 @@ public class Bf16KernelPathTests
         kernel.Length.Should().Be(gemm.Length).And.BeGreaterThan(10);
         for (int t = 0; t < kernel.Length; t++)
             _out.WriteLine($"{fixture} position {t}: max|Δ| {Compare.Close(kernel[t], gemm[t], 0, 0).MaxAbs:E2}, rel RMS {Bf16FastPathTests.RelRms(kernel[t], gemm[t]):E2}");
-        // Summation order alone moves logits by ~1e-6 relative. The KV cache is BF16, so a key/value that lands on the other
-        // side of a BF16 rounding boundary in one path moves the logits that attend to it by up to about one BF16 step
-        // (2⁻⁸ ≈ 3.9e-3 relative; observed once: 8.8e-4 at one position of tiny-dense). Any real defect is O(1).
-        int exact = 0;
+        // Summation order alone moves logits by ~1e-6 relative (observed ≤ 1.1e-6 in the first piece). The second piece
+        // resumes from a state held in BF16 (KV cache, conv window): a value that lands on the other side of a BF16
+        // rounding boundary in one path moves later logits by up to about one BF16 step (2⁻⁸ ≈ 3.9e-3 relative;
+        // observed 1e-5–9e-4). Any real defect (wrong rows, wrong expert, wrong weight) is O(1).
+        int cut = Math.Max(1, (session.PrefixIds.Length + session.ExtraIds.Length) / 2);
         for (int t = 0; t < kernel.Length; t++)
         {
             double rel = Bf16FastPathTests.RelRms(kernel[t], gemm[t]);
-            rel.Should().BeLessThan(4e-3, $"{fixture} position {t}");
-            if (rel < 1e-5) exact++;
+            rel.Should().BeLessThan(t < cut ? 1e-5 : 4e-3, $"{fixture} position {t} ({(t < cut ? "fresh state" : "after the BF16 state")})");
         }
-        exact.Should().BeGreaterThanOrEqualTo(kernel.Length * 9 / 10, "all but rounding-boundary positions agree to float32 summation order");
     }
 }

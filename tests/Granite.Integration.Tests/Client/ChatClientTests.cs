@@ -70,6 +70,27 @@ public class ChatClientTests(TinyEngineFixture fx) : IClassFixture<TinyEngineFix
     }
 
     [Fact]
+    public async Task Special_Tokens_Stay_Out_Of_The_Text_Unless_Asked_For()
+    {
+        using var client = fx.NewClient();
+        // The model is forced to emit a special-flagged token, then text; the stop token ends the answer.
+        const string prefix = "<|unused_1|>Sunny.<|end_of_text|>";
+        ChatOptions Options(bool? skip)
+        {
+            var o = new ChatOptions { MaxOutputTokens = 20, AdditionalProperties = new() { [GraniteChatClient.ForcedPrefixKey] = prefix } };
+            if (skip is { } s) o.AdditionalProperties[GraniteChatClient.SkipSpecialTokensKey] = s;
+            return o;
+        }
+        (await client.GetResponseAsync(Conversation(), Options(null))).Text.Should().Be("Sunny.");
+        (await client.GetResponseAsync(Conversation(), Options(true))).Text.Should().Be("Sunny.");
+        var kept = await client.GetResponseAsync(Conversation(), Options(false));
+        kept.Text.Should().Be("<|unused_1|>Sunny.");
+        kept.Usage!.OutputTokenCount.Should().Be(fx.Engine.Tokenizer.Encode("Sunny.").Count + 2, "the special token is generated and counted either way");
+        var bad = () => client.GetResponseAsync(Conversation(), new ChatOptions { AdditionalProperties = new() { [GraniteChatClient.SkipSpecialTokensKey] = "maybe" } });
+        await bad.Should().ThrowAsync<ArgumentException>().WithMessage("*skip_special_tokens*");
+    }
+
+    [Fact]
     public async Task Seed_Makes_Sampling_Reproducible()
     {
         using var client = fx.NewClient();
