@@ -91,6 +91,7 @@ public sealed partial class GraniteEngine : IDisposable
         _logger = logger ?? NullLogger.Instance;
         _ownsModel = ownsModel;
         ModelDirectory = modelDirectory;
+        GenerationConfig = modelDirectory is null ? null : GenerationConfig.Load(modelDirectory);
         Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger);
         _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
     }
@@ -128,9 +129,14 @@ public sealed partial class GraniteEngine : IDisposable
     /// <summary>The session snapshot store.</summary>
     public SessionStore Sessions { get; }
 
-    /// <summary>End-of-text ids: the request's stop ids when given, else the config's and tokenizer's EOS.</summary>
+    /// <summary><c>generation_config.json</c> of the checkpoint folder, when there is one.</summary>
+    public GenerationConfig? GenerationConfig { get; }
+
+    /// <summary>End-of-text ids used when a request gives none: config.json's <c>eos_token_id</c>, every id of
+    /// generation_config.json's <c>eos_token_id</c>, and the tokenizer's EOS.</summary>
     public IReadOnlyList<int> DefaultStopTokenIds =>
-        Config.EosTokenIds.Concat(Tokenizer.EosTokenId is int e ? new[] { e } : Array.Empty<int>()).Distinct().ToArray();
+        Config.EosTokenIds.Concat(GenerationConfig?.EosTokenIds ?? Array.Empty<int>())
+            .Concat(Tokenizer.EosTokenId is int e ? new[] { e } : Array.Empty<int>()).Distinct().ToArray();
 
     /// <summary>Runs work on the inference thread (for advanced callers that use the model directly).</summary>
     public Task<T> RunOnInferenceThreadAsync<T>(Func<T> work, CancellationToken cancellationToken = default) =>
