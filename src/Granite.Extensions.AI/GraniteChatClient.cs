@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Granite.Core.Generation;
+using Granite.Core.Experts;
 using Granite.Core.Modeling;
 using Granite.Core.Tokenization;
 using Granite.Extensions.AI.Chat;
@@ -96,11 +97,27 @@ public sealed partial class GraniteChatClient : IChatClient
         return GraniteEngine.Load(options.ModelPath, ToEngineOptions(options), loggerFactory?.CreateLogger<GraniteEngine>());
     }
 
-    internal static GraniteEngineOptions ToEngineOptions(GraniteChatClientOptions o) => new()
+    /// <exception cref="ArgumentException">An option is invalid (e.g. a malformed <see cref="GraniteChatClientOptions.ExpertBudget"/>).</exception>
+    internal static GraniteEngineOptions ToEngineOptions(GraniteChatClientOptions o)
     {
-        Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads },
-        SessionCacheBytes = o.SessionCacheBytes,
-    };
+        ExpertOffloadOptions offload;
+        try { offload = string.IsNullOrWhiteSpace(o.ExpertBudget) ? ExpertOffloadOptions.Off : ExpertOffloadOptions.Parse(o.ExpertBudget); }
+        catch (FormatException ex) { throw new ArgumentException($"GraniteChatClientOptions.ExpertBudget: {ex.Message}", nameof(o), ex); }
+        if (o.SessionCacheBytes < 0) throw new ArgumentException("GraniteChatClientOptions.SessionCacheBytes must be ≥ 0.", nameof(o));
+        if (o.SessionSpillBytes < 0 || o.SessionHostSpillBytes < 0) throw new ArgumentException("GraniteChatClientOptions session spill budgets must be ≥ 0.", nameof(o));
+        return new()
+        {
+            Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads, Device = o.Device, ExpertOffload = offload },
+            SessionCacheBytes = o.SessionCacheBytes,
+            SessionStore = new SessionStoreOptions
+            {
+                SpillDirectory = string.IsNullOrWhiteSpace(o.SessionSpillDirectory) ? null : o.SessionSpillDirectory,
+                SpillBytes = o.SessionSpillBytes,
+                HostSpillBytes = o.SessionHostSpillBytes,
+                StateDtype = o.SessionStateDtype,
+            },
+        };
+    }
 
     /// <inheritdoc />
     public async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>

@@ -1,3 +1,4 @@
+using Granite.Core.State;
 using Granite.Core.Modeling;
 
 namespace Granite.Extensions.AI;
@@ -18,8 +19,30 @@ public sealed class GraniteChatClientOptions
     /// <summary>Intra-op threads of the inference thread (0 = TorchSharp default).</summary>
     public int Threads { get; set; }
 
+    /// <summary>Device of the model: <c>cpu</c> (default) or a CUDA device such as <c>cuda:0</c> (needs a CUDA backend
+    /// package, see docs/runtime.md).</summary>
+    public string Device { get; set; } = "cpu";
+
+    /// <summary>MoE expert offload budget: <c>off</c> (default, all experts resident), a byte count with optional K/M/G
+    /// suffix, or a percentage of the routed-expert bytes such as <c>25%</c> (same syntax as the CLI's
+    /// <c>--expert-budget</c>; see docs/expert-offload.md). Ignored for models without routed experts.</summary>
+    public string? ExpertBudget { get; set; }
+
     /// <summary>Byte budget of conversation snapshots for session reuse (0 disables reuse). Default 512 MiB.</summary>
     public long SessionCacheBytes { get; set; } = 512L << 20;
+
+    /// <summary>Folder for session snapshots evicted from the memory budget (null = no disk spill; they are dropped).</summary>
+    public string? SessionSpillDirectory { get; set; }
+
+    /// <summary>Byte budget of <see cref="SessionSpillDirectory"/>. Default 4 GiB.</summary>
+    public long SessionSpillBytes { get; set; } = 4L << 30;
+
+    /// <summary>Byte budget of host-memory copies of snapshots evicted from a GPU budget (0 = none; ignored on CPU).</summary>
+    public long SessionHostSpillBytes { get; set; }
+
+    /// <summary>Storage dtype of the SSM state in snapshots: <c>Float32</c> (default, exact) or <c>BFloat16</c> (half the
+    /// Mamba bytes at a small, documented accuracy cost; docs/session-state.md).</summary>
+    public SnapshotStateDtype SessionStateDtype { get; set; } = SnapshotStateDtype.Float32;
 
     /// <summary>When an assistant turn re-renders to other tokens than were generated (e.g. tool-call JSON spacing), store
     /// a snapshot of the history as the template renders it right after the response, so the next turn still reuses it

@@ -168,9 +168,26 @@ public sealed class SessionStore : IDisposable
     /// prefixes of this one are moved to the least-recently-used end (that conversation has moved on).</param>
     /// <param name="shared">A shared prefix (system prompt + tools): never superseded by a conversation.</param>
     /// <param name="supersede">Demote older snapshots of <paramref name="key"/> that this one extends.</param>
+    /// <remarks>Never throws: a snapshot is an optimisation, so a failure to take or keep it (e.g. out of memory while
+    /// copying) is logged and counted as a drop, and the request that produced the state still succeeds. A faulted state
+    /// (a forward pass failed midway) is never stored.</remarks>
     internal void Store(InferenceState state, string? key = null, bool shared = false, bool supersede = false)
     {
-        if (!Enabled || state.Length == 0 || state.IsDisposed) return;
+        if (!Enabled || state.Length == 0 || state.IsDisposed || state.IsFaulted) return;
+        try
+        {
+            StoreCore(state, key, shared, supersede);
+        }
+        catch (Exception ex)
+        {
+            Interlocked.Increment(ref _drops);
+            DropCounter.Add(1);
+            _logger.LogWarning(ex, "Session snapshot of {Tokens} tokens not stored", state.Length);
+        }
+    }
+
+    private void StoreCore(InferenceState state, string? key, bool shared, bool supersede)
+    {
         var tokens = state.Tokens;
         ulong hash = HashOf(tokens, tokens.Count);
         lock (_gate)
@@ -283,14 +300,15 @@ public sealed class SessionStore : IDisposable
 
     private InferenceState RestoreEntry(GraniteModel model, Entry e)
     {
-        StateSnapshot? snap;
         string? file;
         lock (_gate)
         {
-            snap = e.Snapshot;
+            // Memory or host tier: copied onto the model's device under the lock, so a concurrent Clear() from another
+            // thread cannot dispose the snapshot mid-copy.
+            if (e.Snapshot is { } snap) return snap.Restore(model);
             file = e.File;
         }
-        if (snap is not null) return snap.Restore(model); // memory or host tier: copied onto the model's device
+        if (file is null) throw new InvalidDataException("The session snapshot was removed while being restored.");
 
         var loaded = StateSnapshot.ReadFrom(file!, e.Device);
         Interlocked.Increment(ref _diskRestores);

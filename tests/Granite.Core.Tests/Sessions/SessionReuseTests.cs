@@ -288,6 +288,47 @@ public sealed class SessionReuseTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task FaultedStateIsNeverStored()
+    {
+        using var engine = Load();
+        var p = engine.Encode(SystemTurn + User("Hi"));
+        await engine.RunOnInferenceThreadAsync(() =>
+        {
+            using var state = engine.Model.CreateState();
+            using (var scope = TorchSharp.torch.NewDisposeScope()) engine.Model.Forward(p, state).Dispose();
+            state.MarkFaulted(); // what GraniteModel.Forward does when a pass fails midway
+            engine.Sessions.Store(state, "conv");
+            return true;
+        });
+        engine.Sessions.Count.Should().Be(0);
+        (await engine.GenerateAsync(p)).Usage.CachedInputTokens.Should().Be(0);
+    }
+
+    [Fact]
+    public async Task AFailedSnapshotCopyIsDroppedAndNeverFailsTheRequest()
+    {
+        using var engine = Load();
+        var p = engine.Encode(SystemTurn + User("Hi"));
+        long dropsBefore = engine.Sessions.Drops;
+        var stored = await engine.RunOnInferenceThreadAsync(() =>
+        {
+            using var state = engine.Model.CreateState();
+            using (var scope = TorchSharp.torch.NewDisposeScope()) engine.Model.Forward(p, state).Dispose();
+            // Break the state under the store's feet: the snapshot copy throws inside Store.
+            var layer = state.Mamba.First(m => m is not null)!;
+            layer.Conv.Dispose();
+            var store = () => engine.Sessions.Store(state, "conv");
+            store.Should().NotThrow();
+            return engine.Sessions.Count;
+        });
+        stored.Should().Be(0);
+        engine.Sessions.Drops.Should().Be(dropsBefore + 1);
+        var r = await engine.GenerateAsync(p);
+        r.Usage.CachedInputTokens.Should().Be(0);
+        engine.Sessions.Count.Should().BeGreaterThan(0, "the store still works afterwards");
+    }
+
+    [Fact]
     public async Task CountersArePublishedThroughSystemDiagnosticsMetrics()
     {
         var seen = new Dictionary<string, long>();
@@ -307,5 +348,11 @@ public sealed class SessionReuseTests(ITestOutputHelper output)
             seen.GetValueOrDefault("granite.sessions.tokens_reused").Should().BeGreaterThanOrEqualTo(t1.Usage.InputTokens + t1.Usage.OutputTokens);
             seen.Should().ContainKey("granite.sessions.bytes_stored");
         }
+
+        // Evictions under a budget of about one snapshot.
+        using var small = Load(budget: engine.Sessions.StoredBytes / engine.Sessions.Count * 3 / 2);
+        foreach (var u in new[] { "One", "Two", "Three" }) await small.GenerateAsync(small.Encode(SystemTurn + User(u)));
+        small.Sessions.Evictions.Should().BeGreaterThan(0);
+        lock (seen) seen.GetValueOrDefault("granite.sessions.evictions").Should().BeGreaterThanOrEqualTo(small.Sessions.Evictions);
     }
 }

@@ -60,6 +60,46 @@ public class HostingTests
     }
 
     [Fact]
+    public async Task Session_Spill_Snapshot_Dtype_And_Expert_Budget_Bind_From_Configuration()
+    {
+        var spill = Path.Combine(Path.GetTempPath(), "granite-di-spill-" + Guid.NewGuid().ToString("N"));
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Granite:ModelPath"] = TinyEngineFixture.ModelDir,
+            ["Granite:ExpertBudget"] = "50%",
+            ["Granite:SessionSpillDirectory"] = spill,
+            ["Granite:SessionSpillBytes"] = "1048576",
+            ["Granite:SessionStateDtype"] = "BFloat16",
+            ["Granite:Device"] = "cpu",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddGraniteChatClient(config);
+        using var sp = services.BuildServiceProvider();
+        var client = sp.GetRequiredService<IChatClient>();
+        var engine = client.GetService<GraniteEngine>()!;
+        engine.Options.SessionStore.SpillDirectory.Should().Be(spill);
+        engine.Options.SessionStore.SpillBytes.Should().Be(1048576);
+        engine.Options.SessionStore.StateDtype.Should().Be(Granite.Core.State.SnapshotStateDtype.BFloat16);
+        engine.Options.Model.ExpertOffload.Enabled.Should().BeTrue();
+        engine.Options.Model.ExpertOffload.BudgetFraction.Should().Be(0.5);
+        engine.Model.Experts.Should().NotBeNull("the routed experts of the MoE fixture are offloaded");
+        (await client.GetResponseAsync("Hi", new ChatOptions { MaxOutputTokens = 3 })).Usage!.OutputTokenCount.Should().Be(3);
+    }
+
+    [Theory]
+    [InlineData("ExpertBudget", "lots", "ExpertBudget")]
+    [InlineData("SessionSpillBytes", "-1", "spill")]
+    [InlineData("SessionCacheBytes", "-5", "SessionCacheBytes")]
+    public void Invalid_Client_Options_Are_Clear_Errors(string key, string value, string message)
+    {
+        var options = new GraniteChatClientOptions { ModelPath = TinyEngineFixture.ModelDir };
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { [key] = value }).Build();
+        config.Bind(options);
+        var act = () => GraniteChatClient.ToEngineOptions(options);
+        act.Should().Throw<ArgumentException>().WithMessage($"*{message}*");
+    }
+
+    [Fact]
     public async Task Hosted_Service_Loads_The_Model_At_Start_And_Health_Is_Healthy()
     {
         var logs = new ListLoggerProvider();
