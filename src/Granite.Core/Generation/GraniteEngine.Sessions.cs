@@ -38,7 +38,8 @@ public sealed partial class GraniteEngine
     /// <param name="sessionKey">Optional conversation key (see <see cref="GenerationRequest.SessionKey"/>).</param>
     /// <param name="shared">Mark the snapshot as a shared prefix (never superseded by a conversation).</param>
     /// <param name="cancellationToken">Cancels before the work starts.</param>
-    /// <returns>The number of tokens that were restored from an existing snapshot (not processed).</returns>
+    /// <returns>The number of tokens that were restored from an existing snapshot (not processed). Not counted in the
+    /// store's hit/miss/reuse counters, which describe generation requests.</returns>
     /// <exception cref="ArgumentException">Empty tokens, ids outside the vocabulary, or longer than the context window.</exception>
     public Task<int> PrefillAsync(IReadOnlyList<int> tokens, string? sessionKey = null, bool shared = false, CancellationToken cancellationToken = default)
     {
@@ -55,7 +56,7 @@ public sealed partial class GraniteEngine
         {
             if (!Sessions.Enabled) return 0;
             if (Sessions.LongestPrefixLength(copy) == copy.Length) return copy.Length;
-            var (state, cached) = Sessions.Resume(Model, copy);
+            var (state, cached) = Sessions.Resume(Model, copy, count: false);
             using (state)
             {
                 using var scope = torch.NewDisposeScope();

@@ -122,8 +122,9 @@ public sealed class SessionStore : IDisposable
     }
 
     /// <summary>Returns a fresh state for <paramref name="prompt"/>: a copy of the longest stored snapshot that is a strict
-    /// prefix of it (at least one prompt token is left to process), or an empty state. Runs on the inference thread.</summary>
-    internal (InferenceState State, int CachedTokens) Resume(GraniteModel model, IReadOnlyList<int> prompt)
+    /// prefix of it (at least one prompt token is left to process), or an empty state. Runs on the inference thread.
+    /// <paramref name="count"/> = false leaves the hit/miss/reuse counters alone (prefills that serve no request).</summary>
+    internal (InferenceState State, int CachedTokens) Resume(GraniteModel model, IReadOnlyList<int> prompt, bool count = true)
     {
         if (!Enabled) return (model.CreateState(), 0);
         Entry? best;
@@ -134,8 +135,7 @@ public sealed class SessionStore : IDisposable
         }
         if (best is null)
         {
-            Interlocked.Increment(ref _misses);
-            MissCounter.Add(1);
+            if (count) { Interlocked.Increment(ref _misses); MissCounter.Add(1); }
             _logger.LogDebug("Session miss: no stored snapshot is a prefix of the {Total}-token prompt ({Count} stored)", prompt.Count, Count);
             return (model.CreateState(), 0);
         }
@@ -148,15 +148,17 @@ public sealed class SessionStore : IDisposable
         {
             _logger.LogWarning(ex, "Could not restore a spilled session snapshot ({Tokens} tokens); processing the prompt from scratch", best.Tokens.Length);
             lock (_gate) Remove(best, countDrop: true);
-            Interlocked.Increment(ref _misses);
-            MissCounter.Add(1);
+            if (count) { Interlocked.Increment(ref _misses); MissCounter.Add(1); }
             return (model.CreateState(), 0);
         }
         int cached = best.Tokens.Length;
-        Interlocked.Increment(ref _hits);
-        Interlocked.Add(ref _reused, cached);
-        HitCounter.Add(1);
-        ReusedCounter.Add(cached);
+        if (count)
+        {
+            Interlocked.Increment(ref _hits);
+            Interlocked.Add(ref _reused, cached);
+            HitCounter.Add(1);
+            ReusedCounter.Add(cached);
+        }
         _logger.LogDebug("Session hit: reusing {Cached} of {Total} prompt tokens", cached, prompt.Count);
         return (state, cached);
     }

@@ -288,6 +288,23 @@ public sealed class SessionReuseTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task PrefillAsyncIsNotCountedAsAHitOrMiss()
+    {
+        using var engine = Load();
+        var system = engine.Encode(SystemTurn);
+        var prompt = engine.Encode(SystemTurn + User("Hi"));
+        (await engine.PrefillAsync(system, shared: true)).Should().Be(0);
+        (await engine.PrefillAsync(prompt)).Should().Be(system.Length, "the second prefill resumes from the first");
+        engine.Sessions.Hits.Should().Be(0);
+        engine.Sessions.Misses.Should().Be(0);
+        engine.Sessions.TokensReused.Should().Be(0);
+        var r = await engine.GenerateAsync(prompt.Concat(engine.Encode("x")).ToArray());
+        r.Usage.CachedInputTokens.Should().Be(prompt.Length);
+        engine.Sessions.Hits.Should().Be(1);
+        engine.Sessions.TokensReused.Should().Be(prompt.Length);
+    }
+
+    [Fact]
     public async Task FaultedStateIsNeverStored()
     {
         using var engine = Load();
