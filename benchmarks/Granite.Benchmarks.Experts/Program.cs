@@ -23,7 +23,7 @@ internal static class Program
     private static int Main(string[] args)
     {
         GraniteRuntime.EnsureLoaded();
-        if (args.Length == 0) { Console.Error.WriteLine("usage: prepare --dir D [--layers 8] | run --dir D [--tokens 48] [--reps 3] [--threads 2] [--out F.json] [--png F.png] | child ... | plot --in F.json --png F.png | summary --in F.json"); return 2; }
+        if (args.Length == 0) { Console.Error.WriteLine("usage: prepare --dir D [--layers 8] | run --dir D [--tokens 48] [--reps 3] [--threads 2] [--mode model|moe] [--dtype as-stored|f32] [--routings skewed,uniform] [--budgets 50%,25%,12.5%] [--policies lru,lfu] [--out F.json] [--png F.png] | child ... | plot --in F.json --png F.png | summary --in F.json"); return 2; }
         var opts = ParseOptions(args.Skip(1));
         switch (args[0])
         {
@@ -52,18 +52,8 @@ internal static class Program
     /// <summary>Router scale of expert e for the skewed checkpoint: 10^(−β·e/E) with β = <see cref="SkewBeta"/>.</summary>
     internal const double SkewBeta = 1.0;
 
-    internal static GraniteConfig HTinyShaped(int layers) => new()
-    {
-        VocabSize = 100352, HiddenSize = 1536, IntermediateSize = 512, SharedIntermediateSize = 1024,
-        NumHiddenLayers = layers,
-        LayerTypes = Enumerable.Range(0, layers).Select(i => i % 10 == 5 ? LayerKind.Attention : LayerKind.Mamba).ToArray(),
-        NumAttentionHeads = 12, NumKeyValueHeads = 4, MaxPositionEmbeddings = 131072, RmsNormEps = 1e-5,
-        PadTokenId = 100256, BosTokenId = 100257, EosTokenIds = new[] { 100257 }, TieWordEmbeddings = true,
-        EmbeddingMultiplier = 12, AttentionMultiplier = 1.0 / 128, ResidualMultiplier = 0.22, LogitsScaling = 6,
-        NumLocalExperts = 64, NumExpertsPerTok = 6, PositionEmbeddingType = "nope",
-        MambaNHeads = 48, MambaDHead = 64, MambaDState = 128, MambaNGroups = 1, MambaDConv = 4, MambaExpand = 2, MambaChunkSize = 256,
-        MambaConvBias = true, MambaProjBias = false, TorchDtype = "bfloat16",
-    };
+    /// <summary>H-Tiny widths (<see cref="GraniteConfig.HTinyShaped"/>); with ≥ 6 layers layer 5 is the attention layer.</summary>
+    internal static GraniteConfig HTinyShaped(int layers) => GraniteConfig.HTinyShaped(layers);
 
     private static void Prepare(Dictionary<string, string> o)
     {
@@ -107,7 +97,8 @@ internal static class Program
         var offload = ExpertOffloadOptions.Parse(budget);
         if (offload.Enabled) offload = offload with { Policy = policy };
         var sw = Stopwatch.StartNew();
-        using var m = GraniteModel.Load(model, new GraniteModelOptions { Threads = threads, ExpertOffload = offload });
+        var dtype = Get(o, "dtype", "as-stored") == "f32" ? WeightDtypePolicy.Float32 : WeightDtypePolicy.AsStored;
+        using var m = GraniteModel.Load(model, new GraniteModelOptions { Threads = threads, ExpertOffload = offload, WeightDtype = dtype });
         double loadS = sw.Elapsed.TotalSeconds;
         bool moeOnly = Get(o, "mode", "model") == "moe";
         var rng = new Random(42); // same token stream for every variant
@@ -145,6 +136,7 @@ internal static class Program
             ["mode"] = moeOnly ? "moe" : "model",
             ["budget"] = budget,
             ["policy"] = offload.Enabled ? Get(o, "policy", "lru") : "-",
+            ["dtype"] = Get(o, "dtype", "as-stored"),
             ["load_s"] = Math.Round(loadS, 2),
             ["decode_tokens"] = tokens,
             ["tokens_per_s"] = Math.Round(tokens / decodeS, 3),
@@ -238,11 +230,11 @@ internal static class Program
         var outPath = Get(o, "out", Path.Combine(root, "results.json"));
         var pngPath = Get(o, "png", Path.Combine(root, "expert-offload.png"));
         var variants = new List<(string Routing, string Budget, string Policy)>();
-        foreach (var routing in new[] { "skewed", "uniform" })
+        foreach (var routing in Get(o, "routings", "skewed,uniform").Split(','))
         {
             variants.Add((routing, "off", "lru"));
             variants.Add((routing, "100%", "lru"));
-            foreach (var b in new[] { "50%", "25%", "12.5%" })
+            foreach (var b in Get(o, "budgets", "50%,25%,12.5%").Split(','))
                 foreach (var p in Get(o, "policies", "lru,lfu").Split(','))
                     variants.Add((routing, b, p));
         }
@@ -258,7 +250,7 @@ internal static class Program
                     RedirectStandardOutput = true,
                     RedirectStandardError = true,
                 };
-                foreach (var a in new[] { "child", "--model", Path.Combine(root, v.Routing), "--budget", v.Budget, "--policy", v.Policy, "--tokens", tokens, "--threads", threads, "--mode", Get(o, "mode", "model") })
+                foreach (var a in new[] { "child", "--model", Path.Combine(root, v.Routing), "--budget", v.Budget, "--policy", v.Policy, "--tokens", tokens, "--threads", threads, "--mode", Get(o, "mode", "model"), "--dtype", Get(o, "dtype", "as-stored") })
                     psi.ArgumentList.Add(a);
                 using var p = Process.Start(psi)!;
                 var stdout = p.StandardOutput.ReadToEnd();

@@ -29,12 +29,14 @@ var tokenizer = GraniteTokenizer.FromDirectory(Path.Combine(AppContext.BaseDirec
 var results = new Dictionary<string, object>();
 
 // ---- model folders ----
-// H-Tiny shape (hidden 1536, 12 heads / 4 KV heads of 128, 48 Mamba heads × 64, d_state 128, 64 experts top-6 of 512,
-// shared MLP 1024) with `layers` layers: Mamba everywhere except the last, which is attention (real model: 36 + 4).
-string hybridDir = Checkpoint("h-tiny-" + layers, HTiny(Enumerable.Range(0, layers).Select(i => i == layers - 1 ? "attention" : "mamba").ToArray()));
+// H-Tiny shape (GraniteConfig.HTinyShaped: hidden 1536, 12 heads / 4 KV heads of 128, 48 Mamba heads × 64, d_state 128,
+// 64 experts top-6 of 512, shared MLP 1024) with `layers` layers: Mamba everywhere except the last, which is attention
+// (the real model has 36 + 4; below 6 layers HTinyShaped makes the last one attention).
+if (layers < 2 || layers > 5) throw new ArgumentException("--layers must be 2..5 (one attention layer, the last)");
+string hybridDir = Checkpoint("h-tiny-" + layers, GraniteConfig.HTinyShaped(layers));
 // One Mamba + one attention layer of H-Tiny shape, and one attention layer of Micro shape, for per-layer state bytes.
-string hybridPair = Checkpoint("h-tiny-pair", HTiny(new[] { "mamba", "attention" }));
-string densePair = Checkpoint("micro-1", Micro(1));
+string hybridPair = Checkpoint("h-tiny-pair", GraniteConfig.HTinyShaped(2));
+string densePair = Checkpoint("micro-1", GraniteConfig.MicroShaped(1));
 
 if (opts.ContainsKey("kernel")) Kernel();
 if (opts.ContainsKey("profile")) Profile();
@@ -207,61 +209,15 @@ static double Median(List<double> xs)
 
 static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "";
 
-string Checkpoint(string name, Dictionary<string, object> config)
+string Checkpoint(string name, GraniteConfig config)
 {
     string dir = Path.Combine(work, name);
-    string json = JsonSerializer.Serialize(config, new JsonSerializerOptions { WriteIndented = true });
+    string json = config.ToJson();
     if (File.Exists(Path.Combine(dir, "model.safetensors")) && File.Exists(Path.Combine(dir, "config.json")) && File.ReadAllText(Path.Combine(dir, "config.json")) == json) return dir;
     Directory.CreateDirectory(dir);
-    File.WriteAllText(Path.Combine(dir, "config.json"), json);
     var sw = Stopwatch.StartNew();
+    GraniteCheckpointLayout.WriteConfig(dir, config);
     GraniteCheckpointLayout.WriteRandom(dir, GraniteConfig.Load(Path.Combine(dir, "config.json")), torch.ScalarType.BFloat16, seed: 1);
     Console.WriteLine($"wrote random checkpoint {dir} in {sw.Elapsed.TotalSeconds:F0} s");
     return dir;
-}
-
-static Dictionary<string, object> Common(string[] layerTypes) => new()
-{
-    ["architectures"] = new[] { "GraniteMoeHybridForCausalLM" },
-    ["model_type"] = "granitemoehybrid",
-    ["vocab_size"] = 100352,
-    ["num_hidden_layers"] = layerTypes.Length,
-    ["layer_types"] = layerTypes,
-    ["max_position_embeddings"] = 131072,
-    ["embedding_multiplier"] = 12.0,
-    ["residual_multiplier"] = 0.22,
-    ["rms_norm_eps"] = 1e-5,
-    ["bos_token_id"] = 100257,
-    ["eos_token_id"] = 100257,
-    ["pad_token_id"] = 100256,
-    ["hidden_act"] = "silu",
-    ["attention_bias"] = false,
-    ["tie_word_embeddings"] = true,
-    ["mamba_d_conv"] = 4,
-    ["mamba_expand"] = 2,
-    ["mamba_n_groups"] = 1,
-    ["mamba_chunk_size"] = 256,
-    ["mamba_conv_bias"] = true,
-    ["mamba_proj_bias"] = false,
-    ["torch_dtype"] = "bfloat16",
-};
-
-static Dictionary<string, object> HTiny(string[] layerTypes)
-{
-    var c = Common(layerTypes);
-    c["hidden_size"] = 1536; c["num_attention_heads"] = 12; c["num_key_value_heads"] = 4;
-    c["attention_multiplier"] = 0.0078125; c["logits_scaling"] = 6.0; c["position_embedding_type"] = "nope"; c["rope_theta"] = 10000.0;
-    c["intermediate_size"] = 512; c["shared_intermediate_size"] = 1024; c["num_local_experts"] = 64; c["num_experts_per_tok"] = 6;
-    c["mamba_n_heads"] = 48; c["mamba_d_head"] = 64; c["mamba_d_state"] = 128;
-    return c;
-}
-
-static Dictionary<string, object> Micro(int layers)
-{
-    var c = Common(Enumerable.Repeat("attention", layers).ToArray());
-    c["hidden_size"] = 2560; c["num_attention_heads"] = 40; c["num_key_value_heads"] = 8;
-    c["attention_multiplier"] = 0.015625; c["logits_scaling"] = 10.0; c["position_embedding_type"] = "rope"; c["rope_theta"] = 10000000.0;
-    c["intermediate_size"] = 8192; c["shared_intermediate_size"] = 8192; c["num_local_experts"] = 0; c["num_experts_per_tok"] = 0;
-    c["mamba_n_heads"] = 128; c["mamba_d_head"] = 40; c["mamba_d_state"] = 256;
-    return c;
 }

@@ -289,6 +289,22 @@ public sealed record GraniteConfig
         TorchDtype = "bfloat16",
     };
 
+    /// <summary>A Micro-shaped configuration (the dense Granite 4.0 Micro widths: hidden 2560, 40 query / 8 KV heads of 64,
+    /// SwiGLU MLP 8192, RoPE θ = 10⁷, vocab 100352) with <paramref name="layers"/> attention layers. For benchmarks on
+    /// generated checkpoints (e.g. the dense side of the session-memory comparison).</summary>
+    public static GraniteConfig MicroShaped(int layers) => new()
+    {
+        VocabSize = 100352, HiddenSize = 2560, IntermediateSize = 8192, SharedIntermediateSize = 8192,
+        NumHiddenLayers = layers,
+        LayerTypes = Enumerable.Repeat(LayerKind.Attention, layers).ToArray(),
+        NumAttentionHeads = 40, NumKeyValueHeads = 8, MaxPositionEmbeddings = 131072, RmsNormEps = 1e-5,
+        PadTokenId = 100256, BosTokenId = 100257, EosTokenIds = new[] { 100257 }, TieWordEmbeddings = true, RopeTheta = 10_000_000,
+        EmbeddingMultiplier = 12, AttentionMultiplier = 1.0 / 64, ResidualMultiplier = 0.22, LogitsScaling = 10,
+        NumLocalExperts = 0, NumExpertsPerTok = 0, PositionEmbeddingType = "rope",
+        MambaNHeads = 128, MambaNGroups = 1, MambaDState = 256, MambaDHead = 40, MambaDConv = 4, MambaExpand = 2, MambaChunkSize = 256,
+        TorchDtype = "bfloat16",
+    };
+
     /// <summary>Checks the invariants of the architecture; throws <see cref="InvalidDataException"/> naming the field.</summary>
     public void Validate()
     {

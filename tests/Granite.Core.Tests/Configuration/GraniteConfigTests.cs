@@ -88,4 +88,18 @@ public class GraniteConfigRoundTripTests
         back.AttentionLayerCount.Should().Be(1);
         back.ExpertParameterCount.Should().Be(12L * 64 * 3 * 512 * 1536);
     }
+
+    [Fact]
+    public void BenchmarkShapesAtFortyLayersHaveTheRealParameterCounts()
+    {
+        // granite-spec §5 totals (tied embeddings counted once).
+        GraniteConfig.HTinyShaped(40).TotalParameterCount.Should().Be(6_939_037_248);
+        GraniteConfig.MicroShaped(40).TotalParameterCount.Should().Be(3_402_836_480);
+        var micro = GraniteConfig.MicroShaped(2) with { SourcePath = "m" };
+        micro.Validate();
+        GraniteConfig.Parse(micro.ToJson(), "m").Should().BeEquivalentTo(micro);
+        micro.HeadDim.Should().Be(64);
+        micro.AttentionMultiplier.Should().Be(1.0 / micro.HeadDim);
+        micro.LogitsScaling.Should().Be(micro.HiddenSize / 256.0);
+    }
 }
