@@ -103,6 +103,7 @@ public sealed partial class GraniteChatClient : IChatClient
         ExpertOffloadOptions offload;
         try { offload = string.IsNullOrWhiteSpace(o.ExpertBudget) ? ExpertOffloadOptions.Off : ExpertOffloadOptions.Parse(o.ExpertBudget); }
         catch (FormatException ex) { throw new ArgumentException($"GraniteChatClientOptions.ExpertBudget: {ex.Message}", nameof(o), ex); }
+        if (string.IsNullOrWhiteSpace(o.Device)) throw new ArgumentException("GraniteChatClientOptions.Device must be set (e.g. \"cpu\" or \"cuda:0\").", nameof(o));
         if (o.SessionCacheBytes < 0) throw new ArgumentException("GraniteChatClientOptions.SessionCacheBytes must be ≥ 0.", nameof(o));
         if (o.SessionSpillBytes < 0 || o.SessionHostSpillBytes < 0) throw new ArgumentException("GraniteChatClientOptions session spill budgets must be ≥ 0.", nameof(o));
         return new()

@@ -105,10 +105,19 @@ public sealed partial class GraniteEngine : IDisposable
         GraniteRuntime.EnsureLoaded();
         logger.LogDebug("Native backend: {Report}", GraniteRuntime.LoadReport);
         var tokenizer = GraniteTokenizer.FromDirectory(modelDirectory);
+        GenerationConfig.Load(modelDirectory); // a malformed optional file fails here, before the weights are loaded
         var model = GraniteModel.Load(modelDirectory, options.Model);
         logger.LogInformation("Loaded Granite model from {Dir} in {Ms} ms ({Layers} layers, {Params:N0} parameters)",
             modelDirectory, sw.ElapsedMilliseconds, model.Config.NumHiddenLayers, model.Config.TotalParameterCount);
-        return new GraniteEngine(model, tokenizer, options, logger, ownsModel: true, modelDirectory);
+        try
+        {
+            return new GraniteEngine(model, tokenizer, options, logger, ownsModel: true, modelDirectory);
+        }
+        catch
+        {
+            model.Dispose(); // e.g. the session spill folder cannot be created
+            throw;
+        }
     }
 
     /// <summary>The model.</summary>
@@ -134,9 +143,11 @@ public sealed partial class GraniteEngine : IDisposable
 
     /// <summary>End-of-text ids used when a request gives none: config.json's <c>eos_token_id</c>, every id of
     /// generation_config.json's <c>eos_token_id</c>, and the tokenizer's EOS.</summary>
-    public IReadOnlyList<int> DefaultStopTokenIds =>
+    public IReadOnlyList<int> DefaultStopTokenIds => _defaultStopTokenIds ??=
         Config.EosTokenIds.Concat(GenerationConfig?.EosTokenIds ?? Array.Empty<int>())
             .Concat(Tokenizer.EosTokenId is int e ? new[] { e } : Array.Empty<int>()).Distinct().ToArray();
+
+    private int[]? _defaultStopTokenIds;
 
     /// <summary>Runs work on the inference thread (for advanced callers that use the model directly).</summary>
     public Task<T> RunOnInferenceThreadAsync<T>(Func<T> work, CancellationToken cancellationToken = default) =>

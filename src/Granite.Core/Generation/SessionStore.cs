@@ -146,7 +146,7 @@ public sealed class SessionStore : IDisposable
         }
         catch (Exception ex) when (ex is IOException or InvalidDataException or UnauthorizedAccessException)
         {
-            _logger.LogWarning(ex, "Could not restore a spilled session snapshot ({Tokens} tokens); processing the prompt from scratch", best.Tokens.Length);
+            _logger.LogWarning(ex, "Could not restore a session snapshot ({Tokens} tokens; spill file unreadable or snapshot cleared meanwhile); processing the prompt from scratch", best.Tokens.Length);
             lock (_gate) Remove(best, countDrop: true);
             if (count) { Interlocked.Increment(ref _misses); MissCounter.Add(1); }
             return (model.CreateState(), 0);
@@ -182,6 +182,8 @@ public sealed class SessionStore : IDisposable
         }
         catch (Exception ex)
         {
+            // StoreCore throws only while copying the state (nothing inserted yet); budget enforcement handles its own
+            // spill failures.
             Interlocked.Increment(ref _drops);
             DropCounter.Add(1);
             _logger.LogWarning(ex, "Session snapshot of {Tokens} tokens not stored", state.Length);
@@ -310,7 +312,7 @@ public sealed class SessionStore : IDisposable
             if (e.Snapshot is { } snap) return snap.Restore(model);
             file = e.File;
         }
-        if (file is null) throw new InvalidDataException("The session snapshot was removed while being restored.");
+        if (file is null) throw new InvalidDataException("The session snapshot was removed (cleared) while being restored.");
 
         var loaded = StateSnapshot.ReadFrom(file!, e.Device);
         Interlocked.Increment(ref _diskRestores);
@@ -354,10 +356,9 @@ public sealed class SessionStore : IDisposable
             EvictionCounter.Add(1);
             AddBytes(Tier.Memory, -victim.Bytes);
             var snap = victim.Snapshot!;
-            if (_options.HostSpillBytes > 0 && victim.Device.type != DeviceType.CPU && victim.Bytes <= _options.HostSpillBytes)
+            if (_options.HostSpillBytes > 0 && victim.Device.type != DeviceType.CPU && victim.Bytes <= _options.HostSpillBytes
+                && TryMoveToHost(victim, snap))
             {
-                victim.Snapshot = snap.MoveTo(torch.CPU);
-                snap.Dispose();
                 victim.Tier = Tier.Host;
                 AddBytes(Tier.Host, victim.Bytes);
                 CountSpill(victim, "host");
@@ -381,6 +382,21 @@ public sealed class SessionStore : IDisposable
             Remove(dv, countDrop: true);
     }
 
+    /// <summary>Copies an entry's device snapshot to host memory; false (entry unchanged) when the copy fails.</summary>
+    private bool TryMoveToHost(Entry e, StateSnapshot snap)
+    {
+        StateSnapshot host;
+        try { host = snap.MoveTo(torch.CPU); }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Could not move a session snapshot to host memory; trying the disk tier");
+            return false;
+        }
+        e.Snapshot = host;
+        snap.Dispose();
+        return true;
+    }
+
     /// <summary>Writes an entry's snapshot to the spill folder; false when disk spill is off or fails.</summary>
     private bool SpillToDisk(Entry e)
     {
@@ -398,7 +414,7 @@ public sealed class SessionStore : IDisposable
             CountSpill(e, "disk");
             return true;
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        catch (Exception ex)
         {
             _logger.LogWarning(ex, "Could not spill a session snapshot to {Dir}; dropping it", dir);
             TryDelete(path);

@@ -74,22 +74,23 @@ public class Bf16GemvTests
     }
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(3)]
-    public void LinearGroupedMatchesPerGroupLinear(int threads)
+    [InlineData(1, 64, 96)]
+    [InlineData(3, 64, 96)]
+    [InlineData(2, 40, 37)]   // K tail past the last 16-column block, N not a multiple of 4
+    public void LinearGroupedMatchesPerGroupLinear(int threads, int k, int n)
     {
         using var scope = NewDisposeScope();
         using var g = new Generator(3);
-        var w = randn(new long[] { 8, 96, 64 }, generator: g).to_type(ScalarType.BFloat16);
-        int[] counts = { 1, 5, Bf16Gemv.MaxRows, 2 };
-        long[] experts = { 5, 0, 7, 5 };
-        var x = randn(new long[] { counts.Sum(), 64 }, generator: g);
+        var w = randn(new long[] { 8, n, k }, generator: g).to_type(ScalarType.BFloat16);
+        int[] counts = { 1, 5, Bf16Gemv.MaxRows, 2, 3, 7 };
+        long[] experts = { 5, 0, 7, 5, 1, 2 };
+        var x = randn(new long[] { counts.Sum(), k }, generator: g);
         int saved = Bf16Gemv.Threads;
         try
         {
             Bf16Gemv.Threads = threads;
             var y = Bf16Gemv.LinearGrouped(x, experts.Select(e => w[e]).ToArray(), counts);
-            y.shape.Should().Equal(counts.Sum(), 96);
+            y.shape.Should().Equal(counts.Sum(), n);
             long row = 0;
             for (int j = 0; j < experts.Length; j++)
             {

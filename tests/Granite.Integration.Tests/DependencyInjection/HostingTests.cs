@@ -90,6 +90,7 @@ public class HostingTests
     [InlineData("ExpertBudget", "lots", "ExpertBudget")]
     [InlineData("SessionSpillBytes", "-1", "spill")]
     [InlineData("SessionCacheBytes", "-5", "SessionCacheBytes")]
+    [InlineData("Device", " ", "Device")]
     public void Invalid_Client_Options_Are_Clear_Errors(string key, string value, string message)
     {
         var options = new GraniteChatClientOptions { ModelPath = TinyEngineFixture.ModelDir };
