@@ -298,7 +298,9 @@ public sealed record GraniteConfig
     };
 
     /// <summary>Fields shared by every Granite 4.0 model (vocabulary, token ids, multipliers, Mamba kernel/groups).</summary>
-    private static GraniteConfig Granite40(int layers) => new()
+    private static GraniteConfig Granite40(int layers) => layers < 1
+        ? throw new ArgumentOutOfRangeException(nameof(layers), layers, "A model needs at least one layer.")
+        : new()
     {
         VocabSize = 100352, NumHiddenLayers = layers, MaxPositionEmbeddings = 131072, RmsNormEps = 1e-5,
         PadTokenId = 100256, BosTokenId = 100257, EosTokenIds = new[] { 100257 }, TieWordEmbeddings = true,

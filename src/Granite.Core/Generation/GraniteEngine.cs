@@ -83,7 +83,13 @@ public sealed partial class GraniteEngine : IDisposable
     private int _disposed;
 
     /// <summary>Wraps an already loaded model and tokenizer.</summary>
+    /// <exception cref="InvalidDataException"><paramref name="modelDirectory"/> has a malformed generation_config.json.</exception>
     public GraniteEngine(GraniteModel model, GraniteTokenizer tokenizer, GraniteEngineOptions? options = null, ILogger? logger = null, bool ownsModel = true, string? modelDirectory = null)
+        : this(model, tokenizer, options, logger, ownsModel, modelDirectory, modelDirectory is null ? null : GenerationConfig.Load(modelDirectory))
+    {
+    }
+
+    private GraniteEngine(GraniteModel model, GraniteTokenizer tokenizer, GraniteEngineOptions? options, ILogger? logger, bool ownsModel, string? modelDirectory, GenerationConfig? generationConfig)
     {
         Model = model ?? throw new ArgumentNullException(nameof(model));
         Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
@@ -91,7 +97,7 @@ public sealed partial class GraniteEngine : IDisposable
         _logger = logger ?? NullLogger.Instance;
         _ownsModel = ownsModel;
         ModelDirectory = modelDirectory;
-        GenerationConfig = modelDirectory is null ? null : GenerationConfig.Load(modelDirectory);
+        GenerationConfig = generationConfig;
         Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger);
         _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
     }
@@ -105,13 +111,13 @@ public sealed partial class GraniteEngine : IDisposable
         GraniteRuntime.EnsureLoaded();
         logger.LogDebug("Native backend: {Report}", GraniteRuntime.LoadReport);
         var tokenizer = GraniteTokenizer.FromDirectory(modelDirectory);
-        GenerationConfig.Load(modelDirectory); // a malformed optional file fails here, before the weights are loaded
+        var generationConfig = GenerationConfig.Load(modelDirectory); // a malformed optional file fails before the weights load
         var model = GraniteModel.Load(modelDirectory, options.Model);
         logger.LogInformation("Loaded Granite model from {Dir} in {Ms} ms ({Layers} layers, {Params:N0} parameters)",
             modelDirectory, sw.ElapsedMilliseconds, model.Config.NumHiddenLayers, model.Config.TotalParameterCount);
         try
         {
-            return new GraniteEngine(model, tokenizer, options, logger, ownsModel: true, modelDirectory);
+            return new GraniteEngine(model, tokenizer, options, logger, ownsModel: true, modelDirectory, generationConfig);
         }
         catch
         {

@@ -116,6 +116,7 @@ internal sealed class MoeBlock : nn.Module
     {
         if (u.device_type != DeviceType.CPU || !System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) return false;
         long maxRows = Math.Min(Bf16Gemv.MaxRows, Ops.Bf16GemmMaxRows);
+        if (counts.Max() > maxRows) return false;                              // before any weight view is made
         var rows = new List<int>(_experts);
         var w1 = new List<Tensor>(_experts);
         var w2 = new List<Tensor>(_experts);
@@ -124,7 +125,6 @@ internal sealed class MoeBlock : nn.Module
         {
             long n = counts[e];
             if (n == 0) continue;
-            if (n > maxRows) return false;
             var a = lease is null ? input_linear.Weight[e] : lease.Input(j);
             var b = lease is null ? output_linear.Weight[e] : lease.Output(j);
             j++;

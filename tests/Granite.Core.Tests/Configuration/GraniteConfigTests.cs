@@ -101,5 +101,9 @@ public class GraniteConfigRoundTripTests
         micro.HeadDim.Should().Be(64);
         micro.AttentionMultiplier.Should().Be(1.0 / micro.HeadDim);
         micro.LogitsScaling.Should().Be(micro.HiddenSize / 256.0);
+        var none = () => GraniteConfig.MicroShaped(0);
+        none.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*layers*");
+        var negative = () => GraniteConfig.HTinyShaped(-1);
+        negative.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*layers*");
     }
 }
