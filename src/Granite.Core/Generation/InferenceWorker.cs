@@ -23,7 +23,7 @@ internal sealed class InferenceWorker : IDisposable
 
     private void Loop(int threads)
     {
-        if (threads > 0) TorchSharp.torch.set_num_threads(threads);
+        Kernels.ThreadPolicy.ApplyTorchThreads(threads); // once per thread, never per step (see ThreadPolicy)
         foreach (var work in _queue.GetConsumingEnumerable()) work();
     }
 
