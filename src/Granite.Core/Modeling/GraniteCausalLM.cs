@@ -18,11 +18,13 @@ internal sealed class GraniteCausalLM : nn.Module
     private readonly ParamBlock? lm_head;
 #pragma warning restore IDE1006
     private readonly double _logitsScaling;
+    private readonly ScalarType _acc;
 
     public GraniteCausalLM(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteCausalLM))
     {
         Config = c;
         _logitsScaling = c.LogitsScaling;
+        _acc = Precision.Islands(dtype);
         model = new GraniteBackbone(c, dtype, device);
         if (!c.TieWordEmbeddings) lm_head = new ParamBlock("lm_head", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
         RegisterComponents();
@@ -41,7 +43,7 @@ internal sealed class GraniteCausalLM : nn.Module
     {
         var h = model.Forward(ids, state, hidden);
         if (!allPositions) h = h[-1];
-        var logits = Ops.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(ScalarType.Float32);
+        var logits = Ops.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
         return logits / _logitsScaling;
     }
 }
@@ -55,10 +57,12 @@ internal sealed class GraniteBackbone : nn.Module
     private readonly RmsNorm norm;
 #pragma warning restore IDE1006
     private readonly double _embeddingMultiplier;
+    private readonly ScalarType _acc;
 
     public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteBackbone))
     {
         _embeddingMultiplier = c.EmbeddingMultiplier;
+        _acc = Precision.Islands(dtype);
         embed_tokens = new ParamBlock("embed_tokens", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
         layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device)).ToArray());
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
@@ -69,7 +73,7 @@ internal sealed class GraniteBackbone : nn.Module
 
     public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden)
     {
-        var h = embed_tokens.Weight.index_select(0, ids).to_type(ScalarType.Float32) * _embeddingMultiplier; // [T, H], residual stream in float32
+        var h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [T, H], residual stream in float32
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         for (int i = 0; i < layers.Count; i++)
         {
