@@ -143,25 +143,10 @@ internal static partial class GraniteCli
         return (model, torchGbps);
     }
 
-    /// <summary>Collects garbage and resets the kernel's peak-RSS mark (<c>/proc/self/clear_refs</c> = 5); returns the RSS then.</summary>
-    private static long ResetPeakRss()
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-        try { File.WriteAllText("/proc/self/clear_refs", "5"); }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { }
-        return ReadStatus("VmRSS");
-    }
+    /// <summary>Collects garbage and resets the kernel's peak-RSS mark; returns the RSS then.</summary>
+    private static long ResetPeakRss() => Granite.Core.ProcStatus.ResetPeak();
 
     private static string LoadAverage() => File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "n/a";
 
-    private static long ReadStatus(string key)
-    {
-        if (!File.Exists("/proc/self/status")) return 0;
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith(key + ":", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
-        return 0;
-    }
+    private static long ReadStatus(string key) => Granite.Core.ProcStatus.Read(key);
 }

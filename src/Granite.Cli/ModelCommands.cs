@@ -20,7 +20,8 @@ internal static partial class GraniteCli
             "prompt" => Task.FromResult(Prompt(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "bench" when args.Contains("--tokenizer") => Task.FromResult(BenchTokenizer(new CliArgs(args, new HashSet<string> { "json", "tokenizer" }), stdout)),
             "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
-            "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse" }), stdout, ct),
+            "export-gguf" => Task.FromResult(ExportGguf(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
+            "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse", "store-conversations" }), stdout, ct),
             _ => null,
         };
     }

@@ -193,12 +193,14 @@ public sealed partial class GraniteEngine : IDisposable
         try
         {
             cancellationToken.ThrowIfCancellationRequested();
+            var lifetime = _worker.Lifetime;
             int first = await _worker.RunAsync(() =>
             {
                 sampler = new Sampler(sampling);
                 (state, cached) = request.UseSessionCache ? Sessions.Resume(Model, prompt) : (Model.CreateState(), 0);
                 using var scope = torch.NewDisposeScope();
-                using var logits = PrefillRemainder(state, prompt, request);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, lifetime);
+                using var logits = PrefillRemainder(state, prompt, request, linked.Token);
                 return forced.Count > 0 ? forced[0] : sampler.Next(logits, context, prompt.Count);
             }, cancellationToken).ConfigureAwait(false);
             ttft = sw.Elapsed;
@@ -250,12 +252,15 @@ public sealed partial class GraniteEngine : IDisposable
         }
     }
 
-    /// <summary>Releases the inference thread, stored sessions and (if owned) the model.</summary>
+    /// <summary>
+    /// Releases the inference thread, stored sessions and (if owned) the model. Queued work fails with
+    /// <see cref="ObjectDisposedException"/>, a running prefill stops between layers, background work (session repairs)
+    /// is cancelled, and the call returns only once the inference thread has ended: no native work runs after it.
+    /// </summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        try { _worker.RunAsync(() => { Sessions.Clear(); if (_ownsModel) Model.Dispose(); return true; }).Wait(TimeSpan.FromSeconds(30)); }
-        catch (Exception ex) { _logger.LogWarning(ex, "Error while releasing the Granite model"); }
-        _worker.Dispose();
+        var error = _worker.Shutdown(() => { Sessions.Clear(); if (_ownsModel) Model.Dispose(); });
+        if (error is not null) _logger.LogWarning(error, "Error while releasing the Granite model");
     }
 }

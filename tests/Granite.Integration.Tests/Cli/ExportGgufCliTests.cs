@@ -1,0 +1,65 @@
+using System.Text.Json;
+using Granite.Cli;
+
+namespace Granite.Integration.Tests.Cli;
+
+/// <summary><c>granite export-gguf</c>: wiring, output contract and error policy (the file itself is checked against
+/// llama.cpp in Granite.Gguf.Tests).</summary>
+public class ExportGgufCliTests
+{
+    private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "TestData", name);
+
+    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await GraniteCli.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    [Theory]
+    [InlineData("tiny-h-moe", null, "granitehybrid", "bf16", 96)]
+    [InlineData("tiny-h-moe", "f32", "granitehybrid", "f32", 96)]
+    [InlineData("tiny-dense", "bf16", "granite", "bf16", 39)]
+    public async Task WritesAGgufFile(string fixture, string? type, string arch, string writtenType, int tensors)
+    {
+        var dir = Directory.CreateTempSubdirectory("granite-export-cli-").FullName;
+        try
+        {
+            var file = Path.Combine(dir, "model.gguf");
+            var args = new List<string> { "export-gguf", "--model", Fixture(fixture), "--out", file, "--json" };
+            if (type is not null) args.AddRange(new[] { "--type", type });
+            var (code, output, err) = await Run(args.ToArray());
+            code.Should().Be(0, err);
+            var j = JsonDocument.Parse(output).RootElement;
+            j.GetProperty("architecture").GetString().Should().Be(arch);
+            j.GetProperty("type").GetString().Should().Be(writtenType);
+            j.GetProperty("tensors").GetInt32().Should().Be(tensors);
+            j.GetProperty("bytes").GetInt64().Should().Be(new FileInfo(file).Length);
+            var head = new byte[8];
+            using (var fs = File.OpenRead(file)) fs.ReadExactly(head);
+            BitConverter.ToUInt32(head, 0).Should().Be(0x46554747u, "GGUF magic");
+            BitConverter.ToUInt32(head, 4).Should().Be(3u, "GGUF version");
+            Directory.GetFiles(dir).Should().ContainSingle("the temporary file is renamed into place");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
+    [Theory]
+    [InlineData("--type", "q4_k", "option --type must be bf16, f16 or f32 (got 'q4_k')")]
+    [InlineData("--bogus", "1", "unknown option --bogus")]
+    public async Task BadOptionsGiveOneLineErrors(string name, string value, string message)
+    {
+        var (code, _, err) = await Run("export-gguf", "--model", Fixture("tiny-h-moe"), "--out", Path.Combine(Path.GetTempPath(), "never-written.gguf"), name, value);
+        code.Should().Be(2);
+        err.Trim().Should().Be("granite: " + message);
+    }
+
+    [Fact]
+    public async Task MissingOutIsAUsageError()
+    {
+        var (code, _, err) = await Run("export-gguf", "--model", Fixture("tiny-h-moe"));
+        code.Should().Be(2);
+        err.Trim().Should().Be("granite: option --out is required");
+    }
+}
