@@ -92,8 +92,11 @@ public sealed record GraniteConfig
     /// <summary>The file this config was read from, for error messages.</summary>
     public string? SourcePath { get; init; }
     /// <summary>Architecture fields absent from the file, which took the Hugging Face <c>GraniteMoeHybridConfig</c>
-    /// defaults (empty for configs built in code).</summary>
-    public IReadOnlyList<string> DefaultedFields { get; init; } = Array.Empty<string>();
+    /// defaults. Provenance of the instance <see cref="Parse"/> returned (not part of equality; empty for configs built in
+    /// code or copied with <c>with</c>).</summary>
+    public IReadOnlyList<string> DefaultedFields => s_defaulted.TryGetValue(this, out var f) ? f : Array.Empty<string>();
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<GraniteConfig, string[]> s_defaulted = new();
 
     /// <summary>Upper bound on <c>num_hidden_layers</c> checked before anything is sized by it (real models have ≤ 100).</summary>
     public const int MaxLayers = 10_000;
@@ -241,13 +244,13 @@ public sealed record GraniteConfig
             TimeStepLimit = limit,
             TorchDtype = r.Str("torch_dtype", null) ?? r.Str("dtype", null),
             SourcePath = sourceName,
-            DefaultedFields = ArchitectureFields.Where(f => f switch
-            {
-                "layer_types" => !root.ContainsKey("layer_types") && !root.ContainsKey("layers_block_type"),
-                "rope_theta" => !root.ContainsKey("rope_theta") && !(root["rope_parameters"] is JsonObject rpo && rpo.ContainsKey("rope_theta")),
-                _ => !root.ContainsKey(f),
-            }).ToArray(),
         };
+        s_defaulted.AddOrUpdate(cfg, ArchitectureFields.Where(f => f switch
+        {
+            "layer_types" => !root.ContainsKey("layer_types") && !root.ContainsKey("layers_block_type"),
+            "rope_theta" => !root.ContainsKey("rope_theta") && !(root["rope_parameters"] is JsonObject rpo && rpo.ContainsKey("rope_theta")),
+            _ => !root.ContainsKey(f),
+        }).ToArray());
         cfg.Validate();
         return cfg;
     }
