@@ -36,10 +36,21 @@ public sealed record GraniteModelOptions
     public string Device { get; init; } = "cpu";
 
     /// <summary>
-    /// If positive: LibTorch's intra-op thread count (set once at load and on the engine's inference thread) and the number
-    /// of managed-kernel threads. Otherwise LibTorch's default (the core count) for both. See docs/runtime.md#threads.
+    /// If positive (at most <see cref="MaxThreads"/>): LibTorch's intra-op thread count (set once at load and on the
+    /// engine's inference thread) and the number of managed-kernel threads. Otherwise LibTorch's default (the core count)
+    /// for both. See docs/runtime.md#threads.
     /// </summary>
     public int Threads { get; init; }
+
+    /// <summary>Largest accepted <see cref="Threads"/>: 4 per CPU, at least 64 (more only oversubscribes the cores).</summary>
+    public static int MaxThreads => Math.Max(64, 4 * Environment.ProcessorCount);
+
+    /// <summary>
+    /// Before allocating, compare the private memory the weights need (parameters converted from the stored dtype, plus
+    /// the resident expert budget; zero-copy parameters stay file-backed) with the memory available and refuse to load
+    /// when it does not fit. Default true.
+    /// </summary>
+    public bool CheckAvailableMemory { get; init; } = true;
 
     /// <summary>
     /// Highest instruction set the CPU kernels may use (null: whatever the CPU has). The environment variable
