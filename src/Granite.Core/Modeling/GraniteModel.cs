@@ -56,10 +56,10 @@ public sealed class GraniteModel : IDisposable
         options ??= new GraniteModelOptions();
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder not found: {modelDir}");
         var config = GraniteConfig.Load(modelDir);
+        var device = options.ResolveDevice(); // option errors before any process-wide setting changes
         if (options.Threads > 0) torch.set_num_threads(options.Threads);
         Bf16Gemv.Threads = torch.get_num_threads();
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
-        var device = torch.device(options.Device);
 
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
         const string embedName = "model.embed_tokens.weight";
