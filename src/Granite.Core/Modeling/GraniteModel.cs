@@ -203,8 +203,16 @@ public sealed class GraniteModel : IDisposable
         return Forward(arr.AsSpan(), state, allPositions, null);
     }
 
+    /// <summary>Forward whose pass stops between layers when <paramref name="cancellationToken"/> is cancelled
+    /// (throws <see cref="OperationCanceledException"/> and marks <paramref name="state"/> faulted).</summary>
+    internal Tensor Forward(IReadOnlyList<int> ids, InferenceState state, CancellationToken cancellationToken, bool allPositions = false)
+    {
+        int[] arr = ids as int[] ?? ids.ToArray();
+        return Forward(arr.AsSpan(), state, allPositions, null, cancellationToken);
+    }
+
     /// <summary>Forward that also returns float32 copies of every residual stream (for debugging/parity tests).</summary>
-    internal Tensor Forward(ReadOnlySpan<int> ids, InferenceState state, bool allPositions, List<Tensor>? hidden)
+    internal Tensor Forward(ReadOnlySpan<int> ids, InferenceState state, bool allPositions, List<Tensor>? hidden, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(state);
@@ -238,7 +246,7 @@ public sealed class GraniteModel : IDisposable
         }
         try
         {
-            logits = _module.Forward(idsT, state, allPositions, scratch);
+            logits = _module.Forward(idsT, state, allPositions, scratch, cancellationToken);
         }
         catch
         {
