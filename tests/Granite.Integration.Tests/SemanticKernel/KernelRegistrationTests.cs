@@ -67,6 +67,34 @@ public class KernelRegistrationTests
     }
 
     [Fact]
+    public async Task FunctionChoiceBehavior_None_Renders_No_Tools_And_Returns_A_Tool_Call_As_Text()
+    {
+        var (kernel, plugin) = BuildKernel();
+        using var _ = (IDisposable)kernel.Services;
+        using var capture = new PromptCapture(kernel.GetRequiredService<IChatClient>().GetService<GraniteChatClient>()!);
+        var chat = kernel.GetRequiredService<IChatCompletionService>();
+        var history = new ChatHistory("You are a weather assistant.");
+        history.AddUserMessage(Question);
+        var settings = new PromptExecutionSettings
+        {
+            FunctionChoiceBehavior = FunctionChoiceBehavior.None(),
+            ExtensionData = new Dictionary<string, object> { [GraniteChatClient.ForcedPrefixKey] = ForcedCall },
+        };
+
+        var answer = await chat.GetChatMessageContentAsync(history, settings, kernel);
+
+        plugin.Calls.Should().BeEmpty("FunctionChoiceBehavior.None(): nothing may be invoked");
+        capture.Prompts.Should().ContainSingle();
+        capture.Prompts[0].Should().NotContain("<tools>").And.NotContain("Weather_GetForecast");
+        answer.Items.OfType<Microsoft.SemanticKernel.FunctionCallContent>().Should().BeEmpty();
+        answer.Content.Should().Be(ForcedCall.Replace("<|end_of_text|>", ""), "the call the model wrote is returned as text");
+
+        // Baseline: the same forced answer under Auto() is invoked.
+        await chat.GetChatMessageContentAsync(history, AutoSettings(), kernel);
+        plugin.Calls.Should().Equal(("Paris", 2));
+    }
+
+    [Fact]
     public void StoreConversations_Is_Refused_By_The_Kernel_Registration()
     {
         var builder = Kernel.CreateBuilder();
