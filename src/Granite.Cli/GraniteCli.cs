@@ -19,7 +19,7 @@ internal static partial class GraniteCli
           bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--expert-budget off|BYTES|N%] [--json]
           bench      --tokenizer --model DIR [--megabytes N] [--json]
           export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32] [--json]   write a llama.cpp GGUF v3 file (default type: as stored)
-          chat       --model DIR --script FILE [--json] [--no-reuse] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line)
+          chat       --model DIR --script FILE [--json] [--no-reuse] [--store-conversations] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line; stateless resend unless --store-conversations)
 
         common options: --verbose (stack traces on errors), --threads N
         --expert-budget B: MoE expert offload budget: off (default), BYTES (K/M/G suffix allowed) or PERCENT% of the expert bytes

@@ -21,7 +21,7 @@ internal static partial class GraniteCli
             "bench" when args.Contains("--tokenizer") => Task.FromResult(BenchTokenizer(new CliArgs(args, new HashSet<string> { "json", "tokenizer" }), stdout)),
             "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "export-gguf" => Task.FromResult(ExportGguf(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
-            "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse" }), stdout, ct),
+            "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse", "store-conversations" }), stdout, ct),
             _ => null,
         };
     }

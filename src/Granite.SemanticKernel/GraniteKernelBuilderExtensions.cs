@@ -1,5 +1,4 @@
 using Granite.Extensions.AI;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Microsoft.SemanticKernel;
@@ -11,7 +10,9 @@ public static class GraniteKernelBuilderExtensions
     /// Registers Granite as the kernel's <see cref="Microsoft.Extensions.AI.IChatClient"/> with kernel function invocation
     /// in the pipeline (so <c>FunctionChoiceBehavior.Auto()</c> invokes plugins) and as
     /// <see cref="ChatCompletion.IChatCompletionService"/>; keyed by <paramref name="serviceId"/> when given (SK selects
-    /// services by that id).
+    /// services by that id). The client is stateless (Semantic Kernel's chat history is resent each call, and session
+    /// snapshots resume it): <see cref="GraniteChatClientOptions.StoreConversations"/> = true is rejected with an
+    /// <see cref="Microsoft.Extensions.Options.OptionsValidationException"/> when the client is first resolved.
     /// </summary>
     public static IKernelBuilder AddGraniteChatClient(this IKernelBuilder builder, Action<GraniteChatClientOptions> configure, string? serviceId = null)
     {

@@ -1,5 +1,4 @@
 using Granite.Extensions.AI;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
 using Microsoft.SemanticKernel;
@@ -11,7 +10,8 @@ namespace Microsoft.Extensions.DependencyInjection;
 public static class GraniteKernelServiceCollectionExtensions
 {
     /// <summary>Granite <see cref="IChatClient"/> with kernel function invocation, plus <see cref="IChatCompletionService"/>
-    /// over it; keyed by <paramref name="serviceId"/> when given.</summary>
+    /// over it; keyed by <paramref name="serviceId"/> when given. <see cref="GraniteChatClientOptions.StoreConversations"/>
+    /// must stay false (validated when the client is first resolved).</summary>
     public static IServiceCollection AddGraniteKernelServices(this IServiceCollection services, Action<GraniteChatClientOptions> configure, string? serviceId = null)
     {
         ArgumentNullException.ThrowIfNull(services);
@@ -31,7 +31,12 @@ public static class GraniteKernelServiceCollectionExtensions
 
     private static IServiceCollection Register(IServiceCollection services, string? serviceId, ChatClientBuilder client)
     {
-        client.UseKernelFunctionInvocation().Use(inner => new StatelessConversationChatClient(inner));
+        client.UseKernelFunctionInvocation();
+        // SK's ChatHistory and KernelFunctionInvokingChatClient resend the whole history and carry no conversation id, so
+        // stored conversations could never be referred to again (and a response id would make SK's loop send only the new
+        // messages). Refuse the combination instead of filling the store.
+        services.AddOptions<GraniteChatClientOptions>(serviceId ?? Options.Options.DefaultName).Validate(o => !o.StoreConversations,
+            "GraniteChatClientOptions.StoreConversations must be false with the Semantic Kernel registration (AddGraniteChatClient on IKernelBuilder / AddGraniteKernelServices): Semantic Kernel resends the chat history on every call.");
         if (serviceId is null)
             services.AddSingleton<IChatCompletionService>(sp => sp.GetRequiredService<IChatClient>().AsChatCompletionService(sp));
         else

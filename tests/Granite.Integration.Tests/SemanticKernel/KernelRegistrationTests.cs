@@ -3,7 +3,6 @@ using Granite.Core;
 using Granite.Core.Modeling;
 using Granite.Extensions.AI;
 using Granite.Integration.Tests.Client;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -64,6 +63,21 @@ public class KernelRegistrationTests
         second.Should().StartWith(capture.Prompts[0]);
         second.Should().Contain("<tool_call>\n{\"name\": \"Weather_GetForecast\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>");
         second.Should().EndWith("<|start_of_role|>user<|end_of_role|>\n<tool_response>\nSunny in Paris for 2 days, 21 C\n</tool_response><|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>");
+    }
+
+    [Fact]
+    public void StoreConversations_Is_Refused_By_The_Kernel_Registration()
+    {
+        var builder = Kernel.CreateBuilder();
+        builder.AddGraniteChatClient(o =>
+        {
+            o.ModelPath = TinyEngineFixture.ModelDir;
+            o.StoreConversations = true;
+        });
+        var kernel = builder.Build();
+        using var _ = (IDisposable)kernel.Services;
+        var act = () => kernel.GetRequiredService<IChatClient>();
+        act.Should().Throw<Microsoft.Extensions.Options.OptionsValidationException>().Which.Message.Should().Contain("StoreConversations must be false");
     }
 
     [Fact]
