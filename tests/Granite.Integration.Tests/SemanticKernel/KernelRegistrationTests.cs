@@ -3,7 +3,6 @@ using Granite.Core;
 using Granite.Core.Modeling;
 using Granite.Extensions.AI;
 using Granite.Integration.Tests.Client;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -201,6 +200,31 @@ public class KernelRegistrationTests
         history.AddUserMessage(Question);
         await kernel.GetRequiredService<IChatCompletionService>().GetChatMessageContentAsync(history, AutoSettings(), kernel);
 
+        AssertRoundTrip(plugin, capture);
+    }
+    [Fact]
+    public async Task A_ServiceId_Registers_Keyed_Services_That_Kernels_Select_By_Id()
+    {
+        var builder = Kernel.CreateBuilder();
+        builder.AddGraniteChatClient(o => { o.ModelPath = TinyEngineFixture.ModelDir; o.WeightDtype = WeightDtypePolicy.Float32; o.DefaultMaxOutputTokens = 48; }, serviceId: "granite-moe");
+        builder.AddGraniteChatClient(Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-dense"), serviceId: "granite-dense");
+        var plugin = new WeatherPlugin();
+        builder.Plugins.AddFromObject(plugin, "Weather");
+        var kernel = builder.Build();
+        using var _ = (IDisposable)kernel.Services;
+
+        kernel.Services.GetService<IChatClient>().Should().BeNull("only keyed services were registered");
+        var moe = kernel.GetRequiredService<IChatClient>("granite-moe");
+        var dense = kernel.GetRequiredService<IChatClient>("granite-dense");
+        moe.GetService<ChatClientMetadata>()!.DefaultModelId.Should().Be("tiny-h-moe");
+        dense.GetService<ChatClientMetadata>()!.DefaultModelId.Should().Be("tiny-dense");
+        moe.GetService<FunctionInvokingChatClient>().Should().NotBeNull("kernel function invocation is in each keyed pipeline");
+
+        // SK picks the service by id from the execution settings, and the plugin is really invoked through it.
+        var settings = AutoSettings();
+        settings.ServiceId = "granite-moe";
+        using var capture = new PromptCapture(moe.GetService<GraniteChatClient>()!);
+        await kernel.InvokePromptAsync(Question, new KernelArguments(settings));
         AssertRoundTrip(plugin, capture);
     }
 }
