@@ -14,17 +14,18 @@ namespace Granite.Extensions.AI;
 /// <summary>
 /// An in-process Granite 4.0 model as an <see cref="IChatClient"/>. Streaming is the primitive: text is emitted as it is
 /// decoded and each <see cref="FunctionCallContent"/> when its <c>&lt;tool_call&gt;</c> block closes; the last update
-/// carries the finish reason, usage and conversation id. Thread-safe: requests are queued on the engine's inference thread.
+/// carries the finish reason and usage (and the conversation id in stored mode). Thread-safe: requests are queued on the engine's inference thread.
 /// </summary>
 /// <remarks>
 /// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/> (a value of the wrong type is an
 /// <see cref="ArgumentException"/>): <c>repetition_penalty</c> (float, Hugging Face semantics), <c>session_cache</c>
 /// (bool, default true), <c>skip_special_tokens</c> (bool, default true), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
 /// start with, tokenized as template text so <c>&lt;tool_call&gt;</c> becomes its token — never put user text in it;
-/// ignored when the last message is not a user message, so automatic tool loops end). Conversation ids: every response
-/// carries one; a request that passes it back sends only its new messages (the history is kept by the client, least
-/// recently used dropped beyond <see cref="GraniteChatClientOptions.MaxStoredConversations"/>; an unknown id starts a new
-/// conversation under that id). See <c>docs/client.md</c>.
+/// ignored when the last message is not a user message, so automatic tool loops end). Conversations: stateless by
+/// default (no <see cref="ChatResponse.ConversationId"/>; the caller resends the history and the resent prefix is resumed
+/// from a session snapshot); with <see cref="GraniteChatClientOptions.StoreConversations"/> every response carries an id
+/// and a request that passes it back sends only its new messages (an id the client does not hold is an
+/// <see cref="InvalidOperationException"/>). See <c>docs/client.md</c>.
 /// </remarks>
 public sealed partial class GraniteChatClient : IChatClient
 {
@@ -37,10 +38,6 @@ public sealed partial class GraniteChatClient : IChatClient
     /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: false keeps tokens flagged special (e.g.
     /// <c>&lt;|unused_1|&gt;</c>) in the response text (default true: left out; tool-call markers are not special).</summary>
     public const string SkipSpecialTokensKey = "skip_special_tokens";
-
-    /// <summary>Internal knob: false = do not keep this request's history under its conversation id (set by pipelines
-    /// that always resend the full history, e.g. the Semantic Kernel registration).</summary>
-    internal const string StoreConversationKey = "granite.store_conversation";
 
     private readonly GraniteEngine _engine;
     private readonly GraniteChatClientOptions _options;
@@ -68,7 +65,9 @@ public sealed partial class GraniteChatClient : IChatClient
         _logger = (ILogger?)loggerFactory?.CreateLogger<GraniteChatClient>() ?? NullLogger.Instance;
         string? dir = engine.ModelDirectory ?? _options.ModelPath;
         ModelId = _options.ModelId ?? (dir is null ? "granite" : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir))));
-        _conversations = new ConversationStore(_options.MaxStoredConversations);
+        if (_options.MaxStoredConversations < 0 || (_options.StoreConversations && _options.MaxStoredConversations < 1))
+            throw new ArgumentException($"GraniteChatClientOptions.MaxStoredConversations is {_options.MaxStoredConversations}; it must be ≥ 1 when StoreConversations is true (and never negative).", nameof(options));
+        _conversations = new ConversationStore(_options.StoreConversations ? _options.MaxStoredConversations : 0);
         _metadata = new ChatClientMetadata("granite", dir is null ? null : new Uri(Path.GetFullPath(dir)), ModelId);
         if (!GraniteChatTemplate.IsKnownGraniteTemplate(engine.Tokenizer.ChatTemplate))
         {
@@ -132,12 +131,10 @@ public sealed partial class GraniteChatClient : IChatClient
     {
         ArgumentNullException.ThrowIfNull(messages);
         var newMessages = messages.ToList();
-        string conversationId = options?.ConversationId ?? "granite-conv-" + Guid.NewGuid().ToString("N")[..16];
-        var history = options?.ConversationId is { } known && _conversations.TryGet(known) is { } stored
-            ? stored.Concat(newMessages).ToList()
-            : newMessages;
+        var (history, conversationId) = ResolveConversation(newMessages, options?.ConversationId);
         var prepared = Prepare(history, options);
-        prepared = prepared with { Request = prepared.Request with { SessionKey = conversationId } };
+        string sessionKey = conversationId ?? StatelessSessionKey(history);
+        prepared = prepared with { Request = prepared.Request with { SessionKey = sessionKey } };
         PromptRendered?.Invoke(prepared);
         _logger.LogDebug("Granite request: {PromptTokens} prompt tokens, {Tools} tools, forced prefix {Forced}",
             prepared.Request.PromptTokens.Count, prepared.ToolCount, prepared.Request.ForcedOutputTokens?.Count ?? 0);
@@ -191,9 +188,9 @@ public sealed partial class GraniteChatClient : IChatClient
             _logger.LogWarning("ToolMode required a tool call but the model produced none.");
 
         var assistant = new ChatMessage(ChatRole.Assistant, MergeText(responseContents)) { MessageId = responseId };
-        if (GetKnob<bool?>(options, StoreConversationKey) ?? true)
+        if (conversationId is not null)
             _conversations.Set(conversationId, history.Append(assistant).ToList());
-        CheckSessionAfterTurn(history.Append(assistant), options, prepared.Request, usage, conversationId);
+        CheckSessionAfterTurn(history.Append(assistant), options, prepared.Request, usage, sessionKey);
 
         var final = Update(new List<AIContent>());
         final.FinishReason = calls > 0 ? ChatFinishReason.ToolCalls : finish switch
@@ -211,6 +208,42 @@ public sealed partial class GraniteChatClient : IChatClient
             CachedInputTokenCount = usage?.CachedInputTokens,
         }));
         yield return final;
+    }
+
+    /// <summary>
+    /// The history to render and the conversation id to report. Stateless (default): the messages as sent and no id; a
+    /// caller's id is an error (it expects the client to hold a history it does not keep). Stored: a new id for a request
+    /// without one; a known id puts the stored history in front of the new messages; an unknown id is an error.
+    /// </summary>
+    private (List<ChatMessage> History, string? ConversationId) ResolveConversation(List<ChatMessage> newMessages, string? requestedId)
+    {
+        if (!_options.StoreConversations)
+        {
+            if (requestedId is not null)
+                throw new InvalidOperationException($"ChatOptions.ConversationId is '{requestedId}', but this client does not store conversations (GraniteChatClientOptions.StoreConversations is false): send the whole history without a ConversationId, or set StoreConversations = true.");
+            return (newMessages, null);
+        }
+        if (requestedId is null) return (newMessages, "granite-conv-" + Guid.NewGuid().ToString("N")[..16]);
+        var stored = _conversations.TryGet(requestedId)
+            ?? throw new InvalidOperationException($"Conversation '{requestedId}' is not stored by this client: it was not issued by this client instance, or it was evicted (GraniteChatClientOptions.MaxStoredConversations = {_options.MaxStoredConversations}, least recently used dropped). Resend the whole history without a ConversationId, or raise MaxStoredConversations.");
+        return (stored.Concat(newMessages).ToList(), requestedId);
+    }
+
+    /// <summary>
+    /// Session-snapshot key of a stateless request: a hash of its messages up to the first user message, which every
+    /// later turn of the same conversation repeats, so its older snapshots are demoted once it moves on (as a stored
+    /// conversation's are). Two conversations that open identically share a key; that only affects eviction order.
+    /// </summary>
+    internal static string StatelessSessionKey(IEnumerable<ChatMessage> history)
+    {
+        var sb = new System.Text.StringBuilder();
+        foreach (var m in history)
+        {
+            sb.Append(m.Role.Value).Append('\0').Append(m.Text).Append('\0');
+            if (m.Role == ChatRole.User) break;
+        }
+        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(sb.ToString()));
+        return "granite-prefix-" + Convert.ToHexString(hash, 0, 8).ToLowerInvariant();
     }
 
     private static List<AIContent> MergeText(List<AIContent> contents)

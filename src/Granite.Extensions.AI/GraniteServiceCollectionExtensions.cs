@@ -52,45 +52,56 @@ public static class GraniteServiceCollectionExtensions
     {
         string name = serviceKey?.ToString() ?? Options.DefaultName;
         services.AddOptions<GraniteChatClientOptions>(name).Configure(configure);
-        var holder = new GraniteModelHolder(serviceKey?.ToString() ?? "default");
-        services.AddKeyedSingleton<GraniteModelHolder>(name, (_, _) => holder); // factory registration: the container disposes it
-        services.AddSingleton<IHostedService>(sp => new GraniteModelHostedService(holder, sp.GetRequiredService<IOptionsMonitor<GraniteChatClientOptions>>().Get(name), sp.GetService<ILoggerFactory>()));
-        services.AddHealthChecks().AddCheck("granite" + (serviceKey is null ? "" : "-" + name), new GraniteHealthCheck(holder));
+        // The container creates the holder, so disposing the provider (host, kernel.Services) disposes it and its engine.
+        // Everything else reaches the holder through the container, never through a captured instance.
+        services.AddKeyedSingleton<GraniteModelHolder>(name, (sp, _) => new GraniteModelHolder(
+            serviceKey?.ToString() ?? "default",
+            sp.GetRequiredService<IOptionsMonitor<GraniteChatClientOptions>>().Get(name),
+            sp.GetService<ILoggerFactory>()));
+        services.AddSingleton<IHostedService>(sp => new GraniteModelHostedService(sp.GetRequiredKeyedService<GraniteModelHolder>(name), sp.GetService<ILoggerFactory>()));
+        services.AddHealthChecks().Add(new HealthCheckRegistration(
+            "granite" + (serviceKey is null ? "" : "-" + name),
+            sp => new GraniteHealthCheck(sp.GetRequiredKeyedService<GraniteModelHolder>(name)),
+            failureStatus: null, tags: null));
 
         IChatClient Factory(IServiceProvider sp)
         {
-            var options = sp.GetRequiredService<IOptionsMonitor<GraniteChatClientOptions>>().Get(name);
-            var engine = holder.GetOrLoad(options, sp.GetService<ILoggerFactory>());
-            return new GraniteChatClient(engine, options, sp.GetService<ILoggerFactory>(), ownsEngine: false);
+            var holder = sp.GetRequiredKeyedService<GraniteModelHolder>(name);
+            return new GraniteChatClient(holder.GetOrLoad(), holder.Options, sp.GetService<ILoggerFactory>(), ownsEngine: false);
         }
 
         return serviceKey is null ? services.AddChatClient(Factory) : services.AddKeyedChatClient(serviceKey, Factory);
     }
 }
 
-/// <summary>Holds the engine of one registration; loaded once (at host start by the hosted service, or at first use).</summary>
-internal sealed class GraniteModelHolder(string name) : IDisposable
+/// <summary>Holds the engine of one registration; loaded once (at host start by the hosted service, or at first use).
+/// Created and disposed by the container; disposing it disposes the engine (which waits for the inference thread).</summary>
+internal sealed class GraniteModelHolder(string name, GraniteChatClientOptions options, ILoggerFactory? loggerFactory) : IDisposable
 {
     private readonly object _gate = new();
     private GraniteEngine? _engine;
+    private bool _disposed;
 
     public string Name { get; } = name;
+    public GraniteChatClientOptions Options { get; } = options;
     public Exception? LoadError { get; private set; }
     public bool IsLoaded => Volatile.Read(ref _engine) is not null;
 
-    public GraniteEngine GetOrLoad(GraniteChatClientOptions options, ILoggerFactory? loggerFactory)
+    /// <exception cref="ObjectDisposedException">The container was disposed.</exception>
+    public GraniteEngine GetOrLoad()
     {
         lock (_gate)
         {
+            ObjectDisposedException.ThrowIf(_disposed, this);
             if (_engine is not null) return _engine;
             if (LoadError is not null) throw new InvalidOperationException($"The Granite model '{Name}' failed to load: {LoadError.Message}", LoadError);
             try
             {
-                if (string.IsNullOrWhiteSpace(options.ModelPath))
+                if (string.IsNullOrWhiteSpace(Options.ModelPath))
                     throw new InvalidOperationException($"The Granite model '{Name}' has no ModelPath (configuration key Granite:ModelPath, or GraniteChatClientOptions.ModelPath).");
-                if (!Directory.Exists(options.ModelPath))
-                    throw new DirectoryNotFoundException($"Granite model folder not found: {options.ModelPath}");
-                _engine = GraniteEngine.Load(options.ModelPath, GraniteChatClient.ToEngineOptions(options), loggerFactory?.CreateLogger<GraniteEngine>());
+                if (!Directory.Exists(Options.ModelPath))
+                    throw new DirectoryNotFoundException($"Granite model folder not found: {Options.ModelPath}");
+                _engine = GraniteEngine.Load(Options.ModelPath, GraniteChatClient.ToEngineOptions(Options), loggerFactory?.CreateLogger<GraniteEngine>());
                 return _engine;
             }
             catch (Exception ex)
@@ -105,6 +116,7 @@ internal sealed class GraniteModelHolder(string name) : IDisposable
     {
         lock (_gate)
         {
+            _disposed = true;
             _engine?.Dispose();
             _engine = null;
         }
@@ -112,14 +124,14 @@ internal sealed class GraniteModelHolder(string name) : IDisposable
 }
 
 /// <summary>Loads the model when the host starts (not at the first request); a bad checkpoint fails host start.</summary>
-internal sealed class GraniteModelHostedService(GraniteModelHolder holder, GraniteChatClientOptions options, ILoggerFactory? loggerFactory) : IHostedService
+internal sealed class GraniteModelHostedService(GraniteModelHolder holder, ILoggerFactory? loggerFactory) : IHostedService
 {
     public Task StartAsync(CancellationToken cancellationToken)
     {
         var logger = loggerFactory?.CreateLogger<GraniteModelHostedService>();
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        logger?.LogInformation("Loading Granite model '{Name}' from {Path}", holder.Name, options.ModelPath);
-        var engine = holder.GetOrLoad(options, loggerFactory);
+        logger?.LogInformation("Loading Granite model '{Name}' from {Path}", holder.Name, holder.Options.ModelPath);
+        var engine = holder.GetOrLoad();
         long weightBytes = 0;
         if (engine.ModelDirectory is { } dir)
             weightBytes = Directory.EnumerateFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length);

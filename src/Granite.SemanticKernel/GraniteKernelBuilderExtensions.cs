@@ -2,6 +2,7 @@ using Granite.Extensions.AI;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 using Microsoft.SemanticKernel;
 using Microsoft.SemanticKernel.ChatCompletion;
 
@@ -12,7 +13,10 @@ public static class GraniteKernelBuilderExtensions
 {
     /// <summary>
     /// Registers Granite as the kernel's <see cref="IChatClient"/> with kernel function invocation in the pipeline (so
-    /// <c>FunctionChoiceBehavior.Auto()</c> invokes plugins) and as <see cref="IChatCompletionService"/>.
+    /// <c>FunctionChoiceBehavior.Auto()</c> invokes plugins) and as <see cref="IChatCompletionService"/>. The client is
+    /// stateless (Semantic Kernel's chat history is resent each call, and session snapshots resume it):
+    /// <see cref="GraniteChatClientOptions.StoreConversations"/> = true is rejected with an
+    /// <see cref="OptionsValidationException"/> when the client is first resolved or the host starts.
     /// </summary>
     public static IKernelBuilder AddGraniteChatClient(this IKernelBuilder builder, Action<GraniteChatClientOptions> configure)
     {
@@ -33,16 +37,25 @@ public static class GraniteKernelBuilderExtensions
     public static IServiceCollection AddGraniteKernelServices(this IServiceCollection services, Action<GraniteChatClientOptions> configure)
     {
         ArgumentNullException.ThrowIfNull(services);
-        services.AddGraniteChatClient(configure).UseKernelFunctionInvocation().Use(inner => new StatelessConversationChatClient(inner));
-        services.AddSingleton<IChatCompletionService>(sp => sp.GetRequiredService<IChatClient>().AsChatCompletionService(sp));
-        return services;
+        services.AddGraniteChatClient(configure).UseKernelFunctionInvocation();
+        return AddKernelServices(services);
     }
 
     /// <summary>Service-collection form binding options from configuration (section <c>"Granite"</c>).</summary>
     public static IServiceCollection AddGraniteKernelServices(this IServiceCollection services, IConfiguration configuration, string sectionName = GraniteServiceCollectionExtensions.DefaultSectionName)
     {
         ArgumentNullException.ThrowIfNull(services);
-        services.AddGraniteChatClient(configuration, sectionName).UseKernelFunctionInvocation().Use(inner => new StatelessConversationChatClient(inner));
+        services.AddGraniteChatClient(configuration, sectionName).UseKernelFunctionInvocation();
+        return AddKernelServices(services);
+    }
+
+    private static IServiceCollection AddKernelServices(IServiceCollection services)
+    {
+        // SK's ChatHistory and KernelFunctionInvokingChatClient resend the whole history and carry no conversation id, so
+        // stored conversations could never be referred to again (and a response id would make SK's loop send only the new
+        // messages). Refuse the combination instead of filling the store.
+        services.AddOptions<GraniteChatClientOptions>(Options.DefaultName).Validate(o => !o.StoreConversations,
+            "GraniteChatClientOptions.StoreConversations must be false with the Semantic Kernel registration (AddGraniteChatClient on IKernelBuilder / AddGraniteKernelServices): Semantic Kernel resends the chat history on every call.");
         services.AddSingleton<IChatCompletionService>(sp => sp.GetRequiredService<IChatClient>().AsChatCompletionService(sp));
         return services;
     }

@@ -18,6 +18,7 @@ internal sealed class GraniteAttention : nn.Module
     private readonly int _heads, _kvHeads, _headDim;
     private readonly double _scale;
     private readonly bool _rope;
+    private readonly ScalarType _acc;
     private readonly float[] _invFreq;
 
     public GraniteAttention(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteAttention))
@@ -27,6 +28,7 @@ internal sealed class GraniteAttention : nn.Module
         _headDim = c.HeadDim;
         _scale = c.AttentionMultiplier;
         _rope = c.UsesRope;
+        _acc = Precision.Islands(dtype);
         long h = c.HiddenSize;
         long[]? Bias(long n) => c.AttentionBias ? new[] { n } : null;
         q_proj = new ParamBlock("q_proj", new[] { (long)_heads * _headDim, h }, Bias((long)_heads * _headDim), dtype, device);
@@ -105,7 +107,7 @@ internal sealed class GraniteAttention : nn.Module
         // Decode-sized passes keep a BF16 cache as is (q rounded to it); Forward upcast it for longer ones.
         if (qg.dtype != keys.dtype) qg = qg.to_type(keys.dtype);                 // projections return float32 for BF16 weights
         var scores = torch.matmul(qg, keys.transpose(1, 2));                        // [n_kv, r·T, S]
-        if (scores.dtype != ScalarType.Float32) scores = scores.to_type(ScalarType.Float32);
+        if (scores.dtype != _acc) scores = scores.to_type(_acc);
         scores.mul_(_scale);                                                        // in place: the score block is the big tensor
         if (qStart + T - 1 < S - 1 || T > 1)
         {

@@ -34,8 +34,19 @@ public sealed record GraniteModelOptions
     /// <summary>TorchSharp device string for weights, state and compute (default <c>"cpu"</c>).</summary>
     public string Device { get; init; } = "cpu";
 
-    /// <summary>If positive, calls <c>torch.set_num_threads</c> with this value at load time (process-wide).</summary>
+    /// <summary>If positive, calls <c>torch.set_num_threads</c> with this value at load time (process-wide); at most
+    /// <see cref="MaxThreads"/>.</summary>
     public int Threads { get; init; }
+
+    /// <summary>Largest accepted <see cref="Threads"/>: 4 per CPU, at least 64 (more only oversubscribes the cores).</summary>
+    public static int MaxThreads => Math.Max(64, 4 * Environment.ProcessorCount);
+
+    /// <summary>
+    /// Before allocating, compare the private memory the weights need (parameters converted from the stored dtype, plus
+    /// the resident expert budget; zero-copy parameters stay file-backed) with the memory available and refuse to load
+    /// when it does not fit. Default true.
+    /// </summary>
+    public bool CheckAvailableMemory { get; init; } = true;
 
     /// <summary>
     /// Tune glibc malloc (process-wide, once) so large activations reuse heap memory instead of fresh page-faulting

@@ -26,6 +26,7 @@ internal sealed class MambaMixer : nn.Module
 
     private readonly int _inner, _convDim, _heads, _headDim, _groups, _dState, _kernel, _chunk;
     private readonly double _eps, _dtMin, _dtMax;
+    private readonly ScalarType _acc;                                               // float32 islands (float64 for float64 weights)
 
     public MambaMixer(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(MambaMixer))
     {
@@ -40,13 +41,15 @@ internal sealed class MambaMixer : nn.Module
         _eps = c.RmsNormEps;
         _dtMin = c.TimeStepLimit.Min;
         _dtMax = c.TimeStepLimit.Max;
+        _acc = Precision.Islands(dtype);
         long h = c.HiddenSize;
         in_proj = new ParamBlock("in_proj", new[] { (long)c.MambaInProjSize, h }, c.MambaProjBias ? new long[] { c.MambaInProjSize } : null, dtype, device);
         conv1d = new ParamBlock("conv1d", new long[] { _convDim, 1, _kernel }, c.MambaConvBias ? new long[] { _convDim } : null, dtype, device);
-        // A_log, D and dt_bias only feed float32 islands: keep them float32 whatever the weight dtype.
-        dt_bias = ParamBlock.NewParameter(new long[] { _heads }, ScalarType.Float32, device);
-        A_log = ParamBlock.NewParameter(new long[] { _heads }, ScalarType.Float32, device);
-        D = ParamBlock.NewParameter(new long[] { _heads }, ScalarType.Float32, device);
+        // A_log, D and dt_bias only feed float32 islands: keep them float32 whatever the weight dtype
+        // (float64 in a float64 model).
+        dt_bias = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
+        A_log = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
+        D = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
         norm = new ParamBlock("norm", new long[] { _inner }, null, dtype, device);
         out_proj = new ParamBlock("out_proj", new[] { h, (long)_inner }, c.MambaProjBias ? new[] { h } : null, dtype, device);
         RegisterComponents();
@@ -80,26 +83,26 @@ internal sealed class MambaMixer : nn.Module
         state.Conv.copy_(window.narrow(1, T - 1, _kernel));
         // The conv runs in float32 (tiny weights; LibTorch's BF16 depthwise conv is ~10× slower on CPU). One new column
         // (decode) is a per-channel dot product over the window: no conv1d dispatch, which cost milliseconds per call.
-        var w32 = conv1d.Weight.to_type(ScalarType.Float32);                        // [C, 1, K]
-        var b32 = conv1d.Bias?.to_type(ScalarType.Float32);
+        var w32 = conv1d.Weight.to_type(_acc);                        // [C, 1, K]
+        var b32 = conv1d.Bias?.to_type(_acc);
         Tensor conv;                                                                // [C, T] float32
         if (T == 1)
         {
-            conv = (window.to_type(ScalarType.Float32) * w32.squeeze(1)).sum(1, keepdim: true);
+            conv = (window.to_type(_acc) * w32.squeeze(1)).sum(1, keepdim: true);
             if (b32 is not null) conv = conv + b32.unsqueeze(1);
         }
-        else conv = F.conv1d(window.to_type(ScalarType.Float32).unsqueeze(0), w32, b32, groups: _convDim).squeeze(0);
+        else conv = F.conv1d(window.to_type(_acc).unsqueeze(0), w32, b32, groups: _convDim).squeeze(0);
         return F.silu(conv).t();                                                    // [T, C]
     }
 
     /// <summary>SSM scan (recurrent or chunked), D skip, gated RMSNorm, out_proj.</summary>
     private Tensor Mix(long T, Tensor z, Tensor xBCa, Tensor dtRaw, MambaLayerState state)
     {
-        var x = xBCa.narrow(1, 0, _inner).to_type(ScalarType.Float32).reshape(T, _heads, _headDim);
-        var B = xBCa.narrow(1, _inner, _groups * _dState).to_type(ScalarType.Float32).reshape(T, _groups, _dState);
-        var C = xBCa.narrow(1, _inner + _groups * _dState, _groups * _dState).to_type(ScalarType.Float32).reshape(T, _groups, _dState);
+        var x = xBCa.narrow(1, 0, _inner).to_type(_acc).reshape(T, _heads, _headDim);
+        var B = xBCa.narrow(1, _inner, _groups * _dState).to_type(_acc).reshape(T, _groups, _dState);
+        var C = xBCa.narrow(1, _inner + _groups * _dState, _groups * _dState).to_type(_acc).reshape(T, _groups, _dState);
 
-        var dt = F.softplus(dtRaw.to_type(ScalarType.Float32) + dt_bias);           // [T, n_m]
+        var dt = F.softplus(dtRaw.to_type(_acc) + dt_bias);           // [T, n_m]
         if (_dtMin > 0 || !double.IsPositiveInfinity(_dtMax)) dt = dt.clamp(_dtMin, _dtMax);
         var A = -torch.exp(A_log);                                                  // [n_m]
 
@@ -107,10 +110,10 @@ internal sealed class MambaMixer : nn.Module
         y = y + x * D.unsqueeze(1);
 
         // Gated RMSNorm, per group, gate before normalising (float32).
-        var v = y.reshape(T, _inner) * F.silu(z.to_type(ScalarType.Float32));
+        var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
         var vg = v.reshape(T, _groups, _inner / _groups);
         vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-        var normed = vg.reshape(T, _inner) * norm.Weight.to_type(ScalarType.Float32);      // float32; out_proj casts
+        var normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);      // float32; out_proj casts
         return Ops.Linear(normed, out_proj.Weight, out_proj.Bias);
     }
 

@@ -13,10 +13,12 @@ internal sealed class RmsNorm : nn.Module
     private readonly Parameter weight;
 #pragma warning restore IDE1006
     private readonly double _eps;
+    private readonly ScalarType _acc;
 
     public RmsNorm(long size, double eps, ScalarType dtype, Device device) : base(nameof(RmsNorm))
     {
         _eps = eps;
+        _acc = Precision.Islands(dtype);
         weight = ParamBlock.NewParameter(new[] { size }, dtype, device);
         RegisterComponents();
     }
@@ -26,7 +28,7 @@ internal sealed class RmsNorm : nn.Module
     /// <summary>Normalises the last dimension of <paramref name="x"/>; returns the input dtype.</summary>
     public Tensor Forward(Tensor x)
     {
-        var x32 = x.to_type(ScalarType.Float32);
+        var x32 = x.to_type(_acc);
         var normed = x32 * torch.rsqrt(x32.square().mean(new long[] { -1 }, keepdim: true) + _eps);
         return weight * normed.to_type(x.dtype);
     }

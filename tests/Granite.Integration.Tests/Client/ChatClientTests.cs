@@ -253,7 +253,7 @@ public class ChatClientTests(TinyEngineFixture fx) : IClassFixture<TinyEngineFix
     [Fact]
     public async Task ConversationId_Lets_Callers_Send_Only_New_Messages()
     {
-        using var client = fx.NewClient();
+        using var client = fx.NewClient(new GraniteChatClientOptions { ModelPath = TinyEngineFixture.ModelDir, StoreConversations = true });
         using var capture = new PromptCapture(client);
         var first = await client.GetResponseAsync(Conversation("Hello"), new ChatOptions { MaxOutputTokens = 6 });
         first.ConversationId.Should().NotBeNullOrEmpty();

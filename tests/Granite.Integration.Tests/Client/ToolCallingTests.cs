@@ -60,7 +60,7 @@ public class ToolCallingTests(TinyEngineFixture fx) : IClassFixture<TinyEngineFi
         calls.Should().Equal(("Paris", 2));
         capture.Prompts.Count.Should().BeGreaterThanOrEqualTo(2);
         string second = capture.Prompts[1];
-        // FunctionInvokingChatClient sends only the tool result with the conversation id; the client prepends the history.
+        // The client is stateless, so FunctionInvokingChatClient resends the history with the tool result.
         second.Should().StartWith(capture.Prompts[0]);
         second.Should().Contain(Question);
         second.Should().Contain("<|start_of_role|>assistant<|end_of_role|>" + "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call><|end_of_text|>\n");

@@ -67,6 +67,21 @@ public class KernelRegistrationTests
     }
 
     [Fact]
+    public void StoreConversations_Is_Refused_By_The_Kernel_Registration()
+    {
+        var builder = Kernel.CreateBuilder();
+        builder.AddGraniteChatClient(o =>
+        {
+            o.ModelPath = TinyEngineFixture.ModelDir;
+            o.StoreConversations = true;
+        });
+        var kernel = builder.Build();
+        using var _ = (IDisposable)kernel.Services;
+        var act = () => kernel.GetRequiredService<IChatClient>();
+        act.Should().Throw<Microsoft.Extensions.Options.OptionsValidationException>().Which.Message.Should().Contain("StoreConversations must be false");
+    }
+
+    [Fact]
     public async Task FunctionChoiceBehavior_Auto_Invokes_The_Plugin()
     {
         var (kernel, plugin) = BuildKernel();
