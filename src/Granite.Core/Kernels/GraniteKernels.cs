@@ -7,7 +7,7 @@ namespace Granite.Core.Kernels;
 /// <summary>How multi-row BF16 linears (prefill GEMMs) are computed.</summary>
 internal enum Bf16GemmMode
 {
-    /// <summary>Chosen from the CPU: see <see cref="GraniteKernels.NativeBf16Gemm"/>.</summary>
+    /// <summary>Chosen from the CPU and a probe: see <see cref="Bf16GemmProbe"/>.</summary>
     Auto,
 
     /// <summary>Upcast the weight to float32 and run LibTorch's float32 GEMM (MKL).</summary>
@@ -67,13 +67,11 @@ internal sealed class GraniteKernels
         Workers = workers;
         Tuning = tuning;
         Gemv = new Bf16Gemv(isa, workers, tuning.ParallelMinBytes);
-        NativeBf16Gemm = tuning.Bf16Gemm switch
-        {
-            Bf16GemmMode.Native => true,
-            Bf16GemmMode.Upcast => false,
-            _ => false,
-        };
+        // Decided on first use (a probe on AVX512-BF16 CPUs), so float32 models never pay for it.
+        _bf16Gemm = new Lazy<(bool Native, string Reason)>(() => Bf16GemmProbe.Decide(isa, tuning.Bf16Gemm));
     }
+
+    private readonly Lazy<(bool Native, string Reason)> _bf16Gemm;
 
     /// <summary>
     /// Kernels for the current CPU: the highest <see cref="KernelIsa"/> it supports, capped by <paramref name="maxIsa"/>
@@ -130,12 +128,16 @@ internal sealed class GraniteKernels
     /// <summary>The managed BF16 GEMV.</summary>
     public Bf16Gemv Gemv { get; }
 
-    /// <summary>Whether multi-row BF16 linears use LibTorch's BF16 GEMM instead of an upcast float32 GEMM.</summary>
-    public bool NativeBf16Gemm { get; }
+    /// <summary>
+    /// Whether multi-row BF16 linears use LibTorch's BF16 GEMM instead of an upcast float32 GEMM (see
+    /// <see cref="Bf16GemmProbe"/>: forced by <see cref="KernelTuning.Bf16Gemm"/> or <c>GRANITE_BF16_GEMM</c>, else
+    /// upcast without AVX512-BF16 and a load-time probe with it).
+    /// </summary>
+    public bool NativeBf16Gemm => _bf16Gemm.Value.Native;
 
     /// <summary>One line for logs and benchmark records: ISA, CPU flags, GEMM choice, threads.</summary>
     public string Description =>
-        $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {(NativeBf16Gemm ? "native" : "upcast to f32")}, "
+        $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {_bf16Gemm.Value.Reason}, "
         + $"GEMV ≤ {Tuning.Bf16GemvMaxRows} rows, {Workers.Count} kernel threads";
 
     /// <summary>
