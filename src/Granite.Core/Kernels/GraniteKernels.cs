@@ -41,6 +41,13 @@ internal sealed record KernelTuning
     /// <summary>Fused one-token SSM recurrence (<see cref="SsmStep"/>); false runs the LibTorch ops.</summary>
     public bool FusedSsmStep { get; init; } = true;
 
+    /// <summary>
+    /// Use the 512-bit GEMV on AVX-512 CPUs (default false: measured only +6 % GB per CPU-second over the 256-bit kernel on
+    /// an AVX-512 Xeon VM, the GEMV being memory-bound at ≈ 11–12 GB/s per core there, while its different float32
+    /// summation order moved a chaotic fixture's logits past the kernel-vs-GEMM parity bound; docs/benchmarks.md).
+    /// </summary>
+    public bool Wide512Gemv { get; init; }
+
     /// <summary>Upper bound on elements of one float32 attention score block [n_h, rows, S] (long prefills attend in query blocks).</summary>
     public long MaxScoreElements { get; init; } = 1L << 26;
 }
@@ -66,7 +73,8 @@ internal sealed class GraniteKernels
         CapSource = capSource;
         Workers = workers;
         Tuning = tuning;
-        Gemv = new Bf16Gemv(isa, workers, tuning.ParallelMinBytes);
+        GemvIsa = isa >= KernelIsa.Avx512 && !tuning.Wide512Gemv ? KernelIsa.Avx2 : isa;
+        Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes);
         // Decided on first use (a probe on AVX512-BF16 CPUs), so float32 models never pay for it.
         _bf16Gemm = new Lazy<(bool Native, string Reason)>(() => Bf16GemmProbe.Decide(isa, tuning.Bf16Gemm));
     }
@@ -125,6 +133,9 @@ internal sealed class GraniteKernels
     /// <summary>The knobs in force.</summary>
     public KernelTuning Tuning { get; }
 
+    /// <summary>The instruction set of the managed GEMV (AVX-512 CPUs use the 256-bit kernel unless <see cref="KernelTuning.Wide512Gemv"/>).</summary>
+    public KernelIsa GemvIsa { get; }
+
     /// <summary>The managed BF16 GEMV.</summary>
     public Bf16Gemv Gemv { get; }
 
@@ -138,7 +149,7 @@ internal sealed class GraniteKernels
     /// <summary>One line for logs and benchmark records: ISA, CPU flags, GEMM choice, threads.</summary>
     public string Description =>
         $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {_bf16Gemm.Value.Reason}, "
-        + $"GEMV ≤ {Tuning.Bf16GemvMaxRows} rows, {Workers.Count} kernel threads";
+        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")} ≤ {Tuning.Bf16GemvMaxRows} rows, {Workers.Count} kernel threads";
 
     /// <summary>
     /// y = x·Wᵀ (+ b). Float32 weights: float32 GEMM/GEMV, result float32 (the input is cast to the weight dtype).
