@@ -61,10 +61,10 @@ public sealed class GraniteModel : IDisposable
         if (options.Threads < 0 || options.Threads > GraniteModelOptions.MaxThreads)
             throw new ArgumentOutOfRangeException(nameof(options), options.Threads, $"Threads must be 0 (LibTorch's default) or 1..{GraniteModelOptions.MaxThreads} ({Environment.ProcessorCount} CPUs).");
         var config = GraniteConfig.Load(modelDir);
+        var device = options.ResolveDevice(); // option errors before any process-wide setting changes
         if (options.Threads > 0) torch.set_num_threads(options.Threads);
         Bf16Gemv.Threads = torch.get_num_threads();
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
-        var device = torch.device(options.Device);
 
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
         const string embedName = "model.embed_tokens.weight";
