@@ -79,6 +79,7 @@ public sealed class GraniteModel : IDisposable
         // Every config size against the checkpoint's headers, dtypes, and the memory the weights take: before any allocation.
         var plan = ModelPreflight.Check(config, ckpt, modelDir, dtype, options.ExpertOffload, options.Device);
         if (options.CheckAvailableMemory) ModelPreflight.EnsureFits(plan, modelDir);
+        if (options.CheckFiniteWeights) ModelPreflight.CheckFinite(config, ckpt);
 
         GraniteCausalLM? module = null;
         ExpertStore? experts = null;
