@@ -69,10 +69,10 @@ public sealed class GraniteModel : IDisposable
         if (options.Threads < 0 || options.Threads > GraniteModelOptions.MaxThreads)
             throw new ArgumentOutOfRangeException(nameof(options), options.Threads, $"Threads must be 0 (LibTorch's default) or 1..{GraniteModelOptions.MaxThreads} ({Environment.ProcessorCount} CPUs).");
         var config = GraniteConfig.Load(modelDir);
+        var device = options.ResolveDevice(); // option errors before any process-wide setting changes
+        var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), options.KernelTuning); // GRANITE_ISA errors first too
         ThreadPolicy.ApplyTorchThreads(options.Threads);
-        var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), options.KernelTuning);
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
-        var device = torch.device(options.Device);
 
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
         const string embedName = "model.embed_tokens.weight";
@@ -87,6 +87,7 @@ public sealed class GraniteModel : IDisposable
         // Every config size against the checkpoint's headers, dtypes, and the memory the weights take: before any allocation.
         var plan = ModelPreflight.Check(config, ckpt, modelDir, dtype, options.ExpertOffload, options.Device);
         if (options.CheckAvailableMemory) ModelPreflight.EnsureFits(plan, modelDir);
+        if (options.CheckFiniteWeights) ModelPreflight.CheckFinite(config, ckpt);
 
         GraniteCausalLM? module = null;
         ExpertStore? experts = null;
