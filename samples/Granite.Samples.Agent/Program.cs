@@ -2,7 +2,6 @@ using System.ComponentModel;
 using System.Globalization;
 using Granite.Core;
 using Granite.Extensions.AI;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.SemanticKernel;

@@ -36,7 +36,10 @@ internal static partial class GraniteCli
             "bf16" or "bfloat16" or "stored" => WeightDtypePolicy.AsStored,
             _ => throw new CliUsageException($"option --dtype must be f32 or bf16 (got '{dtype}')"),
         };
-        return new GraniteModelOptions { WeightDtype = policy, Threads = a.Int("threads", 1) ?? 0, ExpertOffload = ExpertBudget(a) };
+        int threads = a.Int("threads", 1) ?? 0;
+        if (threads > GraniteModelOptions.MaxThreads)
+            throw new CliUsageException($"option --threads must be at most {GraniteModelOptions.MaxThreads} on this machine ({Environment.ProcessorCount} CPUs; got {threads})");
+        return new GraniteModelOptions { WeightDtype = policy, Threads = threads, ExpertOffload = ExpertBudget(a) };
     }
 
     /// <summary><c>--expert-budget off|BYTES|PERCENT%</c> (absent = off).</summary>

@@ -67,6 +67,10 @@ public sealed partial class GraniteChatClient : IChatClient
         ModelId = _options.ModelId ?? (dir is null ? "granite" : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir))));
         if (_options.MaxStoredConversations < 0 || (_options.StoreConversations && _options.MaxStoredConversations < 1))
             throw new ArgumentException($"GraniteChatClientOptions.MaxStoredConversations is {_options.MaxStoredConversations}; it must be ≥ 1 when StoreConversations is true (and never negative).", nameof(options));
+        if (_options.DefaultMaxOutputTokens < 1)
+            throw new ArgumentException($"GraniteChatClientOptions.DefaultMaxOutputTokens is {_options.DefaultMaxOutputTokens}; it must be ≥ 1.", nameof(options));
+        if (!float.IsFinite(_options.DefaultTemperature) || _options.DefaultTemperature < 0)
+            throw new ArgumentException($"GraniteChatClientOptions.DefaultTemperature is {_options.DefaultTemperature}; it must be a finite number ≥ 0 (0 = greedy).", nameof(options));
         _conversations = new ConversationStore(_options.StoreConversations ? _options.MaxStoredConversations : 0);
         _metadata = new ChatClientMetadata("granite", dir is null ? null : new Uri(Path.GetFullPath(dir)), ModelId);
         if (!GraniteChatTemplate.IsKnownGraniteTemplate(engine.Tokenizer.ChatTemplate))
@@ -103,8 +107,10 @@ public sealed partial class GraniteChatClient : IChatClient
         try { offload = string.IsNullOrWhiteSpace(o.ExpertBudget) ? ExpertOffloadOptions.Off : ExpertOffloadOptions.Parse(o.ExpertBudget); }
         catch (FormatException ex) { throw new ArgumentException($"GraniteChatClientOptions.ExpertBudget: {ex.Message}", nameof(o), ex); }
         if (string.IsNullOrWhiteSpace(o.Device)) throw new ArgumentException("GraniteChatClientOptions.Device must be set (e.g. \"cpu\" or \"cuda:0\").", nameof(o));
-        if (o.SessionCacheBytes < 0) throw new ArgumentException("GraniteChatClientOptions.SessionCacheBytes must be ≥ 0.", nameof(o));
-        if (o.SessionSpillBytes < 0 || o.SessionHostSpillBytes < 0) throw new ArgumentException("GraniteChatClientOptions session spill budgets must be ≥ 0.", nameof(o));
+        if (o.SessionCacheBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionCacheBytes is {o.SessionCacheBytes}; it must be ≥ 0.", nameof(o));
+        if (o.SessionSpillBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionSpillBytes is {o.SessionSpillBytes}; the session spill budget must be ≥ 0.", nameof(o));
+        if (o.SessionHostSpillBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionHostSpillBytes is {o.SessionHostSpillBytes}; the session host spill budget must be ≥ 0.", nameof(o));
+        if (o.Threads < 0) throw new ArgumentException($"GraniteChatClientOptions.Threads is {o.Threads}; it must be ≥ 0 (0 = the TorchSharp default).", nameof(o));
         return new()
         {
             Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads, Device = o.Device, ExpertOffload = offload },
@@ -142,6 +148,9 @@ public sealed partial class GraniteChatClient : IChatClient
         var created = DateTimeOffset.UtcNow;
         // Call ids are unique across responses (FunctionInvokingChatClient matches results to calls by id).
         var parser = new GraniteToolCallParser(callIdPrefix: responseId + "-", logger: _logger);
+        // ToolMode.None: the caller asked for no tool calls, so anything the model writes (a <tool_call> block included)
+        // is returned as text and never becomes a FunctionCallContent that a function-invoking layer would run.
+        bool parseToolCalls = options?.ToolMode is not NoneChatToolMode;
         bool allowMultiple = options?.AllowMultipleToolCalls ?? true;
         int calls = 0;
         int generated = 0;
@@ -162,10 +171,14 @@ public sealed partial class GraniteChatClient : IChatClient
         {
             if (u.TokenId is not null) generated++;
             var contents = new List<AIContent>();
-            if (u.Text.Length > 0) contents.AddRange(parser.Push(u.Text));
+            if (u.Text.Length > 0)
+            {
+                if (parseToolCalls) contents.AddRange(parser.Push(u.Text));
+                else contents.Add(new TextContent(u.Text));
+            }
             if (u.FinishReason is { } reason)
             {
-                contents.AddRange(parser.Complete());
+                if (parseToolCalls) contents.AddRange(parser.Complete());
                 finish = reason;
                 usage = u.Usage;
             }
@@ -321,17 +334,58 @@ public sealed partial class GraniteChatClient : IChatClient
             MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
             StopSequences = options?.StopSequences?.ToArray() ?? Array.Empty<string>(),
         };
-        sampling.Validate();
+        ValidateSampling(sampling, options);
+        var forced = string.IsNullOrEmpty(forcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) });
+        if (forced is { Count: > 0 })
+        {
+            // Forced tokens are part of the answer and count against MaxOutputTokens; a prefix that does not fit would be
+            // cut mid-way (a malformed tool call), so it is an error instead.
+            string source = GetKnob<string>(options, ForcedPrefixKey) is not null
+                ? $"ChatOptions.AdditionalProperties[\"{ForcedPrefixKey}\"]"
+                : "The tool-call opening forced by ChatOptions.ToolMode";
+            string budget = options?.MaxOutputTokens is not null ? "ChatOptions.MaxOutputTokens" : "GraniteChatClientOptions.DefaultMaxOutputTokens";
+            if (forced.Count > sampling.MaxNewTokens)
+                throw new ArgumentException($"{source} is {forced.Count} tokens, more than {budget} ({sampling.MaxNewTokens}); forced tokens count as output tokens. Raise {budget.Split('.')[^1]} or shorten the prefix.", nameof(options));
+            if (ids.Count + forced.Count > limit)
+                throw new ArgumentException($"{source} is {forced.Count} tokens; with the {ids.Count}-token prompt it exceeds the model's context limit of {limit} tokens (max_position_embeddings).", nameof(options));
+        }
         var request = new GenerationRequest
         {
             PromptTokens = ids,
             Sampling = sampling,
-            ForcedOutputTokens = string.IsNullOrEmpty(forcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) }),
+            ForcedOutputTokens = forced,
             UseSessionCache = useCache,
             SnapshotAt = useCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
             SkipSpecialTokens = GetKnob<bool?>(options, SkipSpecialTokensKey) ?? true,
         };
         return new PreparedRequest(request, prompt, requireCall, tools?.Count ?? 0);
+    }
+
+    /// <summary>Checks the sampling options, naming the public option a bad value came from (<c>ChatOptions.MaxOutputTokens</c>,
+    /// a Granite knob, or a <see cref="GraniteChatClientOptions"/> default) instead of the engine's internal names.</summary>
+    private static void ValidateSampling(SamplingOptions sampling, ChatOptions? options)
+    {
+        try
+        {
+            sampling.Validate();
+        }
+        catch (ArgumentOutOfRangeException ex)
+        {
+            string name = ex.ParamName switch
+            {
+                nameof(SamplingOptions.MaxNewTokens) => options?.MaxOutputTokens is not null ? nameof(ChatOptions.MaxOutputTokens) : "GraniteChatClientOptions.DefaultMaxOutputTokens",
+                nameof(SamplingOptions.Temperature) => options?.Temperature is not null ? nameof(ChatOptions.Temperature) : "GraniteChatClientOptions.DefaultTemperature",
+                nameof(SamplingOptions.RepetitionPenalty) => $"AdditionalProperties[\"{RepetitionPenaltyKey}\"]",
+                { } other => other,
+                null => "ChatOptions",
+            };
+            string message = ex.Message;
+            int cut = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
+            if (cut >= 0) message = message[..cut];
+            if (ex.ParamName is { } internalName && internalName != name)
+                message = message.Replace(internalName, name, StringComparison.Ordinal);
+            throw new ArgumentOutOfRangeException(name, ex.ActualValue, message);
+        }
     }
 
     /// <summary>Reads a Granite knob from <see cref="ChatOptions.AdditionalProperties"/>; a value of the wrong type is an error.</summary>

@@ -47,19 +47,24 @@ public sealed class GraniteModel : IDisposable
     /// <summary>Loads <c>config.json</c> and the safetensors weights from a folder.</summary>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json or a weight file is missing.</exception>
-    /// <exception cref="InvalidDataException">The config is invalid, a required tensor is missing, or a tensor has the
-    /// wrong shape; messages name tensor and folder.</exception>
+    /// <exception cref="InvalidDataException">The config is invalid or disagrees with the checkpoint (a size, a layer
+    /// kind), a required tensor is missing, or a weight has an integer dtype; messages name the file and the field or tensor.
+    /// All of this is checked before anything is allocated.</exception>
+    /// <exception cref="InsufficientMemoryException">The weights need more memory than is available (see
+    /// <see cref="GraniteModelOptions.CheckAvailableMemory"/>).</exception>
     public static GraniteModel Load(string modelDir, GraniteModelOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelDir);
         GraniteRuntime.EnsureLoaded();
         options ??= new GraniteModelOptions();
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder not found: {modelDir}");
+        if (options.Threads < 0 || options.Threads > GraniteModelOptions.MaxThreads)
+            throw new ArgumentOutOfRangeException(nameof(options), options.Threads, $"Threads must be 0 (LibTorch's default) or 1..{GraniteModelOptions.MaxThreads} ({Environment.ProcessorCount} CPUs).");
         var config = GraniteConfig.Load(modelDir);
+        var device = options.ResolveDevice(); // option errors before any process-wide setting changes
         if (options.Threads > 0) torch.set_num_threads(options.Threads);
         Bf16Gemv.Threads = torch.get_num_threads();
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
-        var device = torch.device(options.Device);
 
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
         const string embedName = "model.embed_tokens.weight";
@@ -70,6 +75,10 @@ public sealed class GraniteModel : IDisposable
             WeightDtypePolicy.BFloat16 => ScalarType.BFloat16,
             _ => stored == ScalarType.Float16 ? ScalarType.Float32 : stored,
         };
+
+        // Every config size against the checkpoint's headers, dtypes, and the memory the weights take: before any allocation.
+        var plan = ModelPreflight.Check(config, ckpt, modelDir, dtype, options.ExpertOffload, options.Device);
+        if (options.CheckAvailableMemory) ModelPreflight.EnsureFits(plan, modelDir);
 
         GraniteCausalLM? module = null;
         ExpertStore? experts = null;

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using Granite.Core;
 using Granite.Core.Generation;
 using Granite.Extensions.AI;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
