@@ -60,6 +60,18 @@ public sealed class TokenConstraint
         return new TokenConstraint(vocabulary, () => new Frame[] { new GateFrame(openTokenId, () => Body(After)) }, "tool calls (required)");
     }
 
+    /// <summary>
+    /// Either one value of <paramref name="json"/> (then end-of-text) or tool calls with body <paramref name="envelope"/>
+    /// (the model chooses by its first token; after a call only end-of-text or, with <paramref name="allowMultiple"/>,
+    /// another call). For typed answers in an agent loop that may still call tools.
+    /// </summary>
+    public static TokenConstraint JsonOrToolCalls(JsonGrammar json, JsonGrammar envelope, TokenVocabulary vocabulary, int openTokenId, int closeTokenId, bool allowMultiple = true)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        var calls = ToolCalls(envelope, vocabulary, openTokenId, closeTokenId, required: true, allowMultiple);
+        return new TokenConstraint(vocabulary, () => calls._start().Append(new ValueFrame(json.Root, DoneFrame.Instance, json.Settings)).ToArray(), "json or tool calls");
+    }
+
     /// <summary>A matcher for one generation; <paramref name="stopTokenIds"/> are allowed only where the output may end.</summary>
     /// <exception cref="ArgumentException">No stop token id: a constrained output could not end.</exception>
     public ConstraintMatcher CreateMatcher(IReadOnlyList<int> stopTokenIds)
