@@ -108,6 +108,7 @@ internal static partial class GraniteCli
     internal static string ModelDir(CliArgs a)
     {
         var dir = a.Require("model");
+        if (File.Exists(dir)) dir = Granite.Core.Weights.Gguf.GgufImporter.ResolveModelPath(dir); // GGUF file (or Ollama blob) → imported folder
         if (!Directory.Exists(dir)) throw new CliUsageException($"model folder not found: {dir}");
         if (!File.Exists(Path.Combine(dir, "config.json"))) throw new CliUsageException($"not a Granite checkpoint folder (no config.json): {dir}");
         return dir;

@@ -110,13 +110,17 @@ public sealed partial class GraniteEngine : IDisposable
         _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
     }
 
-    /// <summary>Loads model and tokenizer from a Hugging Face checkpoint folder.</summary>
+    /// <summary>Loads model and tokenizer from a Hugging Face checkpoint folder, or from a GGUF file (any name; detected by
+    /// its magic), which is first imported into a cached checkpoint folder (docs/gguf.md).</summary>
     public static GraniteEngine Load(string modelDirectory, GraniteEngineOptions? options = null, ILogger? logger = null)
     {
         options ??= new GraniteEngineOptions();
         logger ??= NullLogger.Instance;
         var sw = Stopwatch.StartNew();
         GraniteRuntime.EnsureLoaded();
+        var given = modelDirectory;
+        modelDirectory = Weights.Gguf.GgufImporter.ResolveModelPath(modelDirectory); // a .gguf file (or Ollama blob) → checkpoint folder
+        if (modelDirectory != given) logger.LogInformation("GGUF file {File} imported as {Dir}", given, modelDirectory);
         logger.LogDebug("Native backend: {Report}", GraniteRuntime.LoadReport);
         var tokenizer = GraniteTokenizer.FromDirectory(modelDirectory);
         var generationConfig = GenerationConfig.Load(modelDirectory); // a malformed optional file fails before the weights load
