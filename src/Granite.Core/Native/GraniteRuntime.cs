@@ -16,7 +16,8 @@ namespace Granite.Core;
 /// a per-user cache folder, marks the <c>GLIBCXX_3.4.31</c>+ version needs as weak (<c>VER_FLG_WEAK</c>) and loads the
 /// copy together with LibTorch, so TorchSharp's later load by soname finds the already-loaded copy.
 /// Switch it off with the environment variable <c>GRANITE_NATIVE_PATCH=0</c> or the AppContext switch
-/// <c>Granite.DisableNativePatch</c>.
+/// <c>Granite.DisableNativePatch</c>. Before loading anything it applies the process part of the thread policy
+/// (<c>OMP_WAIT_POLICY=PASSIVE</c> unless set; see <c>Kernels.ThreadPolicy</c>).
 /// </remarks>
 public static class GraniteRuntime
 {
@@ -72,9 +73,16 @@ public static class GraniteRuntime
 
     private static string Load()
     {
+        // Before any native library loads: libgomp reads OMP_WAIT_POLICY once, when LibTorch pulls it in.
+        Kernels.ThreadPolicy.ApplyProcessEnvironment();
         // Without a backend package TorchSharp fails later with an opaque DllNotFoundException (or a message about
         // libtorch-cpu-linux-x64): name the package to add instead.
         if (FindLibTorch() is null) throw new InvalidOperationException(MissingBackendMessage());
+        return Kernels.ThreadPolicy.EnvironmentReport + "; " + LoadNatives();
+    }
+
+    private static string LoadNatives()
+    {
         if (!OperatingSystem.IsLinux()) return "native backend loaded by TorchSharp (no patch needed on this OS)";
         var shipped = FindNative("libLibTorchSharp.so");
         if (shipped is null) return "libLibTorchSharp.so not found next to the application; TorchSharp will report its own error";
