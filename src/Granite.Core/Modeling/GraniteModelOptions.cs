@@ -47,6 +47,12 @@ public sealed record GraniteModelOptions
     public static int MaxThreads => Math.Max(64, 4 * Environment.ProcessorCount);
 
     /// <summary>
+    /// After the shape checks, read every weight of the checkpoint once and refuse to load when any holds NaN or ±Inf
+    /// (a corrupt file); the error names the tensor and its file. Costs one pass over the weights. Default false.
+    /// </summary>
+    public bool CheckFiniteWeights { get; init; }
+
+    /// <summary>
     /// Before allocating, compare the private memory the weights need (parameters converted from the stored dtype, plus
     /// the resident expert budget; zero-copy parameters stay file-backed) with the memory available and refuse to load
     /// when it does not fit. Default true.
