@@ -21,7 +21,8 @@ internal static partial class GraniteCli
           export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32] [--json]   write a llama.cpp GGUF v3 file (default type: as stored)
           chat       --model DIR --script FILE [--json] [--no-reuse] [--store-conversations] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line; stateless resend unless --store-conversations)
 
-        common options: --verbose (stack traces on errors), --threads N
+        common options: --verbose (stack traces on errors), --threads N (at most 4 per CPU, min 64),
+          --check-weights (logits/generate/chat/bench: refuse weights holding NaN or Inf, naming the tensor)
         --expert-budget B: MoE expert offload budget: off (default), BYTES (K/M/G suffix allowed) or PERCENT% of the expert bytes
         """;
 

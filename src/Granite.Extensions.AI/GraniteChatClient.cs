@@ -132,7 +132,7 @@ public sealed partial class GraniteChatClient : IChatClient
     /// <inheritdoc />
     /// <exception cref="ArgumentException">No messages, a message of an unsupported role, a prompt over the context
     /// limit, an out-of-range option, or a <see cref="ChatOptions.ModelId"/> of another model (thrown before any compute).</exception>
-    /// <exception cref="NotSupportedException">Non-text content (images, files) or <c>ResponseFormat</c> JSON.</exception>
+    /// <exception cref="NotSupportedException">Non-text content (images, files).</exception>
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
@@ -284,8 +284,7 @@ public sealed partial class GraniteChatClient : IChatClient
     {
         var list = messages.ToList();
         if (list.Count == 0) throw new ArgumentException("At least one chat message is required.", nameof(messages));
-        if (options?.ResponseFormat is ChatResponseFormatJson)
-            throw new NotSupportedException("GraniteChatClient does not support ResponseFormat JSON yet (no constrained decoding); describe the JSON in the instructions instead.");
+        var structured = PlanStructuredOutput(options);
         if (options?.ModelId is { } requestedModel && !string.Equals(requestedModel, ModelId, StringComparison.Ordinal))
             throw new ArgumentException($"ChatOptions.ModelId is '{requestedModel}', but this client serves '{ModelId}' (register one client per model, e.g. with AddKeyedGraniteChatClient).", nameof(options));
 
@@ -315,7 +314,7 @@ public sealed partial class GraniteChatClient : IChatClient
                 : "<tool_call>";
         }
 
-        var prompt = GraniteChatTemplate.Render(list, tools, documents: null, addGenerationPrompt: true);
+        var prompt = InsertSchemaTags(GraniteChatTemplate.Render(AddSchemaInstruction(list, structured), tools, documents: null, addGenerationPrompt: true), structured);
         var ids = _engine.Tokenizer.Encode(prompt.Segments);
         int limit = _engine.Config.MaxPositionEmbeddings;
         if (ids.Count >= limit)
@@ -357,6 +356,7 @@ public sealed partial class GraniteChatClient : IChatClient
             UseSessionCache = useCache,
             SnapshotAt = useCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
             SkipSpecialTokens = GetKnob<bool?>(options, SkipSpecialTokensKey) ?? true,
+            Constraint = BuildConstraint(structured, tools, requireCall && answeringUser, requiredName, options),
         };
         return new PreparedRequest(request, prompt, requireCall, tools?.Count ?? 0);
     }

@@ -49,6 +49,11 @@ public sealed class GraniteChatClientOptions
     /// all (default true; the work is a prefill of the turn's tokens that the next turn would otherwise do).</summary>
     public bool RepairSessionSnapshots { get; set; } = true;
 
+    /// <summary>With <c>ToolMode.Auto</c>: constrain a tool call the model opens by itself to a declared tool name and that
+    /// tool's parameter schema, so it always parses (default true; per request: the <c>constrain_tool_calls</c> knob).
+    /// Required tool calls and <c>ResponseFormat</c> JSON are always constrained (docs/structured-output.md).</summary>
+    public bool ConstrainToolCalls { get; set; } = true;
+
     /// <summary>Default <c>MaxOutputTokens</c> when a request sets none.</summary>
     public int DefaultMaxOutputTokens { get; set; } = 1024;
 

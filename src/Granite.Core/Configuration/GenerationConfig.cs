@@ -23,7 +23,7 @@ public sealed record GenerationConfig
         string path = Path.Combine(modelDirectory, FileName);
         if (!File.Exists(path)) return null;
         JsonDocument doc;
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes = CheckedFile.ReadAllBytes(path);
         if (ErrorText.InvalidUtf8(bytes) is { } bad) throw new InvalidDataException($"Invalid '{path}': {bad}.");
         try { doc = JsonDocument.Parse(bytes); }
         catch (JsonException ex) { throw new InvalidDataException($"Invalid '{path}': {ErrorText.JsonSyntax(ex)}", ex); }

@@ -137,7 +137,7 @@ public sealed record GraniteConfig
     {
         if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"Granite config not found: {path}", path);
-        ReadOnlySpan<byte> bytes = File.ReadAllBytes(path);
+        ReadOnlySpan<byte> bytes = CheckedFile.ReadAllBytes(path);
         if (bytes.StartsWith("\uFEFF"u8)) bytes = bytes[3..];
         if (ErrorText.InvalidUtf8(bytes) is { } bad) throw new InvalidDataException($"{path}: {bad}");
         return Parse(System.Text.Encoding.UTF8.GetString(bytes), path);

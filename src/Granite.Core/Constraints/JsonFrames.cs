@@ -29,6 +29,13 @@ internal abstract class Frame
     /// <summary>Inside string content with no partial character: how many more characters are allowed (−1 otherwise).</summary>
     public virtual int PlainBudget => -1;
 
+    /// <summary>Plain string characters leave this frame unchanged (string content with no length bound left to check).</summary>
+    public virtual bool PlainInvariant => false;
+
+    /// <summary>Within any <paramref name="maxChars"/> more characters, plain text cannot change what this frame accepts
+    /// (string content whose minLength is met and whose maxLength is further away).</summary>
+    public virtual bool PlainInvariantWithin(int maxChars) => false;
+
     /// <summary>Token id this frame waits for (−1: none).</summary>
     public virtual int GateToken => -1;
 
@@ -513,6 +520,10 @@ internal sealed class StringFrame : Frame
 
     public override int PlainBudget => _lex.IsBase ? (_s.Max == int.MaxValue ? int.MaxValue : _s.Max - _count) : -1;
 
+    public override bool PlainInvariant => _lex.IsBase && _s.Max == int.MaxValue && _count >= _s.Min;
+
+    public override bool PlainInvariantWithin(int maxChars) => _lex.IsBase && _count >= _s.Min && (_s.Max == int.MaxValue || _s.Max - _count > maxChars);
+
     public override void Step(byte b, List<Frame> output)
     {
         if (_lex.IsBase && b != (byte)'"' && _count >= _s.Max) return; // a new character would exceed maxLength
@@ -523,7 +534,7 @@ internal sealed class StringFrame : Frame
                 if (_count >= _s.Min) output.Add(Parent!);
                 break;
             case StrLex.CharDone:
-                output.Add(new StringFrame(Parent!, _s, _count + 1, next));
+                output.Add(PlainInvariant && next.IsBase ? this : new StringFrame(Parent!, _s, _count + 1, next));
                 break;
             case StrLex.Consumed:
                 output.Add(new StringFrame(Parent!, _s, _count, next));

@@ -75,3 +75,53 @@ internal static class ErrorText
         return $"not valid UTF-8 (bad byte sequence at offset {offset})";
     }
 }
+
+/// <summary>Reads checkpoint files only after checking them with <c>stat</c>: a FIFO, socket or device (which would block
+/// or never end) and oversized files are refused before anything is opened.</summary>
+internal static class CheckedFile
+{
+    /// <summary>Largest JSON side file read whole (config.json, generation_config.json, tokenizer_config.json, index).</summary>
+    public const long MaxJsonBytes = 256L << 20;
+
+    /// <summary>Largest tokenizer.json read whole.</summary>
+    public const long MaxTokenizerBytes = 1L << 30;
+
+    /// <summary>Throws unless <paramref name="path"/> is a regular file of at least <paramref name="minBytes"/> bytes (checked
+    /// without opening it: FIFOs, sockets and character devices report size 0).</summary>
+    /// <exception cref="FileNotFoundException">No such file.</exception>
+    /// <exception cref="InvalidDataException">A directory, a non-regular file, or too short.</exception>
+    public static long EnsureRegular(string path, long minBytes = 1)
+    {
+        var info = new FileInfo(path);
+        if (!info.Exists)
+        {
+            if (Directory.Exists(path)) throw new InvalidDataException($"{path}: is a directory, not a file");
+            throw new FileNotFoundException($"{path}: file not found", path);
+        }
+
+        // FileInfo reports a symbolic link's own size: judge the final target (a link to a FIFO or /dev/zero).
+        if (info.LinkTarget is not null)
+        {
+            var target = info.ResolveLinkTarget(returnFinalTarget: true);
+            if (target is null || !target.Exists) throw new FileNotFoundException($"{path}: symbolic link to a missing file", path);
+            if (target is not FileInfo targetFile) throw new InvalidDataException($"{path}: links to a directory, not a file");
+            info = targetFile;
+        }
+
+        long length = info.Length;
+        if (length < minBytes)
+            throw new InvalidDataException(length == 0
+                ? $"{path}: is empty or not a regular file (a FIFO, socket or device is refused rather than read)"
+                : $"{path}: {length} bytes is too short (at least {minBytes} expected)");
+        return length;
+    }
+
+    /// <summary><see cref="File.ReadAllBytes"/> after <see cref="EnsureRegular"/> and a size limit.</summary>
+    public static byte[] ReadAllBytes(string path, long maxBytes = MaxJsonBytes)
+    {
+        long length = EnsureRegular(path);
+        if (length > maxBytes)
+            throw new InvalidDataException($"{path}: {length:N0} bytes is larger than the {maxBytes:N0}-byte limit for this file");
+        return File.ReadAllBytes(path);
+    }
+}

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -19,13 +20,17 @@ internal sealed class GraniteCausalLM : nn.Module
 #pragma warning restore IDE1006
     private readonly double _logitsScaling;
     private readonly ScalarType _acc;
+    private readonly GraniteKernels _kernels;
 
-    public GraniteCausalLM(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteCausalLM))
+    /// <summary>Builds the module tree; <paramref name="kernels"/> is the seam every module computes through.</summary>
+    /// <remarks><paramref name="offloadExperts"/> puts the routed experts' fused parameters on <c>meta</c> (the loader attaches expert caches).</remarks>
+    public GraniteCausalLM(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts = false) : base(nameof(GraniteCausalLM))
     {
         Config = c;
         _logitsScaling = c.LogitsScaling;
         _acc = Precision.Islands(dtype);
-        model = new GraniteBackbone(c, dtype, device);
+        _kernels = kernels;
+        model = new GraniteBackbone(c, dtype, device, kernels, offloadExperts);
         if (!c.TieWordEmbeddings) lm_head = new ParamBlock("lm_head", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
         RegisterComponents();
     }
@@ -44,7 +49,7 @@ internal sealed class GraniteCausalLM : nn.Module
     {
         var h = model.Forward(ids, state, hidden, cancellationToken);
         if (!allPositions) h = h[-1];
-        var logits = Ops.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
         return logits / _logitsScaling;
     }
 }
@@ -60,17 +65,20 @@ internal sealed class GraniteBackbone : nn.Module
     private readonly double _embeddingMultiplier;
     private readonly ScalarType _acc;
 
-    public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteBackbone))
+    public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts) : base(nameof(GraniteBackbone))
     {
         _embeddingMultiplier = c.EmbeddingMultiplier;
         _acc = Precision.Islands(dtype);
         embed_tokens = new ParamBlock("embed_tokens", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
-        layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device)).ToArray());
+        layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device, kernels, offloadExperts)).ToArray());
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
     }
 
     public Tensor EmbeddingWeight => embed_tokens.Weight;
+
+    /// <summary>The decoder layers, by index.</summary>
+    public IList<DecoderLayer> Layers => layers;
 
     public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden, CancellationToken cancellationToken = default)
     {

@@ -91,6 +91,23 @@ internal static class ModelPreflight
         return new ModelMemoryPlan(total, mapped, allocated, cpu ? AvailableMemoryBytes() : null, computeDtype);
     }
 
+    /// <summary>Reads every weight the model uses (zero-copy views of the mapped file) and throws on NaN or ±Inf.</summary>
+    /// <exception cref="InvalidDataException">A tensor holds non-finite values; the message names it, its file and the count.</exception>
+    public static void CheckFinite(GraniteConfig c, SafetensorsCheckpoint ckpt)
+    {
+        foreach (var spec in GraniteCheckpointLayout.Tensors(c, ScalarType.Float32))
+        {
+            if (!ckpt.Contains(spec.Name)) continue;
+            using var scope = NewDisposeScope();
+            var t = ckpt.GetTensor(spec.Name);
+            var finite = t.isfinite();
+            if (finite.all().item<bool>()) continue;
+            long bad = finite.numel() - finite.sum().item<long>();
+            throw new InvalidDataException(
+                $"{ckpt.GetInfo(spec.Name).FilePath}: tensor '{spec.Name}' holds {bad:N0} non-finite values (NaN or Inf) of {finite.numel():N0}; the checkpoint is corrupt");
+        }
+    }
+
     /// <summary>Throws when the plan needs more private memory than is available.</summary>
     /// <exception cref="InsufficientMemoryException">The weights would not fit.</exception>
     public static void EnsureFits(ModelMemoryPlan plan, string modelDir)

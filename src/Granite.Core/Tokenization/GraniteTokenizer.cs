@@ -113,7 +113,7 @@ public sealed class GraniteTokenizer
         string templatePath = Path.Combine(modelDir, "chat_template.jinja");
         if (settings.ChatTemplate is null && File.Exists(templatePath))
         {
-            settings = settings with { ChatTemplate = File.ReadAllText(templatePath) };
+            settings = settings with { ChatTemplate = Encoding.UTF8.GetString(Granite.Core.Diagnostics.CheckedFile.ReadAllBytes(templatePath)) };
         }
 
         ModelTokenIds ids = default;

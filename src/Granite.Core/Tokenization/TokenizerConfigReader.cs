@@ -54,7 +54,7 @@ internal static class TokenizerConfigReader
         JsonDocument document;
         try
         {
-            byte[] bytes = File.ReadAllBytes(path);
+            byte[] bytes = CheckedFile.ReadAllBytes(path);
             if (ErrorText.InvalidUtf8(bytes) is { } bad)
             {
                 throw new InvalidDataException($"Invalid configuration file '{path}': {bad}.");

@@ -28,7 +28,7 @@ internal static class TokenizerJsonReader
         JsonDocument document;
         try
         {
-            byte[] bytes = File.ReadAllBytes(path);
+            byte[] bytes = CheckedFile.ReadAllBytes(path, CheckedFile.MaxTokenizerBytes);
             if (ErrorText.InvalidUtf8(bytes) is { } bad)
             {
                 throw Error(path, bad);

@@ -17,6 +17,11 @@ internal sealed class MappedSafetensorsFile : MappedFile
     public static MappedSafetensorsFile Open(string path)
     {
         var full = System.IO.Path.GetFullPath(path);
+        // stat before open: opening a FIFO blocks until a writer appears, and a device never ends.
+        long statLength = Granite.Core.Diagnostics.CheckedFile.EnsureRegular(full, 0);
+        if (statLength < 8)
+            throw new InvalidDataException($"{full}: not a safetensors file: {statLength} bytes is shorter than the 8-byte header length prefix" +
+                (statLength == 0 ? " (empty, or not a regular file: a FIFO, socket or device is refused rather than opened)" : ""));
         var fs = new FileStream(full, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete, 1, FileOptions.RandomAccess);
         try
         {

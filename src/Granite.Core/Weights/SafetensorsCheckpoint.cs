@@ -152,7 +152,7 @@ public sealed class SafetensorsCheckpoint : IDisposable
 
     private static List<(string Tensor, string Shard)> ReadWeightMap(string index, string dir)
     {
-        ReadOnlyMemory<byte> bytes = File.ReadAllBytes(index);
+        ReadOnlyMemory<byte> bytes = Granite.Core.Diagnostics.CheckedFile.ReadAllBytes(index);
         if (bytes.Span.StartsWith("\uFEFF"u8)) bytes = bytes[3..]; // tolerate a UTF-8 byte order mark
         if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
             throw new InvalidDataException($"{index}: not valid JSON (invalid UTF-8)");

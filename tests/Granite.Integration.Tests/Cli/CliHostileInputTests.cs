@@ -103,3 +103,112 @@ public class CliHostileInputTests
         AssertOneCleanLine(err);
     }
 }
+
+/// <summary>Non-regular files and non-finite weights (issue #14, other entry points).</summary>
+public class CliHostileFileTypeTests
+{
+    [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
+    private static extern int mkfifo(string path, uint mode);
+
+    private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "TestData", name);
+
+    private static async Task<(int Code, string Out, string Err)> Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = await GraniteCli.RunAsync(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private static string Copy(string fixture)
+    {
+        var dir = Directory.CreateTempSubdirectory("granite-hostile-").FullName;
+        foreach (var f in Directory.GetFiles(Fixture(fixture))) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        return dir;
+    }
+
+    [Theory]
+    [InlineData("model.safetensors", "logits")]
+    [InlineData("model.safetensors", "inspect")]
+    [InlineData("config.json", "inspect")]
+    [InlineData("tokenizer.json", "tokenize")]
+    public async Task Fifo_InsteadOfAFile_IsRefused_WithoutBlocking(string file, string command)
+    {
+        var dir = Copy("tiny-h-moe");
+        try
+        {
+            var path = Path.Combine(dir, file);
+            File.Delete(path);
+            if (file == "tokenizer.json")
+            {
+                // Through a symbolic link as well: the link's own size must not pass for the target's.
+                var fifo = Path.Combine(dir, "pipe");
+                mkfifo(fifo, Convert.ToUInt32("600", 8)).Should().Be(0);
+                File.CreateSymbolicLink(path, fifo);
+            }
+            else
+            {
+                mkfifo(path, Convert.ToUInt32("600", 8)).Should().Be(0);
+            }
+            string[] args = command switch
+            {
+                "logits" => new[] { "logits", "--model", dir, "--ids", "1" },
+                "tokenize" => new[] { "tokenize", "--model", dir, "--text", "hi" },
+                _ => new[] { command, "--model", dir },
+            };
+            var run = Run(args);
+            (await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(60)))).Should().BeSameAs(run, "opening a FIFO must not block");
+            var (code, _, err) = await run;
+            code.Should().Be(2);
+            err.Should().Contain(file).And.Contain("not a regular file");
+            err.Trim().Split('\n').Should().HaveCount(1);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public async Task CharacterDevice_AsWeights_IsRefused()
+    {
+        var dir = Copy("tiny-h-moe");
+        try
+        {
+            var path = Path.Combine(dir, "model.safetensors");
+            File.Delete(path);
+            File.CreateSymbolicLink(path, "/dev/zero");
+            var (code, _, err) = await Run("inspect", "--model", dir);
+            code.Should().Be(2);
+            err.Should().Contain("not a regular file");
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
+    public async Task NonFiniteWeights_GiveAClearLogitsError_AndCheckWeightsNamesTheTensor()
+    {
+        var dir = Copy("tiny-h-moe");
+        try
+        {
+            var file = Path.Combine(dir, "model.safetensors");
+            var bytes = File.ReadAllBytes(file);
+            long n = BitConverter.ToInt64(bytes, 0);
+            var header = JsonNode.Parse(System.Text.Encoding.UTF8.GetString(bytes, 8, (int)n))!.AsObject();
+            var offsets = header["model.norm.weight"]!["data_offsets"]!.AsArray().Select(x => x!.GetValue<long>()).ToArray();
+            header["model.norm.weight"]!["dtype"]!.GetValue<string>().Should().Be("BF16");
+            for (long o = 8 + n + offsets[0]; o < 8 + n + offsets[1]; o += 2) { bytes[o] = 0xC0; bytes[o + 1] = 0x7F; } // BF16 NaN
+            File.WriteAllBytes(file, bytes);
+
+            var (code, output, err) = await Run("logits", "--model", dir, "--ids", "1,2", "--json");
+            code.Should().Be(2, output);
+            err.Should().Contain("non-finite logits (NaN or Inf); the weights are probably corrupt");
+            err.Trim().Split('\n').Should().HaveCount(1);
+
+            (code, _, err) = await Run("logits", "--model", dir, "--ids", "1,2", "--json", "--check-weights");
+            code.Should().Be(2);
+            err.Should().Contain("model.safetensors: tensor 'model.norm.weight' holds 64 non-finite values (NaN or Inf) of 64");
+
+            (code, _, err) = await Run("logits", "--model", Fixture("tiny-h-moe"), "--ids", "1,2", "--json", "--check-weights");
+            code.Should().Be(0, err);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
