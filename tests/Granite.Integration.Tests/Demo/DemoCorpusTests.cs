@@ -101,7 +101,7 @@ public sealed class DemoCorpusTests : IClassFixture<DemoCorpusTests.Shared>
         seen.Where(c => c.Kind == "single").Select(c => Shape(c.Turns[0])).Should().Contain(s => trainShapes.Contains(s));
         foreach (var c in train.Concat(unseen))
             foreach (var t in c.Turns)
-                t.Results.Should().OnlyContain(r => t.Answer.Contains(r));
+                t.Results.All(r => t.Answer.Contains(r, StringComparison.Ordinal)).Should().BeTrue(t.Answer);
     }
 
     [Fact]
@@ -181,17 +181,17 @@ public sealed class DemoCorpusTests : IClassFixture<DemoCorpusTests.Shared>
     {
         var config = DemoData.ModelConfig(_s.Tokenizer, hidden: 64, layers: "mma");
         using var model = TrainableGranite.Create(config, seed: 2);
-        using var trainer = new Trainer(model, new TrainerOptions { PeakLearningRate = 4e-3, WarmupSteps = 3, TotalSteps = 20, FinalLearningRate = 1e-3 });
+        using var trainer = new Trainer(model, new TrainerOptions { PeakLearningRate = 4e-3, WarmupSteps = 3, TotalSteps = 12, FinalLearningRate = 1e-3 });
         TrainingExample Ex(DemoSplit split, int i) => DemoData.ToExample(_s.Tokenizer, GraniteChatTemplate.Render(_s.Corpus.Generate(2, split, i).Messages(), _s.Tools.Declarations, addGenerationPrompt: false));
         var held = Enumerable.Range(0, 4).Select(i => Ex(DemoSplit.SeenTemplateUnseenValue, i)).ToList();
         double before = Trainer.EvaluateLoss(model, held);
-        for (int s = 0; s < 20; s++)
+        for (int s = 0; s < 12; s++)
         {
             var r = trainer.TrainStep(Enumerable.Range(0, 2).Select(k => Ex(DemoSplit.Train, s * 2 + k)).ToList());
-            if (s % 5 == 0) _out.WriteLine($"step {r.Step}: loss {r.Loss:F3}, {r.ComputedTokens} tokens in {r.Elapsed.TotalMilliseconds:F0} ms");
+            if (s % 4 == 0) _out.WriteLine($"step {r.Step}: loss {r.Loss:F3}, {r.ComputedTokens} tokens in {r.Elapsed.TotalMilliseconds:F0} ms");
         }
         double after = Trainer.EvaluateLoss(model, held);
         _out.WriteLine($"held-out loss {before:F3} → {after:F3}");
-        after.Should().BeLessThan(before - 1.5, "20 AdamW steps on the corpus must start learning the assistant format");
+        after.Should().BeLessThan(before - 1.0, "12 AdamW steps on the corpus must start learning the assistant format");
     }
 }
