@@ -1,7 +1,6 @@
 using Granite.Core;
 using Granite.Demo;
 using Granite.Extensions.AI;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.SemanticKernel;

@@ -21,9 +21,10 @@ using var client = new GraniteChatClient(new GraniteChatClientOptions { ModelPat
 if (modelArg is null)
     Console.WriteLine("Model: the embedded tiny test checkpoint (random weights: real code path, meaningless words). Use --model DIR for a real one.");
 
-// The client keeps each conversation's history under the ConversationId it returns: after the first turn we pass that
-// id back and send only the new user message (sending the whole history again would duplicate it).
-string? conversationId = null;
+// The client is stateless (Microsoft.Extensions.AI semantics: no ConversationId in responses), so the sample keeps the
+// history and resends it every turn; the client resumes the resent prefix from a session snapshot, so only the new
+// message is processed ("reused from the session" below).
+var history = new List<ChatMessage>();
 Console.WriteLine($"Granite chat ({client.ModelId}). Empty line to quit.");
 while (true)
 {
@@ -32,13 +33,14 @@ while (true)
     if (string.IsNullOrWhiteSpace(line)) break;
     var updates = new List<ChatResponseUpdate>();
     Console.Write("granite> ");
-    await foreach (var update in client.GetStreamingResponseAsync([new ChatMessage(ChatRole.User, line)], new ChatOptions { ConversationId = conversationId }))
+    history.Add(new ChatMessage(ChatRole.User, line));
+    await foreach (var update in client.GetStreamingResponseAsync(history))
     {
         Console.Write(update.Text);
         updates.Add(update);
     }
     var response = updates.ToChatResponse();
-    conversationId = response.ConversationId;
+    history.AddMessages(response);
     var usage = response.Usage;
     Console.WriteLine($"\n  [{usage?.InputTokenCount} input tokens ({usage?.CachedInputTokenCount} reused from the session), {usage?.OutputTokenCount} output, finish: {response.FinishReason}]");
 }

@@ -8,7 +8,7 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Hosting;
 
 // Generic host + AddGraniteChatClient bound from appsettings.json ("Granite" section) + UseFunctionInvocation + tools.
-// The model is loaded by a hosted service when the host starts; a bad ModelPath fails StartAsync with the loader's message.
+// With AddGraniteModelWarmUp the model is loaded by a hosted service when the host starts; a bad ModelPath fails StartAsync with the loader's message.
 //   dotnet run --project samples/Granite.Samples.DependencyInjection [-- --Granite:ModelPath=DIR]
 GraniteRuntime.EnsureLoaded();
 var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Args = args, ContentRootPath = AppContext.BaseDirectory });
@@ -17,6 +17,8 @@ bool embedded = modelPath == "DefaultModel";
 if (!Path.IsPathRooted(modelPath))
     builder.Configuration["Granite:ModelPath"] = Path.Combine(AppContext.BaseDirectory, modelPath);
 builder.Services.AddGraniteChatClient(builder.Configuration).UseFunctionInvocation();
+builder.Services.AddGraniteModelWarmUp()      // opt-in: load the model at host start, not at the first request
+    .AddHealthChecks().AddGranite();           // opt-in: a "granite" health check
 
 using var host = builder.Build();
 await host.StartAsync(); // loads the model (hosted service)

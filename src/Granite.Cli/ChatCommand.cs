@@ -10,8 +10,10 @@ namespace Granite.Cli;
 internal static partial class GraniteCli
 {
     /// <summary>
-    /// <c>granite chat --model DIR --script FILE [--json] [--no-reuse] [--max-tokens N] [--system TEXT]</c>: replays the user
-    /// turns of FILE (a JSON list of strings, or one turn per non-empty line) as one conversation. With <c>--json</c>
+    /// <c>granite chat --model DIR --script FILE [--json] [--no-reuse] [--store-conversations] [--max-tokens N] [--system TEXT]</c>:
+    /// replays the user turns of FILE (a JSON list of strings, or one turn per non-empty line) as one conversation. By
+    /// default the client is stateless and each turn resends the whole history; <c>--store-conversations</c> turns on the
+    /// client's stored conversations and sends only the new user message with the returned id. With <c>--json</c>
     /// prints per turn <c>{"turn","input_tokens","cached_input_tokens","output_tokens","ttft_ms","total_ms"}</c>;
     /// <c>ttft_ms</c> is the client-observed time to the first streamed update.
     /// </summary>
@@ -21,6 +23,7 @@ internal static partial class GraniteCli
         var script = a.Require("script");
         bool json = a.Flag("json");
         bool noReuse = a.Flag("no-reuse");
+        bool stored = a.Flag("store-conversations");
         int maxTokens = a.Int("max-tokens", 1) ?? 64;
         string? system = a.Get("system");
         var modelOptions = ModelOptions(a, WeightDtypePolicy.AsStored);
@@ -28,13 +31,16 @@ internal static partial class GraniteCli
         var turns = ReadScript(script);
 
         var engine = GraniteEngine.Load(dir, new GraniteEngineOptions { Model = modelOptions, SessionCacheBytes = noReuse ? 0 : 512L << 20 });
-        using var client = new GraniteChatClient(engine, new GraniteChatClientOptions { ModelPath = dir }, ownsEngine: true);
+        using var client = new GraniteChatClient(engine, new GraniteChatClientOptions { ModelPath = dir, StoreConversations = stored }, ownsEngine: true);
         string? conversationId = null;
+        var history = new List<ChatMessage>();
         for (int n = 0; n < turns.Count; n++)
         {
-            var messages = new List<ChatMessage>();
-            if (n == 0 && system is not null) messages.Add(new ChatMessage(ChatRole.System, system));
-            messages.Add(new ChatMessage(ChatRole.User, turns[n]));
+            // Stateless: the whole history each turn. Stored: only this turn's messages, with the id of the last response.
+            if (stored) history.Clear();
+            if (n == 0 && system is not null) history.Add(new ChatMessage(ChatRole.System, system));
+            history.Add(new ChatMessage(ChatRole.User, turns[n]));
+            var messages = history.ToList();
             var options = new ChatOptions { ConversationId = conversationId, MaxOutputTokens = maxTokens, Temperature = 0 };
             var sw = Stopwatch.StartNew();
             double? ttft = null;
@@ -49,6 +55,7 @@ internal static partial class GraniteCli
             double total = sw.Elapsed.TotalMilliseconds;
             var response = updates.ToChatResponse();
             conversationId = response.ConversationId;
+            if (!stored) history.AddMessages(response);
             var usage = response.Usage;
             var line = new
             {

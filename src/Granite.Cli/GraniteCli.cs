@@ -22,9 +22,10 @@ internal static partial class GraniteCli
           train-demo --out DIR [--seed S] [--minutes M] [--json] [--steps N] [--batch B] [--hidden H] [--layers mmamma] [--eval N]
                      train the demo tool-calling model (resumes from DIR/checkpoint); writes a Hugging Face folder to DIR
           eval-demo  --model DIR [--seed S] [--count N] [--json]   held-out tool-calling accuracy through GraniteChatClient
-          chat       --model DIR --script FILE [--json] [--no-reuse] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line)
+          chat       --model DIR --script FILE [--json] [--no-reuse] [--store-conversations] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line; stateless resend unless --store-conversations)
 
-        common options: --verbose (stack traces on errors), --threads N
+        common options: --verbose (stack traces on errors), --threads N (at most 4 per CPU, min 64),
+          --check-weights (logits/generate/chat/bench: refuse weights holding NaN or Inf, naming the tensor)
         --expert-budget B: MoE expert offload budget: off (default), BYTES (K/M/G suffix allowed) or PERCENT% of the expert bytes
         """;
 
@@ -61,7 +62,7 @@ internal static partial class GraniteCli
             stderr.WriteLine("granite: cancelled");
             return 130;
         }
-        catch (Exception ex) when (ex is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or ArgumentException or NotSupportedException or InvalidOperationException or KeyNotFoundException or IOException or JsonException)
+        catch (Exception ex) when (ex is InvalidDataException or FileNotFoundException or DirectoryNotFoundException or ArgumentException or NotSupportedException or InvalidOperationException or KeyNotFoundException or IOException or JsonException or InsufficientMemoryException or System.Runtime.InteropServices.ExternalException or UnauthorizedAccessException)
         {
             stderr.WriteLine("granite: " + OneLine(ex.Message));
             if (verbose) stderr.WriteLine(ex.ToString());
@@ -78,12 +79,40 @@ internal static partial class GraniteCli
         return result ?? throw new CliUsageException($"unknown command '{command}' (try 'granite --help')");
     }
 
-    private static string OneLine(string message) =>
-        string.Join(' ', message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+    /// <summary>Longest error line printed (a message quoting a huge value is cut).</summary>
+    internal const int MaxErrorChars = 1000;
+
+    /// <summary>The message as one line: line breaks become spaces, other control characters (terminal escapes included)
+    /// are shown escaped, and it is cut at <see cref="MaxErrorChars"/>.</summary>
+    internal static string OneLine(string message)
+    {
+        var joined = string.Join(' ', message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        var sb = new System.Text.StringBuilder(Math.Min(joined.Length, MaxErrorChars + 32));
+        for (int i = 0; i < joined.Length; i++)
+        {
+            if (sb.Length >= MaxErrorChars)
+            {
+                sb.Append($"… ({joined.Length - i} more chars)");
+                break;
+            }
+            char c = joined[i];
+            if (char.IsHighSurrogate(c) && i + 1 < joined.Length && char.IsLowSurrogate(joined[i + 1]))
+            {
+                sb.Append(c).Append(joined[++i]);
+                continue;
+            }
+            if (c == '\t') sb.Append(' ');
+            else if (c < 0x20 || c is (>= '\u007f' and <= '\u009f') or '\u2028' or '\u2029' || char.IsSurrogate(c))
+                sb.Append("\\u").Append(((int)c).ToString("x4", System.Globalization.CultureInfo.InvariantCulture));
+            else sb.Append(c);
+        }
+        return sb.ToString();
+    }
 
     internal static string ModelDir(CliArgs a)
     {
         var dir = a.Require("model");
+        if (File.Exists(dir)) dir = Granite.Core.Weights.Gguf.GgufImporter.ResolveModelPath(dir); // GGUF file (or Ollama blob) → imported folder
         if (!Directory.Exists(dir)) throw new CliUsageException($"model folder not found: {dir}");
         if (!File.Exists(Path.Combine(dir, "config.json"))) throw new CliUsageException($"not a Granite checkpoint folder (no config.json): {dir}");
         return dir;

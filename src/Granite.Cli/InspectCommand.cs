@@ -16,27 +16,30 @@ internal static partial class GraniteCli
         var c = GraniteConfig.Load(dir);
         long weightBytes = 0, expertBytes = 0;
         string dtypes;
-        TorchSharp.torch.ScalarType stored = TorchSharp.torch.ScalarType.Float32;
+        TorchSharp.torch.ScalarType computeDtype;
+        Granite.Core.Modeling.ModelMemoryPlan memory;
         using (var ckpt = SafetensorsCheckpoint.Open(dir))
         {
             var infos = ckpt.TensorNames.Select(ckpt.GetInfo).ToList();
             weightBytes = infos.Sum(i => i.ByteLength);
             expertBytes = infos.Where(i => i.Name.Contains(".block_sparse_moe.input_linear.", StringComparison.Ordinal) || i.Name.Contains(".block_sparse_moe.output_linear.", StringComparison.Ordinal)).Sum(i => i.ByteLength);
             dtypes = string.Join(",", infos.Select(i => i.DType.ToString()).Distinct().Order());
-            if (ckpt.Contains("model.embed_tokens.weight")) stored = ckpt.GetInfo("model.embed_tokens.weight").DType;
+            var stored = ckpt.Contains("model.embed_tokens.weight") ? ckpt.GetInfo("model.embed_tokens.weight").DType : TorchSharp.torch.ScalarType.Float32;
+            computeDtype = dtypeOpt switch
+            {
+                null or "stored" => stored == TorchSharp.torch.ScalarType.Float16 ? TorchSharp.torch.ScalarType.Float32 : stored,
+                "f32" or "float32" => TorchSharp.torch.ScalarType.Float32,
+                "bf16" or "bfloat16" => TorchSharp.torch.ScalarType.BFloat16,
+                _ => throw new CliUsageException($"option --dtype must be f32 or bf16 (got '{dtypeOpt}')"),
+            };
+            if (offload.Enabled && !c.IsMoe) throw new CliUsageException("--expert-budget needs a model with routed experts");
+            // The same checks as loading (sizes against tensor shapes, layer kinds, dtypes, missing tensors).
+            memory = Granite.Core.Modeling.ModelPreflight.Check(c, ckpt, dir, computeDtype, offload);
         }
-        var computeDtype = dtypeOpt switch
-        {
-            null or "stored" => stored == TorchSharp.torch.ScalarType.Float16 ? TorchSharp.torch.ScalarType.Float32 : stored,
-            "f32" or "float32" => TorchSharp.torch.ScalarType.Float32,
-            "bf16" or "bfloat16" => TorchSharp.torch.ScalarType.BFloat16,
-            _ => throw new CliUsageException($"option --dtype must be f32 or bf16 (got '{dtypeOpt}')"),
-        };
         object? expertOffload = null;
         Granite.Core.Experts.ExpertOffloadPlan? plan = null;
         if (offload.Enabled)
         {
-            if (!c.IsMoe) throw new CliUsageException("--expert-budget needs a model with routed experts");
             plan = Granite.Core.Experts.ExpertOffloadPlan.Create(c, computeDtype, offload);
             expertOffload = new
             {
@@ -73,6 +76,11 @@ internal static partial class GraniteCli
             state_bytes_per_token = c.KvBytesPerToken(4),
             state_dtype = "float32 (conv + SSM state, K/V cache)",
             expert_offload = expertOffload,
+            defaulted_fields = c.DefaultedFields,
+            load_dtype = computeDtype.ToString(),
+            load_private_bytes = memory.AllocatedBytes,
+            load_mapped_bytes = memory.MappedBytes,
+            available_bytes = memory.AvailableBytes,
         };
         if (json)
         {
@@ -89,6 +97,9 @@ internal static partial class GraniteCli
                 (plan.CapacityPerLayer < c.NumExpertsPerTok ? $"; below top-{c.NumExpertsPerTok}, so decode streams experts through" : ""));
         stdout.WriteLine($"state            {report.state_bytes_per_session:N0} bytes per session (fixed) + {report.state_bytes_per_token:N0} bytes per token of context (float32)");
         stdout.WriteLine($"context          {c.MaxPositionEmbeddings:N0} tokens, positional encoding: {report.positional}");
+        stdout.WriteLine($"load memory      {memory.AllocatedBytes:N0} bytes private + {memory.MappedBytes:N0} bytes mapped from the file as {computeDtype}" +
+            (memory.AvailableBytes is { } avail ? $"; {avail:N0} bytes available{(memory.AllocatedBytes > avail ? " (does not fit)" : "")}" : ""));
+        stdout.WriteLine($"defaulted fields {(c.DefaultedFields.Count == 0 ? "none" : string.Join(", ", c.DefaultedFields))} (Hugging Face GraniteMoeHybridConfig defaults)");
         return 0;
     }
 }

@@ -13,15 +13,15 @@ internal static partial class GraniteCli
     {
         result = command switch
         {
-            "logits" => Task.FromResult(Logits(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
-            "generate" => Generate(new CliArgs(args, new HashSet<string> { "json" }), stdout, ct),
+            "logits" => Task.FromResult(Logits(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout)),
+            "generate" => Generate(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout, ct),
             "tokenize" => Task.FromResult(Tokenize(new CliArgs(args, new HashSet<string> { "json", "special" }), stdout)),
             "detokenize" => Task.FromResult(Detokenize(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "prompt" => Task.FromResult(Prompt(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "bench" when args.Contains("--tokenizer") => Task.FromResult(BenchTokenizer(new CliArgs(args, new HashSet<string> { "json", "tokenizer" }), stdout)),
-            "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
+            "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout)),
             "export-gguf" => Task.FromResult(ExportGguf(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
-            "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse" }), stdout, ct),
+            "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse", "store-conversations", "check-weights" }), stdout, ct),
             "train-demo" => Demo.DemoCommands.TrainAsync(new CliArgs(args, new HashSet<string> { "json" }), stdout, stderr, ct),
             "eval-demo" => Demo.DemoCommands.EvalAsync(new CliArgs(args, new HashSet<string> { "json" }), stdout, stderr, ct),
             _ => null,
@@ -38,7 +38,10 @@ internal static partial class GraniteCli
             "bf16" or "bfloat16" or "stored" => WeightDtypePolicy.AsStored,
             _ => throw new CliUsageException($"option --dtype must be f32 or bf16 (got '{dtype}')"),
         };
-        return new GraniteModelOptions { WeightDtype = policy, Threads = a.Int("threads", 1) ?? 0, ExpertOffload = ExpertBudget(a) };
+        int threads = a.Int("threads", 1) ?? 0;
+        if (threads > GraniteModelOptions.MaxThreads)
+            throw new CliUsageException($"option --threads must be at most {GraniteModelOptions.MaxThreads} on this machine ({Environment.ProcessorCount} CPUs; got {threads})");
+        return new GraniteModelOptions { WeightDtype = policy, Threads = threads, ExpertOffload = ExpertBudget(a), CheckFiniteWeights = a.Flag("check-weights") };
     }
 
     /// <summary><c>--expert-budget off|BYTES|PERCENT%</c> (absent = off).</summary>
@@ -70,6 +73,7 @@ internal static partial class GraniteCli
         using (var scope = torch.NewDisposeScope())
         {
             var all = model.Forward(ids, state, allPositions: true);
+            EnsureFinite(all, dir);
             argmax = all.argmax(-1).data<long>().ToArray();
             last = all[-1].to_type(torch.ScalarType.Float32).data<float>().ToArray();
         }
@@ -81,10 +85,21 @@ internal static partial class GraniteCli
             if (i + 1 == greedy) break;
             using var scope = torch.NewDisposeScope();
             var l = model.Forward(new[] { next }, state);
+            EnsureFinite(l, dir);
             next = (int)l.reshape(-1).argmax().item<long>();
         }
         stdout.WriteLine(JsonSerializer.Serialize(new { last_logits = last, argmax, greedy = generated }, Json));
         return 0;
+    }
+
+    /// <summary>Non-finite logits mean the weights (or a huge activation) overflowed: say so instead of printing NaN.</summary>
+    private static void EnsureFinite(torch.Tensor logits, string dir)
+    {
+        using var finite = logits.isfinite();
+        if (finite.all().item<bool>()) return;
+        long bad = finite.numel() - finite.sum().item<long>();
+        throw new InvalidDataException(
+            $"{dir}: the model produced {bad} non-finite logits (NaN or Inf); the weights are probably corrupt (run with --check-weights to find the tensor)");
     }
 
     /// <summary><c>granite generate</c>: streams decoded text as tokens come.</summary>

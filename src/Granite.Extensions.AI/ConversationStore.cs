@@ -3,10 +3,10 @@ using Microsoft.Extensions.AI;
 namespace Granite.Extensions.AI;
 
 /// <summary>
-/// Conversation histories kept by the client, keyed by conversation id (least recently used dropped beyond a count).
-/// Every response carries a conversation id; a request that passes it back sends only its new messages and the stored
-/// history is put in front of them — the <see cref="ChatOptions.ConversationId"/> contract of Microsoft.Extensions.AI
-/// (FunctionInvokingChatClient relies on it).
+/// Conversation histories kept by the client in stored mode (<see cref="GraniteChatClientOptions.StoreConversations"/>),
+/// keyed by conversation id (least recently used dropped beyond a count). A request that passes an id back sends only its
+/// new messages and the stored history is put in front of them — the <see cref="ChatOptions.ConversationId"/> contract of
+/// Microsoft.Extensions.AI (FunctionInvokingChatClient relies on it). A capacity of 0 stores nothing (stateless client).
 /// </summary>
 internal sealed class ConversationStore(int capacity)
 {

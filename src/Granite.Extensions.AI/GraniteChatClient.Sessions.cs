@@ -66,8 +66,14 @@ public sealed partial class GraniteChatClient
         if (!_options.RepairSessionSnapshots) return;
         try
         {
+            // Not awaited: the engine's lifetime cancels it (between layers) and its Dispose waits for it, so no native
+            // work outlives the engine.
             _ = _engine.PrefillAsync(rendered, conversationId).ContinueWith(
-                t => _logger.LogWarning(t.Exception, "Could not store the re-rendered session snapshot of conversation {Id}", conversationId),
+                t =>
+                {
+                    if (t.Exception?.GetBaseException() is not ObjectDisposedException)
+                        _logger.LogWarning(t.Exception, "Could not store the re-rendered session snapshot of conversation {Id}", conversationId);
+                },
                 CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
         }
         catch (ObjectDisposedException)

@@ -14,17 +14,18 @@ namespace Granite.Extensions.AI;
 /// <summary>
 /// An in-process Granite 4.0 model as an <see cref="IChatClient"/>. Streaming is the primitive: text is emitted as it is
 /// decoded and each <see cref="FunctionCallContent"/> when its <c>&lt;tool_call&gt;</c> block closes; the last update
-/// carries the finish reason, usage and conversation id. Thread-safe: requests are queued on the engine's inference thread.
+/// carries the finish reason and usage (and the conversation id in stored mode). Thread-safe: requests are queued on the engine's inference thread.
 /// </summary>
 /// <remarks>
 /// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/> (a value of the wrong type is an
 /// <see cref="ArgumentException"/>): <c>repetition_penalty</c> (float, Hugging Face semantics), <c>session_cache</c>
 /// (bool, default true), <c>skip_special_tokens</c> (bool, default true), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
 /// start with, tokenized as template text so <c>&lt;tool_call&gt;</c> becomes its token — never put user text in it;
-/// ignored when the last message is not a user message, so automatic tool loops end). Conversation ids: every response
-/// carries one; a request that passes it back sends only its new messages (the history is kept by the client, least
-/// recently used dropped beyond <see cref="GraniteChatClientOptions.MaxStoredConversations"/>; an unknown id starts a new
-/// conversation under that id). See <c>docs/client.md</c>.
+/// ignored when the last message is not a user message, so automatic tool loops end). Conversations: stateless by
+/// default (no <see cref="ChatResponse.ConversationId"/>; the caller resends the history and the resent prefix is resumed
+/// from a session snapshot); with <see cref="GraniteChatClientOptions.StoreConversations"/> every response carries an id
+/// and a request that passes it back sends only its new messages (an id the client does not hold is an
+/// <see cref="InvalidOperationException"/>). See <c>docs/client.md</c>.
 /// </remarks>
 public sealed partial class GraniteChatClient : IChatClient
 {
@@ -37,10 +38,6 @@ public sealed partial class GraniteChatClient : IChatClient
     /// <summary>Key of <see cref="ChatOptions.AdditionalProperties"/>: false keeps tokens flagged special (e.g.
     /// <c>&lt;|unused_1|&gt;</c>) in the response text (default true: left out; tool-call markers are not special).</summary>
     public const string SkipSpecialTokensKey = "skip_special_tokens";
-
-    /// <summary>Internal knob: false = do not keep this request's history under its conversation id (set by pipelines
-    /// that always resend the full history, e.g. the Semantic Kernel registration).</summary>
-    internal const string StoreConversationKey = "granite.store_conversation";
 
     private readonly GraniteEngine _engine;
     private readonly GraniteChatClientOptions _options;
@@ -68,7 +65,13 @@ public sealed partial class GraniteChatClient : IChatClient
         _logger = (ILogger?)loggerFactory?.CreateLogger<GraniteChatClient>() ?? NullLogger.Instance;
         string? dir = engine.ModelDirectory ?? _options.ModelPath;
         ModelId = _options.ModelId ?? (dir is null ? "granite" : Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir))));
-        _conversations = new ConversationStore(_options.MaxStoredConversations);
+        if (_options.MaxStoredConversations < 0 || (_options.StoreConversations && _options.MaxStoredConversations < 1))
+            throw new ArgumentException($"GraniteChatClientOptions.MaxStoredConversations is {_options.MaxStoredConversations}; it must be ≥ 1 when StoreConversations is true (and never negative).", nameof(options));
+        if (_options.DefaultMaxOutputTokens < 1)
+            throw new ArgumentException($"GraniteChatClientOptions.DefaultMaxOutputTokens is {_options.DefaultMaxOutputTokens}; it must be ≥ 1.", nameof(options));
+        if (!float.IsFinite(_options.DefaultTemperature) || _options.DefaultTemperature < 0)
+            throw new ArgumentException($"GraniteChatClientOptions.DefaultTemperature is {_options.DefaultTemperature}; it must be a finite number ≥ 0 (0 = greedy).", nameof(options));
+        _conversations = new ConversationStore(_options.StoreConversations ? _options.MaxStoredConversations : 0);
         _metadata = new ChatClientMetadata("granite", dir is null ? null : new Uri(Path.GetFullPath(dir)), ModelId);
         if (!GraniteChatTemplate.IsKnownGraniteTemplate(engine.Tokenizer.ChatTemplate))
         {
@@ -104,8 +107,10 @@ public sealed partial class GraniteChatClient : IChatClient
         try { offload = string.IsNullOrWhiteSpace(o.ExpertBudget) ? ExpertOffloadOptions.Off : ExpertOffloadOptions.Parse(o.ExpertBudget); }
         catch (FormatException ex) { throw new ArgumentException($"GraniteChatClientOptions.ExpertBudget: {ex.Message}", nameof(o), ex); }
         if (string.IsNullOrWhiteSpace(o.Device)) throw new ArgumentException("GraniteChatClientOptions.Device must be set (e.g. \"cpu\" or \"cuda:0\").", nameof(o));
-        if (o.SessionCacheBytes < 0) throw new ArgumentException("GraniteChatClientOptions.SessionCacheBytes must be ≥ 0.", nameof(o));
-        if (o.SessionSpillBytes < 0 || o.SessionHostSpillBytes < 0) throw new ArgumentException("GraniteChatClientOptions session spill budgets must be ≥ 0.", nameof(o));
+        if (o.SessionCacheBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionCacheBytes is {o.SessionCacheBytes}; it must be ≥ 0.", nameof(o));
+        if (o.SessionSpillBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionSpillBytes is {o.SessionSpillBytes}; the session spill budget must be ≥ 0.", nameof(o));
+        if (o.SessionHostSpillBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionHostSpillBytes is {o.SessionHostSpillBytes}; the session host spill budget must be ≥ 0.", nameof(o));
+        if (o.Threads < 0) throw new ArgumentException($"GraniteChatClientOptions.Threads is {o.Threads}; it must be ≥ 0 (0 = the TorchSharp default).", nameof(o));
         return new()
         {
             Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads, Device = o.Device, ExpertOffload = offload },
@@ -127,17 +132,15 @@ public sealed partial class GraniteChatClient : IChatClient
     /// <inheritdoc />
     /// <exception cref="ArgumentException">No messages, a message of an unsupported role, a prompt over the context
     /// limit, an out-of-range option, or a <see cref="ChatOptions.ModelId"/> of another model (thrown before any compute).</exception>
-    /// <exception cref="NotSupportedException">Non-text content (images, files) or <c>ResponseFormat</c> JSON.</exception>
+    /// <exception cref="NotSupportedException">Non-text content (images, files).</exception>
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
         var newMessages = messages.ToList();
-        string conversationId = options?.ConversationId ?? "granite-conv-" + Guid.NewGuid().ToString("N")[..16];
-        var history = options?.ConversationId is { } known && _conversations.TryGet(known) is { } stored
-            ? stored.Concat(newMessages).ToList()
-            : newMessages;
+        var (history, conversationId) = ResolveConversation(newMessages, options?.ConversationId);
         var prepared = Prepare(history, options);
-        prepared = prepared with { Request = prepared.Request with { SessionKey = conversationId } };
+        string sessionKey = conversationId ?? StatelessSessionKey(history);
+        prepared = prepared with { Request = prepared.Request with { SessionKey = sessionKey } };
         PromptRendered?.Invoke(prepared);
         _logger.LogDebug("Granite request: {PromptTokens} prompt tokens, {Tools} tools, forced prefix {Forced}",
             prepared.Request.PromptTokens.Count, prepared.ToolCount, prepared.Request.ForcedOutputTokens?.Count ?? 0);
@@ -145,6 +148,9 @@ public sealed partial class GraniteChatClient : IChatClient
         var created = DateTimeOffset.UtcNow;
         // Call ids are unique across responses (FunctionInvokingChatClient matches results to calls by id).
         var parser = new GraniteToolCallParser(callIdPrefix: responseId + "-", logger: _logger);
+        // ToolMode.None: the caller asked for no tool calls, so anything the model writes (a <tool_call> block included)
+        // is returned as text and never becomes a FunctionCallContent that a function-invoking layer would run.
+        bool parseToolCalls = options?.ToolMode is not NoneChatToolMode;
         bool allowMultiple = options?.AllowMultipleToolCalls ?? true;
         int calls = 0;
         int generated = 0;
@@ -165,10 +171,14 @@ public sealed partial class GraniteChatClient : IChatClient
         {
             if (u.TokenId is not null) generated++;
             var contents = new List<AIContent>();
-            if (u.Text.Length > 0) contents.AddRange(parser.Push(u.Text));
+            if (u.Text.Length > 0)
+            {
+                if (parseToolCalls) contents.AddRange(parser.Push(u.Text));
+                else contents.Add(new TextContent(u.Text));
+            }
             if (u.FinishReason is { } reason)
             {
-                contents.AddRange(parser.Complete());
+                if (parseToolCalls) contents.AddRange(parser.Complete());
                 finish = reason;
                 usage = u.Usage;
             }
@@ -191,9 +201,9 @@ public sealed partial class GraniteChatClient : IChatClient
             _logger.LogWarning("ToolMode required a tool call but the model produced none.");
 
         var assistant = new ChatMessage(ChatRole.Assistant, MergeText(responseContents)) { MessageId = responseId };
-        if (GetKnob<bool?>(options, StoreConversationKey) ?? true)
+        if (conversationId is not null)
             _conversations.Set(conversationId, history.Append(assistant).ToList());
-        CheckSessionAfterTurn(history.Append(assistant), options, prepared.Request, usage, conversationId);
+        CheckSessionAfterTurn(history.Append(assistant), options, prepared.Request, usage, sessionKey);
 
         var final = Update(new List<AIContent>());
         final.FinishReason = calls > 0 ? ChatFinishReason.ToolCalls : finish switch
@@ -211,6 +221,42 @@ public sealed partial class GraniteChatClient : IChatClient
             CachedInputTokenCount = usage?.CachedInputTokens,
         }));
         yield return final;
+    }
+
+    /// <summary>
+    /// The history to render and the conversation id to report. Stateless (default): the messages as sent and no id; a
+    /// caller's id is an error (it expects the client to hold a history it does not keep). Stored: a new id for a request
+    /// without one; a known id puts the stored history in front of the new messages; an unknown id is an error.
+    /// </summary>
+    private (List<ChatMessage> History, string? ConversationId) ResolveConversation(List<ChatMessage> newMessages, string? requestedId)
+    {
+        if (!_options.StoreConversations)
+        {
+            if (requestedId is not null)
+                throw new InvalidOperationException($"ChatOptions.ConversationId is '{requestedId}', but this client does not store conversations (GraniteChatClientOptions.StoreConversations is false): send the whole history without a ConversationId, or set StoreConversations = true.");
+            return (newMessages, null);
+        }
+        if (requestedId is null) return (newMessages, "granite-conv-" + Guid.NewGuid().ToString("N")[..16]);
+        var stored = _conversations.TryGet(requestedId)
+            ?? throw new InvalidOperationException($"Conversation '{requestedId}' is not stored by this client: it was not issued by this client instance, or it was evicted (GraniteChatClientOptions.MaxStoredConversations = {_options.MaxStoredConversations}, least recently used dropped). Resend the whole history without a ConversationId, or raise MaxStoredConversations.");
+        return (stored.Concat(newMessages).ToList(), requestedId);
+    }
+
+    /// <summary>
+    /// Session-snapshot key of a stateless request: a hash of its messages up to the first user message, which every
+    /// later turn of the same conversation repeats, so its older snapshots are demoted once it moves on (as a stored
+    /// conversation's are). Two conversations that open identically share a key; that only affects eviction order.
+    /// </summary>
+    internal static string StatelessSessionKey(IEnumerable<ChatMessage> history)
+    {
+        var sb = new System.Text.StringBuilder();
+        foreach (var m in history)
+        {
+            sb.Append(m.Role.Value).Append('\0').Append(m.Text).Append('\0');
+            if (m.Role == ChatRole.User) break;
+        }
+        var hash = System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(sb.ToString()));
+        return "granite-prefix-" + Convert.ToHexString(hash, 0, 8).ToLowerInvariant();
     }
 
     private static List<AIContent> MergeText(List<AIContent> contents)
@@ -238,8 +284,7 @@ public sealed partial class GraniteChatClient : IChatClient
     {
         var list = messages.ToList();
         if (list.Count == 0) throw new ArgumentException("At least one chat message is required.", nameof(messages));
-        if (options?.ResponseFormat is ChatResponseFormatJson)
-            throw new NotSupportedException("GraniteChatClient does not support ResponseFormat JSON yet (no constrained decoding); describe the JSON in the instructions instead.");
+        var structured = PlanStructuredOutput(options);
         if (options?.ModelId is { } requestedModel && !string.Equals(requestedModel, ModelId, StringComparison.Ordinal))
             throw new ArgumentException($"ChatOptions.ModelId is '{requestedModel}', but this client serves '{ModelId}' (register one client per model, e.g. with AddKeyedGraniteChatClient).", nameof(options));
 
@@ -269,7 +314,7 @@ public sealed partial class GraniteChatClient : IChatClient
                 : "<tool_call>";
         }
 
-        var prompt = GraniteChatTemplate.Render(list, tools, documents: null, addGenerationPrompt: true);
+        var prompt = InsertSchemaTags(GraniteChatTemplate.Render(AddSchemaInstruction(list, structured), tools, documents: null, addGenerationPrompt: true), structured);
         var ids = _engine.Tokenizer.Encode(prompt.Segments);
         int limit = _engine.Config.MaxPositionEmbeddings;
         if (ids.Count >= limit)
@@ -288,17 +333,59 @@ public sealed partial class GraniteChatClient : IChatClient
             MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
             StopSequences = options?.StopSequences?.ToArray() ?? Array.Empty<string>(),
         };
-        sampling.Validate();
+        ValidateSampling(sampling, options);
+        var forced = string.IsNullOrEmpty(forcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) });
+        if (forced is { Count: > 0 })
+        {
+            // Forced tokens are part of the answer and count against MaxOutputTokens; a prefix that does not fit would be
+            // cut mid-way (a malformed tool call), so it is an error instead.
+            string source = GetKnob<string>(options, ForcedPrefixKey) is not null
+                ? $"ChatOptions.AdditionalProperties[\"{ForcedPrefixKey}\"]"
+                : "The tool-call opening forced by ChatOptions.ToolMode";
+            string budget = options?.MaxOutputTokens is not null ? "ChatOptions.MaxOutputTokens" : "GraniteChatClientOptions.DefaultMaxOutputTokens";
+            if (forced.Count > sampling.MaxNewTokens)
+                throw new ArgumentException($"{source} is {forced.Count} tokens, more than {budget} ({sampling.MaxNewTokens}); forced tokens count as output tokens. Raise {budget.Split('.')[^1]} or shorten the prefix.", nameof(options));
+            if (ids.Count + forced.Count > limit)
+                throw new ArgumentException($"{source} is {forced.Count} tokens; with the {ids.Count}-token prompt it exceeds the model's context limit of {limit} tokens (max_position_embeddings).", nameof(options));
+        }
         var request = new GenerationRequest
         {
             PromptTokens = ids,
             Sampling = sampling,
-            ForcedOutputTokens = string.IsNullOrEmpty(forcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) }),
+            ForcedOutputTokens = forced,
             UseSessionCache = useCache,
             SnapshotAt = useCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
             SkipSpecialTokens = GetKnob<bool?>(options, SkipSpecialTokensKey) ?? true,
+            Constraint = BuildConstraint(structured, tools, requireCall && answeringUser, requiredName, options),
         };
         return new PreparedRequest(request, prompt, requireCall, tools?.Count ?? 0);
+    }
+
+    /// <summary>Checks the sampling options, naming the public option a bad value came from (<c>ChatOptions.MaxOutputTokens</c>,
+    /// a Granite knob, or a <see cref="GraniteChatClientOptions"/> default) instead of the engine's internal names.</summary>
+    private static void ValidateSampling(SamplingOptions sampling, ChatOptions? options)
+    {
+        try
+        {
+            sampling.Validate();
+        }
+        catch (ArgumentOutOfRangeException ex)
+        {
+            string name = ex.ParamName switch
+            {
+                nameof(SamplingOptions.MaxNewTokens) => options?.MaxOutputTokens is not null ? nameof(ChatOptions.MaxOutputTokens) : "GraniteChatClientOptions.DefaultMaxOutputTokens",
+                nameof(SamplingOptions.Temperature) => options?.Temperature is not null ? nameof(ChatOptions.Temperature) : "GraniteChatClientOptions.DefaultTemperature",
+                nameof(SamplingOptions.RepetitionPenalty) => $"AdditionalProperties[\"{RepetitionPenaltyKey}\"]",
+                { } other => other,
+                null => "ChatOptions",
+            };
+            string message = ex.Message;
+            int cut = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
+            if (cut >= 0) message = message[..cut];
+            if (ex.ParamName is { } internalName && internalName != name)
+                message = message.Replace(internalName, name, StringComparison.Ordinal);
+            throw new ArgumentOutOfRangeException(name, ex.ActualValue, message);
+        }
     }
 
     /// <summary>Reads a Granite knob from <see cref="ChatOptions.AdditionalProperties"/>; a value of the wrong type is an error.</summary>

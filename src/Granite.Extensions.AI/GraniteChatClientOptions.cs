@@ -49,14 +49,30 @@ public sealed class GraniteChatClientOptions
     /// all (default true; the work is a prefill of the turn's tokens that the next turn would otherwise do).</summary>
     public bool RepairSessionSnapshots { get; set; } = true;
 
+    /// <summary>With <c>ToolMode.Auto</c>: constrain a tool call the model opens by itself to a declared tool name and that
+    /// tool's parameter schema, so it always parses (default true; per request: the <c>constrain_tool_calls</c> knob).
+    /// Required tool calls and <c>ResponseFormat</c> JSON are always constrained (docs/structured-output.md).</summary>
+    public bool ConstrainToolCalls { get; set; } = true;
+
     /// <summary>Default <c>MaxOutputTokens</c> when a request sets none.</summary>
     public int DefaultMaxOutputTokens { get; set; } = 1024;
 
     /// <summary>Default temperature when a request sets none (IBM recommends 0 = greedy for most tasks).</summary>
     public float DefaultTemperature { get; set; }
 
-    /// <summary>Conversation histories kept for callers that pass <c>ChatOptions.ConversationId</c> back with only their new
-    /// messages (least recently used dropped beyond this count; 0 = keep none). Default 1024.</summary>
+    /// <summary>
+    /// Stored conversations (default false = stateless). Stateless: responses carry no <c>ConversationId</c>, the caller
+    /// resends the whole history each turn (what <c>FunctionInvokingChatClient</c> and Agent Framework's
+    /// <c>ChatClientAgent</c> do when no id comes back), and session-state reuse still resumes the resent prefix; a request
+    /// that passes a <c>ConversationId</c> is an <see cref="InvalidOperationException"/>. True: every response carries a
+    /// conversation id, the client keeps that history in memory (see <see cref="MaxStoredConversations"/>), and a request
+    /// that passes the id back sends only its new messages; an id the client does not hold (never issued, evicted, or a
+    /// restarted process) is an <see cref="InvalidOperationException"/>, never a silent fresh start.
+    /// </summary>
+    public bool StoreConversations { get; set; }
+
+    /// <summary>With <see cref="StoreConversations"/>: conversation histories kept in memory, least recently used dropped
+    /// beyond this count (must be ≥ 1 then). Default 1024. Ignored when stateless.</summary>
     public int MaxStoredConversations { get; set; } = 1024;
 
     /// <summary>When the checkpoint's chat template is not the known Granite 4.0 template: true = refuse to load,

@@ -1,49 +1,30 @@
 using Granite.Extensions.AI;
-using Microsoft.Extensions.AI;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.SemanticKernel;
-using Microsoft.SemanticKernel.ChatCompletion;
 
-namespace Granite.SemanticKernel;
+namespace Microsoft.SemanticKernel;
 
-/// <summary>Semantic Kernel registration of the in-process Granite chat client.</summary>
+/// <summary>Semantic Kernel registration of the in-process Granite chat client (in SK's namespace, like its connectors).</summary>
 public static class GraniteKernelBuilderExtensions
 {
     /// <summary>
-    /// Registers Granite as the kernel's <see cref="IChatClient"/> with kernel function invocation in the pipeline (so
-    /// <c>FunctionChoiceBehavior.Auto()</c> invokes plugins) and as <see cref="IChatCompletionService"/>.
+    /// Registers Granite as the kernel's <see cref="Microsoft.Extensions.AI.IChatClient"/> with kernel function invocation
+    /// in the pipeline (so <c>FunctionChoiceBehavior.Auto()</c> invokes plugins) and as
+    /// <see cref="ChatCompletion.IChatCompletionService"/>; keyed by <paramref name="serviceId"/> when given (SK selects
+    /// services by that id). The client is stateless (Semantic Kernel's chat history is resent each call, and session
+    /// snapshots resume it): <see cref="GraniteChatClientOptions.StoreConversations"/> = true is rejected with an
+    /// <see cref="Microsoft.Extensions.Options.OptionsValidationException"/> when the client is first resolved.
     /// </summary>
-    public static IKernelBuilder AddGraniteChatClient(this IKernelBuilder builder, Action<GraniteChatClientOptions> configure)
+    public static IKernelBuilder AddGraniteChatClient(this IKernelBuilder builder, Action<GraniteChatClientOptions> configure, string? serviceId = null)
     {
         ArgumentNullException.ThrowIfNull(builder);
-        builder.Services.AddGraniteKernelServices(configure);
+        builder.Services.AddGraniteKernelServices(configure, serviceId);
         return builder;
     }
 
-    /// <summary>Same as <see cref="AddGraniteChatClient(IKernelBuilder, Action{GraniteChatClientOptions})"/> with a model folder.</summary>
-    public static IKernelBuilder AddGraniteChatClient(this IKernelBuilder builder, string modelPath, string? modelId = null)
+    /// <summary>Same as <see cref="AddGraniteChatClient(IKernelBuilder, Action{GraniteChatClientOptions}, string?)"/> with a model folder.</summary>
+    public static IKernelBuilder AddGraniteChatClient(this IKernelBuilder builder, string modelPath, string? modelId = null, string? serviceId = null)
     {
         ArgumentNullException.ThrowIfNull(modelPath);
-        return builder.AddGraniteChatClient(o => { o.ModelPath = modelPath; o.ModelId = modelId ?? o.ModelId; });
-    }
-
-    /// <summary>Service-collection form: Granite <see cref="IChatClient"/> with kernel function invocation, plus
-    /// <see cref="IChatCompletionService"/> over it.</summary>
-    public static IServiceCollection AddGraniteKernelServices(this IServiceCollection services, Action<GraniteChatClientOptions> configure)
-    {
-        ArgumentNullException.ThrowIfNull(services);
-        services.AddGraniteChatClient(configure).UseKernelFunctionInvocation().Use(inner => new StatelessConversationChatClient(inner));
-        services.AddSingleton<IChatCompletionService>(sp => sp.GetRequiredService<IChatClient>().AsChatCompletionService(sp));
-        return services;
-    }
-
-    /// <summary>Service-collection form binding options from configuration (section <c>"Granite"</c>).</summary>
-    public static IServiceCollection AddGraniteKernelServices(this IServiceCollection services, IConfiguration configuration, string sectionName = GraniteServiceCollectionExtensions.DefaultSectionName)
-    {
-        ArgumentNullException.ThrowIfNull(services);
-        services.AddGraniteChatClient(configuration, sectionName).UseKernelFunctionInvocation().Use(inner => new StatelessConversationChatClient(inner));
-        services.AddSingleton<IChatCompletionService>(sp => sp.GetRequiredService<IChatClient>().AsChatCompletionService(sp));
-        return services;
+        return builder.AddGraniteChatClient(o => { o.ModelPath = modelPath; o.ModelId = modelId ?? o.ModelId; }, serviceId);
     }
 }

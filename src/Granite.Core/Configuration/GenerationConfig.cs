@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Granite.Core.Diagnostics;
 
 namespace Granite.Core.Configuration;
 
@@ -22,8 +23,10 @@ public sealed record GenerationConfig
         string path = Path.Combine(modelDirectory, FileName);
         if (!File.Exists(path)) return null;
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
-        catch (JsonException ex) { throw new InvalidDataException($"Invalid '{path}': not valid JSON: {ex.Message}", ex); }
+        byte[] bytes = CheckedFile.ReadAllBytes(path);
+        if (ErrorText.InvalidUtf8(bytes) is { } bad) throw new InvalidDataException($"Invalid '{path}': {bad}.");
+        try { doc = JsonDocument.Parse(bytes); }
+        catch (JsonException ex) { throw new InvalidDataException($"Invalid '{path}': {ErrorText.JsonSyntax(ex)}", ex); }
         using (doc)
         {
             var root = doc.RootElement;

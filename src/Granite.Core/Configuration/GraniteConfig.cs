@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Granite.Core.Diagnostics;
 
 namespace Granite.Core.Configuration;
 
@@ -90,6 +91,26 @@ public sealed record GraniteConfig
     public string? TorchDtype { get; init; }
     /// <summary>The file this config was read from, for error messages.</summary>
     public string? SourcePath { get; init; }
+    /// <summary>Architecture fields absent from the file, which took the Hugging Face <c>GraniteMoeHybridConfig</c>
+    /// defaults. Provenance of the instance <see cref="Parse"/> returned (not part of equality; empty for configs built in
+    /// code or copied with <c>with</c>).</summary>
+    public IReadOnlyList<string> DefaultedFields => s_defaulted.TryGetValue(this, out var f) ? f : Array.Empty<string>();
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<GraniteConfig, string[]> s_defaulted = new();
+
+    /// <summary>Upper bound on <c>num_hidden_layers</c> checked before anything is sized by it (real models have ≤ 100).</summary>
+    public const int MaxLayers = 10_000;
+
+    /// <summary>The <c>config.json</c> fields <see cref="Parse"/> reads, in Hugging Face's order (for <see cref="DefaultedFields"/>).</summary>
+    private static readonly string[] ArchitectureFields =
+    {
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+        "hidden_act", "max_position_embeddings", "rms_norm_eps", "pad_token_id", "bos_token_id", "eos_token_id",
+        "tie_word_embeddings", "rope_theta", "attention_bias", "embedding_multiplier", "logits_scaling", "residual_multiplier",
+        "attention_multiplier", "num_local_experts", "num_experts_per_tok", "shared_intermediate_size", "position_embedding_type",
+        "layer_types", "mamba_n_heads", "mamba_n_groups", "mamba_d_state", "mamba_d_head", "mamba_d_conv", "mamba_expand",
+        "mamba_chunk_size", "mamba_conv_bias", "mamba_proj_bias", "time_step_limit",
+    };
 
     // ---- derived ----
     /// <summary>Attention head dimension H / n_h.</summary>
@@ -116,7 +137,10 @@ public sealed record GraniteConfig
     {
         if (Directory.Exists(path)) path = Path.Combine(path, "config.json");
         if (!File.Exists(path)) throw new FileNotFoundException($"Granite config not found: {path}", path);
-        return Parse(File.ReadAllText(path), path);
+        ReadOnlySpan<byte> bytes = CheckedFile.ReadAllBytes(path);
+        if (bytes.StartsWith("\uFEFF"u8)) bytes = bytes[3..];
+        if (ErrorText.InvalidUtf8(bytes) is { } bad) throw new InvalidDataException($"{path}: {bad}");
+        return Parse(System.Text.Encoding.UTF8.GetString(bytes), path);
     }
 
     /// <summary>Parses and validates config JSON. <paramref name="sourceName"/> appears in error messages.</summary>
@@ -133,12 +157,12 @@ public sealed record GraniteConfig
         }
         catch (JsonException ex)
         {
-            throw new InvalidDataException($"{sourceName}: malformed JSON ({ex.Message})", ex);
+            throw new InvalidDataException($"{sourceName}: {ErrorText.JsonSyntax(ex)}", ex);
         }
         var r = new Reader(root, sourceName);
         string? modelType = r.Str("model_type", null);
         if (modelType is not null && modelType != "granitemoehybrid" && modelType != "granitemoeshared" && modelType != "granite" && modelType != "granitemoe")
-            throw new InvalidDataException($"{sourceName}: field 'model_type' is '{modelType}', expected 'granitemoehybrid'");
+            throw new InvalidDataException($"{sourceName}: field 'model_type' is '{ErrorText.Excerpt(modelType)}', expected 'granitemoehybrid'");
 
         int hidden = r.Int("hidden_size", 4096);
         int layers = r.Int("num_hidden_layers", 32);
@@ -152,6 +176,8 @@ public sealed record GraniteConfig
         var typesNode = root["layer_types"] ?? root["layers_block_type"];
         string typesField = root["layer_types"] is not null ? "layer_types" : "layers_block_type";
         List<LayerKind> kinds;
+        if (layers <= 0 || layers > MaxLayers)
+            throw new InvalidDataException($"{sourceName}: field 'num_hidden_layers' is {layers}, expected 1..{MaxLayers}");
         if (typesNode is null) kinds = Enumerable.Repeat(LayerKind.Mamba, layers).ToList();
         else if (typesNode is JsonArray arr)
         {
@@ -163,7 +189,7 @@ public sealed record GraniteConfig
                 {
                     "mamba" => LayerKind.Mamba,
                     "attention" => LayerKind.Attention,
-                    _ => throw new InvalidDataException($"{sourceName}: field '{typesField}[{i}]' is '{arr[i]?.ToJsonString()}', expected \"mamba\" or \"attention\""),
+                    _ => throw new InvalidDataException($"{sourceName}: field '{typesField}[{i}]' is '{ErrorText.Excerpt(arr[i]?.ToJsonString())}', expected \"mamba\" or \"attention\""),
                 });
             }
         }
@@ -219,6 +245,12 @@ public sealed record GraniteConfig
             TorchDtype = r.Str("torch_dtype", null) ?? r.Str("dtype", null),
             SourcePath = sourceName,
         };
+        s_defaulted.AddOrUpdate(cfg, ArchitectureFields.Where(f => f switch
+        {
+            "layer_types" => !root.ContainsKey("layer_types") && !root.ContainsKey("layers_block_type"),
+            "rope_theta" => !root.ContainsKey("rope_theta") && !(root["rope_parameters"] is JsonObject rpo && rpo.ContainsKey("rope_theta")),
+            _ => !root.ContainsKey(f),
+        }).ToArray());
         cfg.Validate();
         return cfg;
     }
@@ -320,7 +352,7 @@ public sealed record GraniteConfig
         Require(HiddenSize > 0, "hidden_size", $"must be positive (is {HiddenSize})");
         Require(NumHiddenLayers > 0, "num_hidden_layers", $"must be positive (is {NumHiddenLayers})");
         Require(LayerTypes.Count == NumHiddenLayers, "layer_types", $"has {LayerTypes.Count} entries but num_hidden_layers is {NumHiddenLayers}");
-        Require(HiddenAct == "silu", "hidden_act", $"is '{HiddenAct}', only 'silu' is supported");
+        Require(HiddenAct == "silu", "hidden_act", $"is '{ErrorText.Excerpt(HiddenAct)}', only 'silu' is supported");
         Require(RmsNormEps > 0, "rms_norm_eps", "must be positive");
         Require(LogitsScaling != 0, "logits_scaling", "must not be zero");
         Require(SharedIntermediateSize > 0, "shared_intermediate_size", $"must be positive (is {SharedIntermediateSize})");
@@ -405,7 +437,7 @@ public sealed record GraniteConfig
             if (n is null) return dflt;
             if (n is JsonValue v && v.TryGetValue<JsonElement>(out var e) && e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out var i)) return i;
             if (n is JsonValue v2 && v2.TryGetValue<int>(out var i2)) return i2;
-            throw new InvalidDataException($"{src}: field '{name}' must be an integer (is {n.ToJsonString()})");
+            throw new InvalidDataException($"{src}: field '{name}' must be an integer (is {ErrorText.Excerpt(n.ToJsonString())})");
         }
 
         public int? IntOrNull(string name) => o[name] is null ? null : Int(name, 0);
@@ -435,7 +467,7 @@ public sealed record GraniteConfig
                     }
                 }
             }
-            throw new InvalidDataException($"{src}: field '{name}' must be a number (is {n?.ToJsonString() ?? "null"})");
+            throw new InvalidDataException($"{src}: field '{name}' must be a number (is {ErrorText.Excerpt(n?.ToJsonString())})");
         }
 
         public bool Bool(string name, bool dflt)
@@ -443,7 +475,7 @@ public sealed record GraniteConfig
             var n = o[name];
             if (n is null) return dflt;
             if (n is JsonValue v && v.TryGetValue<bool>(out var b)) return b;
-            throw new InvalidDataException($"{src}: field '{name}' must be true or false (is {n.ToJsonString()})");
+            throw new InvalidDataException($"{src}: field '{name}' must be true or false (is {ErrorText.Excerpt(n.ToJsonString())})");
         }
 
         public string? Str(string name, string? dflt)
@@ -451,7 +483,7 @@ public sealed record GraniteConfig
             var n = o[name];
             if (n is null) return dflt;
             if (n is JsonValue v && v.TryGetValue<string>(out var s)) return s;
-            throw new InvalidDataException($"{src}: field '{name}' must be a string (is {n.ToJsonString()})");
+            throw new InvalidDataException($"{src}: field '{name}' must be a string (is {ErrorText.Excerpt(n.ToJsonString())})");
         }
     }
 }

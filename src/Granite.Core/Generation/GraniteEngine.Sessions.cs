@@ -11,8 +11,9 @@ public sealed partial class GraniteEngine
     /// position. With session reuse on, stores a shared snapshot at every <see cref="GenerationRequest.SnapshotAt"/>
     /// length on the way (prefill in pieces is exact) and a snapshot of the whole prompt at the end. A snapshot is only
     /// taken after its forward pass completed, so a failed pass never leaves a corrupt snapshot. Inference thread only.
+    /// <paramref name="cancellationToken"/> stops the pass between layers.
     /// </summary>
-    internal Tensor PrefillRemainder(InferenceState state, IReadOnlyList<int> prompt, GenerationRequest request)
+    internal Tensor PrefillRemainder(InferenceState state, IReadOnlyList<int> prompt, GenerationRequest request, CancellationToken cancellationToken = default)
     {
         bool store = request.UseSessionCache && Sessions.Enabled;
         if (store && request.SnapshotAt is { Count: > 0 } cuts)
@@ -20,11 +21,11 @@ public sealed partial class GraniteEngine
             foreach (int cut in cuts.Where(c => c > state.Length && c < prompt.Count).Distinct().Order())
             {
                 var piece = Slice(prompt, state.Length, cut);
-                Model.Forward(piece, state).Dispose();
+                Model.Forward(piece, state, cancellationToken).Dispose();
                 Sessions.Store(state, shared: true);
             }
         }
-        var logits = Model.Forward(Slice(prompt, state.Length, prompt.Count), state);
+        var logits = Model.Forward(Slice(prompt, state.Length, prompt.Count), state, cancellationToken);
         if (store) Sessions.Store(state, request.SessionKey, supersede: true);
         return logits;
     }
@@ -37,7 +38,8 @@ public sealed partial class GraniteEngine
     /// <param name="tokens">Token ids to cover.</param>
     /// <param name="sessionKey">Optional conversation key (see <see cref="GenerationRequest.SessionKey"/>).</param>
     /// <param name="shared">Mark the snapshot as a shared prefix (never superseded by a conversation).</param>
-    /// <param name="cancellationToken">Cancels before the work starts.</param>
+    /// <param name="cancellationToken">Cancels the work (before it starts, or between layers of its pass). Disposing the
+    /// engine cancels it too.</param>
     /// <returns>The number of tokens that were restored from an existing snapshot (not processed). Not counted in the
     /// store's hit/miss/reuse counters, which describe generation requests.</returns>
     /// <exception cref="ArgumentException">Empty tokens, ids outside the vocabulary, or longer than the context window.</exception>
@@ -52,15 +54,17 @@ public sealed partial class GraniteEngine
             if ((uint)id >= (uint)Config.VocabSize)
                 throw new ArgumentException($"Token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).", nameof(tokens));
         var copy = tokens.ToArray();
+        var lifetime = _worker.Lifetime;
         return _worker.RunAsync(() =>
         {
+            using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, lifetime);
             if (!Sessions.Enabled) return 0;
             if (Sessions.LongestPrefixLength(copy) == copy.Length) return copy.Length;
             var (state, cached) = Sessions.Resume(Model, copy, count: false);
             using (state)
             {
                 using var scope = torch.NewDisposeScope();
-                Model.Forward(Slice(copy, state.Length, copy.Length), state).Dispose();
+                Model.Forward(Slice(copy, state.Length, copy.Length), state, linked.Token).Dispose();
                 Sessions.Store(state, sessionKey, shared, supersede: !shared);
                 return cached;
             }

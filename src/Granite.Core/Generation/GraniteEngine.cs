@@ -7,6 +7,7 @@ using Granite.Core.Tokenization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using TorchSharp;
+using Tensor = TorchSharp.torch.Tensor;
 
 namespace Granite.Core.Generation;
 
@@ -40,6 +41,13 @@ public sealed record GenerationRequest
     /// parsing is unaffected; stop sequences match the text after skipping.
     /// </summary>
     public bool SkipSpecialTokens { get; init; } = true;
+
+    /// <summary>
+    /// Constrained decoding: before each sampled token the logits of tokens the constraint does not allow are set to −∞
+    /// (after penalties, before temperature/top-k/top-p), on the inference thread. Forced output tokens must be allowed
+    /// by it. Null = unconstrained. See <c>docs/structured-output.md</c>.
+    /// </summary>
+    public Constraints.TokenConstraint? Constraint { get; init; }
 }
 
 /// <summary>Token counts and timings of one generation.</summary>
@@ -102,13 +110,17 @@ public sealed partial class GraniteEngine : IDisposable
         _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
     }
 
-    /// <summary>Loads model and tokenizer from a Hugging Face checkpoint folder.</summary>
+    /// <summary>Loads model and tokenizer from a Hugging Face checkpoint folder, or from a GGUF file (any name; detected by
+    /// its magic), which is first imported into a cached checkpoint folder (docs/gguf.md).</summary>
     public static GraniteEngine Load(string modelDirectory, GraniteEngineOptions? options = null, ILogger? logger = null)
     {
         options ??= new GraniteEngineOptions();
         logger ??= NullLogger.Instance;
         var sw = Stopwatch.StartNew();
         GraniteRuntime.EnsureLoaded();
+        var given = modelDirectory;
+        modelDirectory = Weights.Gguf.GgufImporter.ResolveModelPath(modelDirectory); // a .gguf file (or Ollama blob) → checkpoint folder
+        if (modelDirectory != given) logger.LogInformation("GGUF file {File} imported as {Dir}", given, modelDirectory);
         logger.LogDebug("Native backend: {Report}", GraniteRuntime.LoadReport);
         var tokenizer = GraniteTokenizer.FromDirectory(modelDirectory);
         var generationConfig = GenerationConfig.Load(modelDirectory); // a malformed optional file fails before the weights load
@@ -187,19 +199,38 @@ public sealed partial class GraniteEngine : IDisposable
         var context = new List<int>(prompt);
         Sampler? sampler = null;
         InferenceState? state = null;
+        var matcher = request.Constraint?.CreateMatcher(sampling.StopTokenIds);
+        var mask = matcher is null ? null : new Constraints.TokenMask(Math.Max(Config.VocabSize, request.Constraint!.Vocabulary.Size));
+        if (matcher is not null)
+        {
+            for (int i = 0; i < forced.Count; i++)
+            {
+                try { matcher.Accept(forced[i]); }
+                catch (InvalidOperationException ex) { throw new ArgumentException($"ForcedOutputTokens[{i}] is not allowed by the request's Constraint: {ex.Message}", nameof(request), ex); }
+            }
+        }
+        int Sample(Tensor logits)
+        {
+            if (matcher is null) return sampler!.Next(logits, context, prompt.Count);
+            int id = sampler!.Next(logits, context, prompt.Count, matcher.FillMask(mask!) ? mask : null);
+            matcher.Accept(id);
+            return id;
+        }
         int cached = 0;
         TimeSpan ttft = TimeSpan.Zero;
         bool completed = false;
         try
         {
             cancellationToken.ThrowIfCancellationRequested();
+            var lifetime = _worker.Lifetime;
             int first = await _worker.RunAsync(() =>
             {
                 sampler = new Sampler(sampling);
                 (state, cached) = request.UseSessionCache ? Sessions.Resume(Model, prompt) : (Model.CreateState(), 0);
                 using var scope = torch.NewDisposeScope();
-                using var logits = PrefillRemainder(state, prompt, request);
-                return forced.Count > 0 ? forced[0] : sampler.Next(logits, context, prompt.Count);
+                using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, lifetime);
+                using var logits = PrefillRemainder(state, prompt, request, linked.Token);
+                return forced.Count > 0 ? forced[0] : Sample(logits);
             }, cancellationToken).ConfigureAwait(false);
             ttft = sw.Elapsed;
             int next = first;
@@ -234,7 +265,7 @@ public sealed partial class GraniteEngine : IDisposable
                 {
                     using var scope = torch.NewDisposeScope();
                     using var logits = Model.Forward(new[] { tokenToFeed }, state!);
-                    return produced < forced.Count ? forced[produced] : sampler!.Next(logits, context, prompt.Count);
+                    return produced < forced.Count ? forced[produced] : Sample(logits);
                 }, cancellationToken).ConfigureAwait(false);
             }
         }
@@ -250,12 +281,15 @@ public sealed partial class GraniteEngine : IDisposable
         }
     }
 
-    /// <summary>Releases the inference thread, stored sessions and (if owned) the model.</summary>
+    /// <summary>
+    /// Releases the inference thread, stored sessions and (if owned) the model. Queued work fails with
+    /// <see cref="ObjectDisposedException"/>, a running prefill stops between layers, background work (session repairs)
+    /// is cancelled, and the call returns only once the inference thread has ended: no native work runs after it.
+    /// </summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        try { _worker.RunAsync(() => { Sessions.Clear(); if (_ownsModel) Model.Dispose(); return true; }).Wait(TimeSpan.FromSeconds(30)); }
-        catch (Exception ex) { _logger.LogWarning(ex, "Error while releasing the Granite model"); }
-        _worker.Dispose();
+        var error = _worker.Shutdown(() => { Sessions.Clear(); if (_ownsModel) Model.Dispose(); });
+        if (error is not null) _logger.LogWarning(error, "Error while releasing the Granite model");
     }
 }

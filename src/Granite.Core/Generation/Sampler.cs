@@ -79,9 +79,11 @@ internal sealed class Sampler : IDisposable
     /// <returns>The token id, in [0, min(V, MaskTokenIdsFrom)).</returns>
     /// <exception cref="ArgumentException">Bad shape, or a context token id outside [0, V).</exception>
     /// <exception cref="InvalidOperationException">The logits contain NaN or no finite value.</exception>
-    public int Next(Tensor logits, IReadOnlyList<int> contextTokens, int generatedStart)
+    /// <param name="allowed">Tokens allowed by a constraint (others get −∞ after the penalties), or null.</param>
+    public int Next(Tensor logits, IReadOnlyList<int> contextTokens, int generatedStart, Constraints.TokenMask? allowed = null)
     {
         var x = Prepare(logits, contextTokens, generatedStart, out _);
+        allowed?.Apply(x);
         if (_generator is null)
         {
             int id = TensorPrimitives.IndexOfMax(x); // first maximum, like torch.argmax; first NaN if any

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -19,20 +20,23 @@ internal sealed class DecoderLayer : nn.Module
 #pragma warning restore IDE1006
     private readonly double _residual;
 
-    public DecoderLayer(GraniteConfig c, int index, ScalarType dtype, Device device) : base($"layer{index}")
+    public DecoderLayer(GraniteConfig c, int index, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts) : base($"layer{index}")
     {
         Kind = c.LayerTypes[index];
         _residual = c.ResidualMultiplier;
         input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
-        if (Kind == LayerKind.Mamba) mamba = new MambaMixer(c, dtype, device);
-        else self_attn = new GraniteAttention(c, dtype, device);
-        if (c.IsMoe) block_sparse_moe = new MoeBlock(c, dtype, device);
-        shared_mlp = new SharedMlp(c, dtype, device);
+        if (Kind == LayerKind.Mamba) mamba = new MambaMixer(c, dtype, device, kernels);
+        else self_attn = new GraniteAttention(c, dtype, device, kernels);
+        if (c.IsMoe) block_sparse_moe = new MoeBlock(c, dtype, device, kernels, offloadExperts);
+        shared_mlp = new SharedMlp(c, dtype, device, kernels);
         RegisterComponents();
     }
 
     public LayerKind Kind { get; }
+
+    /// <summary>The routed-expert block, if the model is MoE.</summary>
+    public MoeBlock? Moe => block_sparse_moe;
 
     public Tensor Forward(Tensor h, MambaLayerState? mambaState, AttentionLayerState? kv)
     {

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,9 +21,11 @@ internal sealed class GraniteAttention : nn.Module
     private readonly bool _rope;
     private readonly ScalarType _acc;
     private readonly float[] _invFreq;
+    private readonly GraniteKernels _kernels;
 
-    public GraniteAttention(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteAttention))
+    public GraniteAttention(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels) : base(nameof(GraniteAttention))
     {
+        _kernels = kernels;
         _heads = c.NumAttentionHeads;
         _kvHeads = c.NumKeyValueHeads;
         _headDim = c.HeadDim;
@@ -45,9 +48,9 @@ internal sealed class GraniteAttention : nn.Module
     {
         long T = u.shape[0];
         long start = cache.Length;
-        var q = Ops.Linear(u, q_proj.Weight, q_proj.Bias).reshape(T, _heads, _headDim);
-        var k = Ops.Linear(u, k_proj.Weight, k_proj.Bias).reshape(T, _kvHeads, _headDim);
-        var v = Ops.Linear(u, v_proj.Weight, v_proj.Bias).reshape(T, _kvHeads, _headDim);
+        var q = _kernels.Linear(u, q_proj.Weight, q_proj.Bias).reshape(T, _heads, _headDim);
+        var k = _kernels.Linear(u, k_proj.Weight, k_proj.Bias).reshape(T, _kvHeads, _headDim);
+        var v = _kernels.Linear(u, v_proj.Weight, v_proj.Bias).reshape(T, _kvHeads, _headDim);
         if (_rope)
         {
             var (cos, sin) = RopeTables(start, T, q.dtype, u.device);
@@ -60,17 +63,16 @@ internal sealed class GraniteAttention : nn.Module
         long S = keys.shape[1];
 
         int r = _heads / _kvHeads;
-        if (values.dtype == ScalarType.BFloat16 && r * T > Ops.DecodeMaxTokens)
+        if (_kernels.UpcastAttentionCache(values.dtype, r * T))
         {
-            // BF16 batched GEMM is far slower than float32 in this LibTorch build (see Ops.Bf16GemmMaxRows); upcast the
-            // cache once for all query blocks.
+            // Upcast the cache once for all query blocks (the kernels decide when; see GraniteKernels.UpcastAttentionCache).
             keys = keys.to_type(ScalarType.Float32);
             values = values.to_type(ScalarType.Float32);
         }
 
         // Long prefills attend in query blocks so the float32 score matrix stays bounded; each block's intermediates
-        // (scores, probabilities: ~2 × MaxScoreElements floats) are freed before the next block starts.
-        long rowsPerBlock = Math.Max(1, MaxScoreElements / ((long)_heads * S));
+        // (scores, probabilities: ~2 × KernelTuning.MaxScoreElements floats) are freed before the next block starts.
+        long rowsPerBlock = Math.Max(1, _kernels.MaxScoreElements / ((long)_heads * S));
         Tensor o;
         if (T <= rowsPerBlock) o = AttendBlock(q, start, keys, values);
         else
@@ -86,11 +88,8 @@ internal sealed class GraniteAttention : nn.Module
             o = torch.cat(parts, 0);
             foreach (var p in parts) p.Dispose();
         }
-        return Ops.Linear(o, o_proj.Weight, o_proj.Bias);
+        return _kernels.Linear(o, o_proj.Weight, o_proj.Bias);
     }
-
-    /// <summary>Upper bound on elements of one float32 score block [n_h, rows, S] (internal for tests).</summary>
-    internal static long MaxScoreElements { get; set; } = 1L << 26;
 
     /// <summary>
     /// softmax(q·kᵀ·attention_multiplier) · v for queries q [n, n_h, d] at absolute positions qStart…qStart+n−1 against

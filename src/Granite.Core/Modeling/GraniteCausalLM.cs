@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -19,13 +20,17 @@ internal sealed class GraniteCausalLM : nn.Module
 #pragma warning restore IDE1006
     private readonly double _logitsScaling;
     private readonly ScalarType _acc;
+    private readonly GraniteKernels _kernels;
 
-    public GraniteCausalLM(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteCausalLM))
+    /// <summary>Builds the module tree; <paramref name="kernels"/> is the seam every module computes through.</summary>
+    /// <remarks><paramref name="offloadExperts"/> puts the routed experts' fused parameters on <c>meta</c> (the loader attaches expert caches).</remarks>
+    public GraniteCausalLM(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts = false) : base(nameof(GraniteCausalLM))
     {
         Config = c;
         _logitsScaling = c.LogitsScaling;
         _acc = Precision.Islands(dtype);
-        model = new GraniteBackbone(c, dtype, device);
+        _kernels = kernels;
+        model = new GraniteBackbone(c, dtype, device, kernels, offloadExperts);
         if (!c.TieWordEmbeddings) lm_head = new ParamBlock("lm_head", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
         RegisterComponents();
     }
@@ -37,13 +42,14 @@ internal sealed class GraniteCausalLM : nn.Module
     /// <summary>
     /// Runs <paramref name="ids"/> [T] through the model, advancing <paramref name="state"/>; returns float32 logits for
     /// all positions [T, V] or the last one [V]. If <paramref name="hidden"/> is given, float32 copies of every residual
-    /// stream (embeddings, each layer's output, after the final norm) are added to it.
+    /// stream (embeddings, each layer's output, after the final norm) are added to it. <paramref name="cancellationToken"/>
+    /// is checked between layers (the state is then left partly advanced: the caller marks it faulted).
     /// </summary>
-    public Tensor Forward(Tensor ids, InferenceState state, bool allPositions, List<Tensor>? hidden = null)
+    public Tensor Forward(Tensor ids, InferenceState state, bool allPositions, List<Tensor>? hidden = null, CancellationToken cancellationToken = default)
     {
-        var h = model.Forward(ids, state, hidden);
+        var h = model.Forward(ids, state, hidden, cancellationToken);
         if (!allPositions) h = h[-1];
-        var logits = Ops.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
         return logits / _logitsScaling;
     }
 }
@@ -59,24 +65,28 @@ internal sealed class GraniteBackbone : nn.Module
     private readonly double _embeddingMultiplier;
     private readonly ScalarType _acc;
 
-    public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteBackbone))
+    public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts) : base(nameof(GraniteBackbone))
     {
         _embeddingMultiplier = c.EmbeddingMultiplier;
         _acc = Precision.Islands(dtype);
         embed_tokens = new ParamBlock("embed_tokens", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
-        layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device)).ToArray());
+        layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device, kernels, offloadExperts)).ToArray());
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
     }
 
     public Tensor EmbeddingWeight => embed_tokens.Weight;
 
-    public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden)
+    /// <summary>The decoder layers, by index.</summary>
+    public IList<DecoderLayer> Layers => layers;
+
+    public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden, CancellationToken cancellationToken = default)
     {
         var h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [T, H], residual stream in float32
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         for (int i = 0; i < layers.Count; i++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             // One dispose scope per layer: a layer's intermediates (prefill activations, expert outputs) are freed as soon
             // as it is done instead of piling up until the whole pass ends.
             using var layerScope = torch.NewDisposeScope();

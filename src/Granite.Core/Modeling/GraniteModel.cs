@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Granite.Core.Configuration;
 using Granite.Core.Experts;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using Granite.Core.Weights;
 using TorchSharp;
@@ -22,9 +23,10 @@ public sealed class GraniteModel : IDisposable
     private readonly ExpertStore? _experts;
     private bool _disposed;
 
-    private GraniteModel(GraniteCausalLM module, Device device, ModelLoadReport report, ExpertStore? experts)
+    private GraniteModel(GraniteCausalLM module, GraniteKernels kernels, Device device, ModelLoadReport report, ExpertStore? experts)
     {
         _module = module;
+        Kernels = kernels;
         _device = device;
         LoadReport = report;
         _experts = experts;
@@ -41,25 +43,36 @@ public sealed class GraniteModel : IDisposable
 
     internal GraniteCausalLM Module => _module;
 
+    /// <summary>The kernels chosen at load (instruction set, GEMM choice, kernel threads).</summary>
+    internal GraniteKernels Kernels { get; }
+
+    /// <summary>The kernel path in one line (instruction set and why, CPU flags, prefill GEMM, threads), for logs and benchmarks.</summary>
+    public string KernelDescription => Kernels.Description;
+
     /// <summary>The expert store when MoE experts are offloaded, else null.</summary>
     internal ExpertStore? Experts => _experts;
 
     /// <summary>Loads <c>config.json</c> and the safetensors weights from a folder.</summary>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">config.json or a weight file is missing.</exception>
-    /// <exception cref="InvalidDataException">The config is invalid, a required tensor is missing, or a tensor has the
-    /// wrong shape; messages name tensor and folder.</exception>
+    /// <exception cref="InvalidDataException">The config is invalid or disagrees with the checkpoint (a size, a layer
+    /// kind), a required tensor is missing, or a weight has an integer dtype; messages name the file and the field or tensor.
+    /// All of this is checked before anything is allocated.</exception>
+    /// <exception cref="InsufficientMemoryException">The weights need more memory than is available (see
+    /// <see cref="GraniteModelOptions.CheckAvailableMemory"/>).</exception>
     public static GraniteModel Load(string modelDir, GraniteModelOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(modelDir);
         GraniteRuntime.EnsureLoaded();
         options ??= new GraniteModelOptions();
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder not found: {modelDir}");
+        if (options.Threads < 0 || options.Threads > GraniteModelOptions.MaxThreads)
+            throw new ArgumentOutOfRangeException(nameof(options), options.Threads, $"Threads must be 0 (LibTorch's default) or 1..{GraniteModelOptions.MaxThreads} ({Environment.ProcessorCount} CPUs).");
         var config = GraniteConfig.Load(modelDir);
-        if (options.Threads > 0) torch.set_num_threads(options.Threads);
-        Bf16Gemv.Threads = torch.get_num_threads();
+        var device = options.ResolveDevice(); // option errors before any process-wide setting changes
+        var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), options.KernelTuning); // GRANITE_ISA errors first too
+        ThreadPolicy.ApplyTorchThreads(options.Threads);
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
-        var device = torch.device(options.Device);
 
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
         const string embedName = "model.embed_tokens.weight";
@@ -71,6 +84,11 @@ public sealed class GraniteModel : IDisposable
             _ => stored == ScalarType.Float16 ? ScalarType.Float32 : stored,
         };
 
+        // Every config size against the checkpoint's headers, dtypes, and the memory the weights take: before any allocation.
+        var plan = ModelPreflight.Check(config, ckpt, modelDir, dtype, options.ExpertOffload, options.Device);
+        if (options.CheckAvailableMemory) ModelPreflight.EnsureFits(plan, modelDir);
+        if (options.CheckFiniteWeights) ModelPreflight.CheckFinite(config, ckpt);
+
         GraniteCausalLM? module = null;
         ExpertStore? experts = null;
         try
@@ -78,11 +96,10 @@ public sealed class GraniteModel : IDisposable
             using (torch.no_grad())
             {
                 bool offload = options.ExpertOffload.Enabled && config.IsMoe;
-                using (MoeBlock.OffloadedConstruction(offload))
-                    module = new GraniteCausalLM(config, dtype, device);
+                module = new GraniteCausalLM(config, dtype, device, kernels, offload);
                 var report = LoadWeights(module, ckpt, modelDir, config, stored, dtype);
                 if (offload) experts = AttachExperts(module, ckpt, config, dtype, device, options.ExpertOffload);
-                return new GraniteModel(module, device, report, experts);
+                return new GraniteModel(module, kernels, device, report, experts);
             }
         }
         catch
@@ -102,7 +119,8 @@ public sealed class GraniteModel : IDisposable
         GraniteRuntime.EnsureLoaded();
         NativeAllocatorTuning.Apply();
         var dev = torch.device(device);
-        var module = new GraniteCausalLM(config, dtype, dev);
+        var kernels = GraniteKernels.Create(null, ThreadPolicy.KernelThreads(0));
+        var module = new GraniteCausalLM(config, dtype, dev, kernels);
         using (torch.no_grad())
         {
             var gen = new torch.Generator((ulong)seed);
@@ -114,7 +132,7 @@ public sealed class GraniteModel : IDisposable
             }
         }
         long count = module.parameters().Sum(p => p.numel());
-        return new GraniteModel(module, dev, new ModelLoadReport("(random)", Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count), experts: null);
+        return new GraniteModel(module, kernels, dev, new ModelLoadReport("(random)", Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count), experts: null);
     }
 
     private static ModelLoadReport LoadWeights(GraniteCausalLM module, SafetensorsCheckpoint ckpt, string modelDir, GraniteConfig config, ScalarType stored, ScalarType dtype)
@@ -160,8 +178,9 @@ public sealed class GraniteModel : IDisposable
     private static ExpertStore AttachExperts(GraniteCausalLM module, SafetensorsCheckpoint ckpt, GraniteConfig config, ScalarType dtype, Device device, ExpertOffloadOptions options)
     {
         var store = ExpertStore.Open(ckpt, config, dtype, device, options);
-        foreach (var (name, m) in module.named_modules())
-            if (m is MoeBlock moe) moe.Experts = store.Layer(int.Parse(name.Split('.')[2], System.Globalization.CultureInfo.InvariantCulture));
+        var layers = module.Backbone.Layers;
+        for (int i = 0; i < layers.Count; i++)
+            if (layers[i].Moe is { } moe) moe.Experts = store.Layer(i);
         return store;
     }
 
@@ -203,8 +222,16 @@ public sealed class GraniteModel : IDisposable
         return Forward(arr.AsSpan(), state, allPositions, null);
     }
 
+    /// <summary>Forward whose pass stops between layers when <paramref name="cancellationToken"/> is cancelled
+    /// (throws <see cref="OperationCanceledException"/> and marks <paramref name="state"/> faulted).</summary>
+    internal Tensor Forward(IReadOnlyList<int> ids, InferenceState state, CancellationToken cancellationToken, bool allPositions = false)
+    {
+        int[] arr = ids as int[] ?? ids.ToArray();
+        return Forward(arr.AsSpan(), state, allPositions, null, cancellationToken);
+    }
+
     /// <summary>Forward that also returns float32 copies of every residual stream (for debugging/parity tests).</summary>
-    internal Tensor Forward(ReadOnlySpan<int> ids, InferenceState state, bool allPositions, List<Tensor>? hidden)
+    internal Tensor Forward(ReadOnlySpan<int> ids, InferenceState state, bool allPositions, List<Tensor>? hidden, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(state);
@@ -230,24 +257,14 @@ public sealed class GraniteModel : IDisposable
         var idsT = torch.tensor(longs, ScalarType.Int64, _device);
         var scratch = hidden is null ? null : new List<Tensor>();
         Tensor logits;
-        int restoreThreads = 0;
-        if (Ops.SingleThreadedTorchDecode(WeightDtype) && ids.Length <= Ops.DecodeMaxTokens && _device.type == DeviceType.CPU)
-        {
-            int n = torch.get_num_threads();
-            if (n > 1) { torch.set_num_threads(1); restoreThreads = n; }
-        }
         try
         {
-            logits = _module.Forward(idsT, state, allPositions, scratch);
+            logits = _module.Forward(idsT, state, allPositions, scratch, cancellationToken);
         }
         catch
         {
             state.MarkFaulted();
             throw;
-        }
-        finally
-        {
-            if (restoreThreads > 0) torch.set_num_threads(restoreThreads);
         }
         state.AppendTokens(ids);
         if (scratch is not null)

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -27,9 +28,11 @@ internal sealed class MambaMixer : nn.Module
     private readonly int _inner, _convDim, _heads, _headDim, _groups, _dState, _kernel, _chunk;
     private readonly double _eps, _dtMin, _dtMax;
     private readonly ScalarType _acc;                                               // float32 islands (float64 for float64 weights)
+    private readonly GraniteKernels _kernels;
 
-    public MambaMixer(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(MambaMixer))
+    public MambaMixer(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels) : base(nameof(MambaMixer))
     {
+        _kernels = kernels;
         _inner = c.MambaInnerSize;
         _convDim = c.MambaConvDim;
         _heads = c.MambaNHeads;
@@ -59,14 +62,14 @@ internal sealed class MambaMixer : nn.Module
     public Tensor Forward(Tensor u, MambaLayerState state)
     {
         long T = u.shape[0];
-        var proj = Ops.Linear(u, in_proj.Weight, in_proj.Bias);                     // [T, D_in]
+        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias);                     // [T, D_in]
         var z = proj.narrow(1, 0, _inner);                                          // gate
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
         Tensor xBCa;                                                                // [T, C] float32, after SiLU
-        if (T == 1 && ConvStep.Supports(state.Conv, conv1d.Weight, conv1d.Bias))
-            xBCa = ConvStep.Step(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
+        if (T == 1 && _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias))
+            xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
         else
             xBCa = ConvAndSilu(xBC, state);
         return Mix(T, z, xBCa, dtRaw, state);
@@ -114,7 +117,7 @@ internal sealed class MambaMixer : nn.Module
         var vg = v.reshape(T, _groups, _inner / _groups);
         vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
         var normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);      // float32; out_proj casts
-        return Ops.Linear(normed, out_proj.Weight, out_proj.Bias);
+        return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias);
     }
 
     /// <summary>Per-head view of group-shared B/C: [T, G, N] → [T, n_m, N].</summary>
@@ -127,8 +130,8 @@ internal sealed class MambaMixer : nn.Module
     {
         var dt0 = dt[0];                                                            // [n_m]
         var dA = torch.exp(dt0 * A);                                                // [n_m]
-        if (SsmStep.Supports(ssm))                                                  // fused, same state rounding
-            return SsmStep.Step(ssm, x[0] * dt0.unsqueeze(1), dA, B[0], C[0]).unsqueeze(0);
+        if (_kernels.UseSsmStep(ssm))                                               // fused, same state rounding
+            return _kernels.SsmStepOne(ssm, x[0] * dt0.unsqueeze(1), dA, B[0], C[0]).unsqueeze(0);
         var Bh = PerHead(B)[0];                                                     // [n_m, N]
         var Ch = PerHead(C)[0];
         var xdt = x[0] * dt0.unsqueeze(1);                                          // [n_m, P]

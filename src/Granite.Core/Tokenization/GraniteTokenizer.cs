@@ -29,8 +29,24 @@ public sealed class GraniteTokenizer
     private readonly ConcurrentDictionary<string, int[]> _pieceCache = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _pieceLookup;
 
-    private GraniteTokenizer(TokenizerDefinition definition, TokenizerSettings settings, string? settingsPath, ModelTokenIds fallbackIds, string? fallbackSource)
+    private GraniteTokenizer(TokenizerDefinition definition, TokenizerSettings settings, string? settingsPath, ModelTokenIds fallbackIds, string? fallbackSource, string? vocabSource = null)
     {
+        if (fallbackIds.VocabSize is int modelVocab)
+        {
+            // Every id the tokenizer can emit must be a row of the model's embedding.
+            foreach ((string token, int id) in definition.Vocabulary)
+            {
+                if (id >= modelVocab)
+                    throw TokenizerJsonReader.Error(definition.SourcePath, $"'model.vocab' entry '{Granite.Core.Diagnostics.ErrorText.Excerpt(token)}' has id {id}, outside the model's vocabulary (vocab_size {modelVocab} in {vocabSource})");
+            }
+
+            for (int i = 0; i < definition.AddedTokens.Count; i++)
+            {
+                if (definition.AddedTokens[i].Id >= modelVocab)
+                    throw TokenizerJsonReader.Error(definition.SourcePath, $"'added_tokens[{i}]' '{Granite.Core.Diagnostics.ErrorText.Excerpt(definition.AddedTokens[i].Content)}' has id {definition.AddedTokens[i].Id}, outside the model's vocabulary (vocab_size {modelVocab} in {vocabSource})");
+            }
+        }
+
         _vocab = definition.Vocabulary;
         _pieceLookup = _pieceCache.GetAlternateLookup<ReadOnlySpan<char>>();
         _preTokenizer = definition.PreTokenizer;
@@ -97,10 +113,11 @@ public sealed class GraniteTokenizer
         string templatePath = Path.Combine(modelDir, "chat_template.jinja");
         if (settings.ChatTemplate is null && File.Exists(templatePath))
         {
-            settings = settings with { ChatTemplate = File.ReadAllText(templatePath) };
+            settings = settings with { ChatTemplate = Encoding.UTF8.GetString(Granite.Core.Diagnostics.CheckedFile.ReadAllBytes(templatePath)) };
         }
 
         ModelTokenIds ids = default;
+        string? vocabSource = null;
         var sources = new List<string>();
         foreach (string name in new[] { "generation_config.json", "config.json" })
         {
@@ -108,13 +125,14 @@ public sealed class GraniteTokenizer
             if (File.Exists(path))
             {
                 ModelTokenIds found = TokenizerConfigReader.ReadModelTokenIds(path);
-                ids = new ModelTokenIds(ids.Bos ?? found.Bos, ids.Eos ?? found.Eos, ids.Pad ?? found.Pad);
+                ids = new ModelTokenIds(ids.Bos ?? found.Bos, ids.Eos ?? found.Eos, ids.Pad ?? found.Pad, ids.VocabSize ?? found.VocabSize);
+                if (found.VocabSize is not null) vocabSource = path;
                 sources.Add(path);
             }
         }
 
         return new GraniteTokenizer(definition, settings, File.Exists(configPath) ? configPath : null, ids,
-            sources.Count == 0 ? null : string.Join(" / ", sources));
+            sources.Count == 0 ? null : string.Join(" / ", sources), vocabSource);
     }
 
     /// <summary>Loads a tokenizer from a <c>tokenizer.json</c> file and an optional <c>tokenizer_config.json</c>.</summary>
@@ -319,7 +337,7 @@ public sealed class GraniteTokenizer
         if (name is not null)
         {
             return TokenToId(name) ?? throw new InvalidDataException(
-                $"Invalid configuration file '{settingsPath}': '{field}' = '{name}' is not a token of the tokenizer.");
+                $"Invalid configuration file '{settingsPath}': '{field}' = '{Granite.Core.Diagnostics.ErrorText.Excerpt(name)}' is not a token of the tokenizer.");
         }
 
         if (fallbackId is int id)

@@ -66,6 +66,21 @@ internal sealed class PreTokenizerPipeline
 
     private static void Apply(Step step, TextPiece piece, List<TextPiece> output)
     {
+        try
+        {
+            ApplyStep(step, piece, output);
+        }
+        catch (RegexMatchTimeoutException ex)
+        {
+            string where = step.Origin ?? "the tokenizer's pre_tokenizer";
+            throw new InvalidDataException(
+                $"{where}: the split regex took longer than {ex.MatchTimeout.TotalSeconds:0.##} s on one match (catastrophic backtracking?); " +
+                $"pattern {Granite.Core.Diagnostics.ErrorText.Excerpt(ex.Pattern)}", ex);
+        }
+    }
+
+    private static void ApplyStep(Step step, TextPiece piece, List<TextPiece> output)
+    {
         switch (step)
         {
             case SplitStep split:
@@ -206,7 +221,11 @@ internal sealed class PreTokenizerPipeline
     };
 
     /// <summary>A pre-tokenizer step.</summary>
-    internal abstract record Step;
+    internal abstract record Step
+    {
+        /// <summary>File and field the step was read from (e.g. <c>Invalid tokenizer file 'x': 'pre_tokenizer'</c>), for errors.</summary>
+        public string? Origin { get; init; }
+    }
 
     /// <summary>Hugging Face <c>Split</c> (behaviour <c>Isolated</c>, not inverted).</summary>
     internal sealed record SplitStep(Regex Regex) : Step;

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Granite.Core.Diagnostics;
 
 namespace Granite.Core.Tokenization;
 
@@ -8,8 +9,9 @@ internal sealed record TokenizerSettings(string? BosToken, string? EosToken, str
     public static readonly TokenizerSettings Empty = new(null, null, null, null);
 }
 
-/// <summary>Special-token ids from <c>generation_config.json</c> or <c>config.json</c>.</summary>
-internal readonly record struct ModelTokenIds(int? Bos, int? Eos, int? Pad);
+/// <summary>Special-token ids from <c>generation_config.json</c> or <c>config.json</c>, and (from <c>config.json</c>) the
+/// model's vocabulary size, which bounds every tokenizer id.</summary>
+internal readonly record struct ModelTokenIds(int? Bos, int? Eos, int? Pad, int? VocabSize = null);
 
 /// <summary>Reads the optional JSON files that accompany <c>tokenizer.json</c>.</summary>
 internal static class TokenizerConfigReader
@@ -18,11 +20,19 @@ internal static class TokenizerConfigReader
     {
         using JsonDocument document = Parse(path);
         JsonElement root = document.RootElement;
-        return new TokenizerSettings(
-            TokenName(path, root, "bos_token"),
-            TokenName(path, root, "eos_token"),
-            TokenName(path, root, "pad_token"),
-            ChatTemplate(path, root));
+        try
+        {
+            return new TokenizerSettings(
+                TokenName(path, root, "bos_token"),
+                TokenName(path, root, "eos_token"),
+                TokenName(path, root, "pad_token"),
+                ChatTemplate(path, root));
+        }
+        catch (InvalidOperationException ex)
+        {
+            // JsonElement.GetString cannot represent an escaped unpaired surrogate (\ud800).
+            throw new InvalidDataException($"Invalid configuration file '{path}': a token name or chat template is not valid text (an escaped unpaired surrogate such as \\ud800).", ex);
+        }
     }
 
     /// <summary>Reads <c>bos/eos/pad_token_id</c> (an integer or a list whose first entry is used; null = absent).</summary>
@@ -30,7 +40,8 @@ internal static class TokenizerConfigReader
     {
         using JsonDocument document = Parse(path);
         JsonElement root = document.RootElement;
-        return new ModelTokenIds(Id(path, root, "bos_token_id"), Id(path, root, "eos_token_id"), Id(path, root, "pad_token_id"));
+        int? vocab = Path.GetFileName(path) == "config.json" ? Id(path, root, "vocab_size") : null;
+        return new ModelTokenIds(Id(path, root, "bos_token_id"), Id(path, root, "eos_token_id"), Id(path, root, "pad_token_id"), vocab);
     }
 
     private static JsonDocument Parse(string path)
@@ -43,11 +54,17 @@ internal static class TokenizerConfigReader
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(path));
+            byte[] bytes = CheckedFile.ReadAllBytes(path);
+            if (ErrorText.InvalidUtf8(bytes) is { } bad)
+            {
+                throw new InvalidDataException($"Invalid configuration file '{path}': {bad}.");
+            }
+
+            document = JsonDocument.Parse(bytes);
         }
         catch (JsonException ex)
         {
-            throw new InvalidDataException($"Invalid configuration file '{path}': not valid JSON: {ex.Message}.", ex);
+            throw new InvalidDataException($"Invalid configuration file '{path}': {ErrorText.JsonSyntax(ex)}.", ex);
         }
 
         if (document.RootElement.ValueKind != JsonValueKind.Object)

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Granite.Core.Diagnostics;
 
 namespace Granite.Core.Tokenization;
 
@@ -9,6 +10,13 @@ namespace Granite.Core.Tokenization;
 /// </summary>
 internal static class TokenizerJsonReader
 {
+    /// <summary>Limit on one match of a split regex from the file (a real pre-tokenizer match takes microseconds; a
+    /// pattern such as <c>(a+)+$</c> backtracks exponentially and trips it).</summary>
+    internal static TimeSpan RegexMatchTimeout { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Largest token id accepted (ids size the id → token tables; Granite's vocabulary is 100,352).</summary>
+    public const int MaxTokenId = (1 << 22) - 1;
+
     public static TokenizerDefinition Read(string path)
     {
         ArgumentNullException.ThrowIfNull(path);
@@ -20,16 +28,30 @@ internal static class TokenizerJsonReader
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 256 });
+            byte[] bytes = CheckedFile.ReadAllBytes(path, CheckedFile.MaxTokenizerBytes);
+            if (ErrorText.InvalidUtf8(bytes) is { } bad)
+            {
+                throw Error(path, bad);
+            }
+
+            document = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 256 });
         }
         catch (JsonException ex)
         {
-            throw Error(path, $"not valid JSON: {ex.Message}", ex);
+            throw Error(path, ErrorText.JsonSyntax(ex), ex);
         }
 
         using (document)
         {
-            return Parse(path, document.RootElement);
+            try
+            {
+                return Parse(path, document.RootElement);
+            }
+            catch (InvalidOperationException ex)
+            {
+                // JsonElement.GetString / JsonProperty.Name cannot represent an escaped unpaired surrogate (\ud800).
+                throw Error(path, "a token or string is not valid text (an escaped unpaired surrogate such as \\ud800)", ex);
+            }
         }
     }
 
@@ -50,7 +72,7 @@ internal static class TokenizerJsonReader
             : null;
         if (type is not null && type != "BPE")
         {
-            throw Error(path, $"unsupported model type 'model.type' = '{type}' (only 'BPE' is supported)");
+            throw Error(path, $"unsupported model type 'model.type' = '{E(type)}' (only 'BPE' is supported)");
         }
 
         if (type is null && !model.TryGetProperty("merges", out _))
@@ -83,7 +105,7 @@ internal static class TokenizerJsonReader
     {
         if (model.TryGetProperty("dropout", out JsonElement dropout) && dropout.ValueKind == JsonValueKind.Number && dropout.GetDouble() != 0)
         {
-            throw Error(path, $"'model.dropout' = {dropout.GetRawText()}; BPE dropout is not supported (encoding must be deterministic)");
+            throw Error(path, $"'model.dropout' = {E(dropout.GetRawText())}; BPE dropout is not supported (encoding must be deterministic)");
         }
 
         if (model.TryGetProperty("byte_fallback", out JsonElement byteFallback) && byteFallback.ValueKind == JsonValueKind.True)
@@ -95,7 +117,7 @@ internal static class TokenizerJsonReader
         {
             if (model.TryGetProperty(name, out JsonElement value) && value.ValueKind == JsonValueKind.String && value.GetString()!.Length > 0)
             {
-                throw Error(path, $"'model.{name}' = '{value.GetString()}', which is not supported for a byte-level BPE model");
+                throw Error(path, $"'model.{name}' = '{E(value.GetString())}', which is not supported for a byte-level BPE model");
             }
         }
     }
@@ -111,19 +133,19 @@ internal static class TokenizerJsonReader
         var byId = new Dictionary<int, string>();
         foreach (JsonProperty entry in vocabElement.EnumerateObject())
         {
-            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out int id) || id < 0)
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetInt32(out int id) || id < 0 || id > MaxTokenId)
             {
-                throw Error(path, $"'model.vocab' entry '{entry.Name}' has id {entry.Value.GetRawText()}; expected a non-negative integer");
+                throw Error(path, $"'model.vocab' entry '{E(entry.Name)}' has id {E(entry.Value.GetRawText())}; expected an integer in 0..{MaxTokenId}");
             }
 
             if (!vocab.TryAdd(entry.Name, id))
             {
-                throw Error(path, $"'model.vocab' lists token '{entry.Name}' twice");
+                throw Error(path, $"'model.vocab' lists token '{E(entry.Name)}' twice");
             }
 
             if (!byId.TryAdd(id, entry.Name))
             {
-                throw Error(path, $"'model.vocab' has duplicate id {id} for tokens '{byId[id]}' and '{entry.Name}'");
+                throw Error(path, $"'model.vocab' has duplicate id {id} for tokens '{E(byId[id])}' and '{E(entry.Name)}'");
             }
         }
 
@@ -158,7 +180,7 @@ internal static class TokenizerJsonReader
                 int space = text.IndexOf(' ');
                 if (space <= 0 || space == text.Length - 1 || text.IndexOf(' ', space + 1) >= 0)
                 {
-                    throw Error(path, $"'model.merges[{index}]' = \"{text}\" is not of the form \"left right\"");
+                    throw Error(path, $"'model.merges[{index}]' = \"{E(text)}\" is not of the form \"left right\"");
                 }
 
                 left = text[..space];
@@ -176,14 +198,14 @@ internal static class TokenizerJsonReader
             }
             else
             {
-                throw Error(path, $"'model.merges[{index}]' = {merge.GetRawText()}; expected a \"left right\" string or a [\"left\", \"right\"] pair");
+                throw Error(path, $"'model.merges[{index}]' = {E(merge.GetRawText())}; expected a \"left right\" string or a [\"left\", \"right\"] pair");
             }
 
             foreach (string part in new[] { left, right, left + right })
             {
                 if (!vocab.ContainsKey(part))
                 {
-                    throw Error(path, $"'model.merges[{index}]' ({left} {right}) refers to token '{part}', which is not in 'model.vocab'");
+                    throw Error(path, $"'model.merges[{index}]' ({E(left)} {E(right)}) refers to token '{E(part)}', which is not in 'model.vocab'");
                 }
             }
 
@@ -220,9 +242,9 @@ internal static class TokenizerJsonReader
             }
 
             if (!item.TryGetProperty("id", out JsonElement idElement) || idElement.ValueKind != JsonValueKind.Number
-                || !idElement.TryGetInt32(out int id) || id < 0)
+                || !idElement.TryGetInt32(out int id) || id < 0 || id > MaxTokenId)
             {
-                throw Error(path, $"{where} needs a non-negative integer 'id'");
+                throw Error(path, $"{where} needs an integer 'id' in 0..{MaxTokenId}");
             }
 
             if (!item.TryGetProperty("content", out JsonElement contentElement) || contentElement.ValueKind != JsonValueKind.String
@@ -234,27 +256,27 @@ internal static class TokenizerJsonReader
             string content = contentElement.GetString()!;
             if (!seenIds.TryAdd(id, content))
             {
-                throw Error(path, $"{where} reuses id {id} (already used by added token '{seenIds[id]}')");
+                throw Error(path, $"{where} reuses id {id} (already used by added token '{E(seenIds[id])}')");
             }
 
             if (!seenContent.Add(content))
             {
-                throw Error(path, $"{where} lists added token '{content}' twice");
+                throw Error(path, $"{where} lists added token '{E(content)}' twice");
             }
 
             if (vocabById.TryGetValue(id, out string? existing) && existing != content)
             {
-                throw Error(path, $"{where} '{content}' has duplicate id {id}, which 'model.vocab' assigns to '{existing}'");
+                throw Error(path, $"{where} '{E(content)}' has duplicate id {id}, which 'model.vocab' assigns to '{E(existing)}'");
             }
 
             if (vocab.TryGetValue(content, out int vocabId) && vocabId != id)
             {
-                throw Error(path, $"{where} '{content}' has id {id} but 'model.vocab' gives it id {vocabId}");
+                throw Error(path, $"{where} '{E(content)}' has id {id} but 'model.vocab' gives it id {vocabId}");
             }
 
             if (Flag(item, "single_word"))
             {
-                throw Error(path, $"{where} '{content}' sets 'single_word', which is not supported");
+                throw Error(path, $"{where} '{E(content)}' sets 'single_word', which is not supported");
             }
 
             added.Add(new AddedToken(id, content, Flag(item, "special"), Flag(item, "lstrip"), Flag(item, "rstrip")));
@@ -268,7 +290,7 @@ internal static class TokenizerJsonReader
     {
         if (root.TryGetProperty("normalizer", out JsonElement normalizer) && normalizer.ValueKind != JsonValueKind.Null)
         {
-            throw Error(path, $"unsupported normalizer '{TypeOf(normalizer)}' (only null is supported)");
+            throw Error(path, $"unsupported normalizer '{E(TypeOf(normalizer))}' (only null is supported)");
         }
     }
 
@@ -277,7 +299,7 @@ internal static class TokenizerJsonReader
         if (root.TryGetProperty("decoder", out JsonElement decoder) && decoder.ValueKind != JsonValueKind.Null
             && TypeOf(decoder) != "ByteLevel")
         {
-            throw Error(path, $"unsupported decoder type '{TypeOf(decoder)}' (only 'ByteLevel' is supported)");
+            throw Error(path, $"unsupported decoder type '{E(TypeOf(decoder))}' (only 'ByteLevel' is supported)");
         }
     }
 
@@ -319,13 +341,13 @@ internal static class TokenizerJsonReader
                 bool useRegex = !element.TryGetProperty("use_regex", out JsonElement ur) || ur.ValueKind != JsonValueKind.False;
                 steps.Add(new PreTokenizerPipeline.ByteLevelStep(
                     Flag(element, "add_prefix_space"),
-                    useRegex ? Compile(path, PreTokenizerPipeline.ByteLevelSplitPattern, where) : null));
+                    useRegex ? Compile(path, PreTokenizerPipeline.ByteLevelSplitPattern, where) : null) { Origin = $"Invalid tokenizer file '{path}': '{where}'" });
                 break;
             case "Split":
                 string behavior = element.TryGetProperty("behavior", out JsonElement b) && b.ValueKind == JsonValueKind.String ? b.GetString()! : "";
                 if (behavior != "Isolated")
                 {
-                    throw Error(path, $"'{where}' (Split) has behavior '{behavior}'; only 'Isolated' is supported");
+                    throw Error(path, $"'{where}' (Split) has behavior '{E(behavior)}'; only 'Isolated' is supported");
                 }
 
                 if (Flag(element, "invert"))
@@ -352,10 +374,10 @@ internal static class TokenizerJsonReader
                     throw Error(path, $"'{where}.pattern' needs a string 'Regex' or 'String'");
                 }
 
-                steps.Add(new PreTokenizerPipeline.SplitStep(Compile(path, regex, where)));
+                steps.Add(new PreTokenizerPipeline.SplitStep(Compile(path, regex, where)) { Origin = $"Invalid tokenizer file '{path}': '{where}'" });
                 break;
             default:
-                throw Error(path, $"'{where}' has unsupported pre-tokenizer type '{type}' (supported: Sequence, Split, ByteLevel)");
+                throw Error(path, $"'{where}' has unsupported pre-tokenizer type '{E(type)}' (supported: Sequence, Split, ByteLevel)");
         }
     }
 
@@ -363,13 +385,15 @@ internal static class TokenizerJsonReader
     {
         try
         {
-            return new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
+            return new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant, RegexMatchTimeout);
         }
         catch (ArgumentException ex)
         {
-            throw Error(path, $"'{where}' has a split regex that .NET cannot compile ({pattern}): {ex.Message}", ex);
+            throw Error(path, $"'{where}' has a split regex that .NET cannot compile ({ErrorText.Excerpt(pattern)}): {ErrorText.Excerpt(ex.Message, 200)}", ex);
         }
     }
+
+    private static string E(string? text) => ErrorText.Excerpt(text);
 
     private static string TypeOf(JsonElement element) =>
         element.ValueKind == JsonValueKind.Object && element.TryGetProperty("type", out JsonElement t) && t.ValueKind == JsonValueKind.String

@@ -152,7 +152,7 @@ public sealed class SafetensorsCheckpoint : IDisposable
 
     private static List<(string Tensor, string Shard)> ReadWeightMap(string index, string dir)
     {
-        ReadOnlyMemory<byte> bytes = File.ReadAllBytes(index);
+        ReadOnlyMemory<byte> bytes = Granite.Core.Diagnostics.CheckedFile.ReadAllBytes(index);
         if (bytes.Span.StartsWith("\uFEFF"u8)) bytes = bytes[3..]; // tolerate a UTF-8 byte order mark
         if (!System.Text.Unicode.Utf8.IsValid(bytes.Span))
             throw new InvalidDataException($"{index}: not valid JSON (invalid UTF-8)");
@@ -163,13 +163,28 @@ public sealed class SafetensorsCheckpoint : IDisposable
         }
         catch (JsonException ex)
         {
-            throw new InvalidDataException($"{index}: not valid JSON ({ex.Message})", ex);
+            throw new InvalidDataException($"{index}: {Granite.Core.Diagnostics.ErrorText.JsonSyntax(ex)}", ex);
         }
         using (doc)
         {
-            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+            try
+            {
+                return ReadWeightMap(doc.RootElement, index, dir);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw new InvalidDataException($"{index}: weight_map has a tensor or shard name that is not valid text (an escaped unpaired surrogate such as \\ud800)", ex);
+            }
+        }
+    }
+
+    private static List<(string Tensor, string Shard)> ReadWeightMap(JsonElement root, string index, string dir)
+    {
+        static string E(string? s) => Granite.Core.Diagnostics.ErrorText.Excerpt(s, 200);
+        {
+            if (root.ValueKind != JsonValueKind.Object)
                 throw new InvalidDataException($"{index}: must be a JSON object");
-            if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            if (!root.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new InvalidDataException($"{index}: weight_map is missing or not an object");
             var dirPrefix = Path.TrimEndingDirectorySeparator(dir) + Path.DirectorySeparatorChar;
             var list = new List<(string, string)>();
@@ -177,12 +192,14 @@ public sealed class SafetensorsCheckpoint : IDisposable
             foreach (var p in map.EnumerateObject())
             {
                 if (!seen.Add(p.Name))
-                    throw new InvalidDataException($"{index}: tensor '{p.Name}' appears twice in weight_map");
+                    throw new InvalidDataException($"{index}: tensor '{E(p.Name)}' appears twice in weight_map");
                 if (p.Value.ValueKind != JsonValueKind.String || string.IsNullOrWhiteSpace(p.Value.GetString()))
-                    throw new InvalidDataException($"{index}: tensor '{p.Name}': shard file name must be a non-empty string");
+                    throw new InvalidDataException($"{index}: tensor '{E(p.Name)}': shard file name must be a non-empty string");
+                if (p.Value.GetString()!.Contains('\0'))
+                    throw new InvalidDataException($"{index}: tensor '{E(p.Name)}': shard file name '{E(p.Value.GetString())}' contains a NUL character");
                 var shard = Path.GetFullPath(Path.Combine(dir, p.Value.GetString()!));
                 if (!shard.StartsWith(dirPrefix, StringComparison.Ordinal))
-                    throw new InvalidDataException($"{index}: tensor '{p.Name}': shard '{p.Value.GetString()}' lies outside the checkpoint folder");
+                    throw new InvalidDataException($"{index}: tensor '{E(p.Name)}': shard '{E(p.Value.GetString())}' lies outside the checkpoint folder");
                 list.Add((p.Name, shard));
             }
             if (list.Count == 0) throw new InvalidDataException($"{index}: weight_map is empty");

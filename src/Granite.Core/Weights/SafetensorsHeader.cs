@@ -79,12 +79,26 @@ internal sealed class SafetensorsHeader
         }
         catch (JsonException ex)
         {
-            throw new InvalidDataException($"{file}: header is not valid JSON ({ex.Message})", ex);
+            throw new InvalidDataException($"{file}: header is {Granite.Core.Diagnostics.ErrorText.JsonSyntax(ex)}", ex);
         }
 
         using (doc)
         {
-            var root = doc.RootElement;
+            try
+            {
+                return ParseRoot(doc.RootElement, json.Length, dataLength, file);
+            }
+            catch (InvalidOperationException ex)
+            {
+                // JsonElement.GetString / JsonProperty.Name cannot represent an escaped unpaired surrogate.
+                throw new InvalidDataException($"{file}: header has a tensor name or string that is not valid text (an escaped unpaired surrogate such as \\ud800)", ex);
+            }
+        }
+    }
+
+    private static SafetensorsHeader ParseRoot(JsonElement root, int headerLength, long dataLength, string file)
+    {
+        {
             if (root.ValueKind != JsonValueKind.Object)
                 throw new InvalidDataException($"{file}: header must be a JSON object, found {root.ValueKind}");
 
@@ -94,7 +108,7 @@ internal sealed class SafetensorsHeader
             foreach (var p in root.EnumerateObject())
             {
                 if (!seen.Add(p.Name))
-                    throw new InvalidDataException($"{file}: tensor '{p.Name}' appears twice in the header");
+                    throw new InvalidDataException($"{file}: tensor '{Granite.Core.Diagnostics.ErrorText.Excerpt(p.Name, 200)}' appears twice in the header");
                 if (p.Name == "__metadata__")
                 {
                     ReadMetadata(p.Value, metadata, file);
@@ -103,7 +117,7 @@ internal sealed class SafetensorsHeader
                 entries.Add(ReadEntry(p.Name, p.Value, dataLength, file));
             }
             CheckOverlaps(entries, file);
-            return new SafetensorsHeader(entries, metadata, json.Length);
+            return new SafetensorsHeader(entries, metadata, headerLength);
         }
     }
 
@@ -114,14 +128,14 @@ internal sealed class SafetensorsHeader
         foreach (var m in e.EnumerateObject())
         {
             if (m.Value.ValueKind != JsonValueKind.String)
-                throw new InvalidDataException($"{file}: __metadata__ value '{m.Name}' must be a string, found {m.Value.ValueKind}");
+                throw new InvalidDataException($"{file}: __metadata__ value '{Granite.Core.Diagnostics.ErrorText.Excerpt(m.Name)}' must be a string, found {m.Value.ValueKind}");
             into[m.Name] = m.Value.GetString()!;
         }
     }
 
     private static SafetensorsEntry ReadEntry(string name, JsonElement e, long dataLength, string file)
     {
-        string Where() => $"{file}: tensor '{name}'";
+        string Where() => $"{file}: tensor '{Granite.Core.Diagnostics.ErrorText.Excerpt(name, 200)}'";
         if (e.ValueKind != JsonValueKind.Object)
             throw new InvalidDataException($"{Where()}: entry must be an object with dtype, shape and data_offsets, found {e.ValueKind}");
 
@@ -129,7 +143,7 @@ internal sealed class SafetensorsHeader
             throw new InvalidDataException($"{Where()}: dtype is missing or not a string");
         var dtypeName = dtypeEl.GetString()!;
         if (!SafetensorsDTypes.TryParse(dtypeName, out var dtype, out var elementSize))
-            throw new InvalidDataException($"{Where()}: unknown dtype '{dtypeName}' (supported: {string.Join(", ", SafetensorsDTypes.Names)})");
+            throw new InvalidDataException($"{Where()}: unknown dtype '{Granite.Core.Diagnostics.ErrorText.Excerpt(dtypeName)}' (supported: {string.Join(", ", SafetensorsDTypes.Names)})");
 
         if (!e.TryGetProperty("shape", out var shapeEl) || shapeEl.ValueKind != JsonValueKind.Array)
             throw new InvalidDataException($"{Where()}: shape is missing or not a list of non-negative integers");
@@ -138,7 +152,7 @@ internal sealed class SafetensorsHeader
         foreach (var d in shapeEl.EnumerateArray())
         {
             if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out var v) || v < 0)
-                throw new InvalidDataException($"{Where()}: shape must be a list of non-negative integers, found {d.GetRawText()} at position {i}");
+                throw new InvalidDataException($"{Where()}: shape must be a list of non-negative integers, found {Granite.Core.Diagnostics.ErrorText.Excerpt(d.GetRawText())} at position {i}");
             shape[i++] = v;
         }
 
@@ -149,7 +163,7 @@ internal sealed class SafetensorsHeader
         foreach (var d in offEl.EnumerateArray())
         {
             if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out var v) || v < 0)
-                throw new InvalidDataException($"{Where()}: data_offsets must be non-negative integers [begin, end], found {d.GetRawText()}");
+                throw new InvalidDataException($"{Where()}: data_offsets must be non-negative integers [begin, end], found {Granite.Core.Diagnostics.ErrorText.Excerpt(d.GetRawText())}");
             offs[i++] = v;
         }
         long begin = offs[0], end = offs[1];
@@ -184,7 +198,7 @@ internal sealed class SafetensorsHeader
             var b = sorted[k];
             if (b.Begin < a.End)
                 throw new InvalidDataException(
-                    $"{file}: tensor '{b.Name}' data_offsets [{b.Begin}, {b.End}] overlap tensor '{a.Name}' [{a.Begin}, {a.End}]");
+                    $"{file}: tensor '{Granite.Core.Diagnostics.ErrorText.Excerpt(b.Name, 200)}' data_offsets [{b.Begin}, {b.End}] overlap tensor '{Granite.Core.Diagnostics.ErrorText.Excerpt(a.Name, 200)}' [{a.Begin}, {a.End}]");
         }
     }
 }

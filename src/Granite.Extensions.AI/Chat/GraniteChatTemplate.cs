@@ -6,8 +6,8 @@ namespace Granite.Extensions.AI.Chat;
 /// <summary>
 /// Native rendering of the Granite 4.0 chat template (the Jinja template shipped in the instruct checkpoints'
 /// <c>tokenizer_config.json</c>, version with the default system prompt). Output is byte-identical to Hugging Face's
-/// <c>apply_chat_template</c>, and is also returned as template/untrusted segments so that message content can never be
-/// encoded to control tokens.
+/// <c>apply_chat_template</c>, and is also returned as template/untrusted segments so that message content and tool
+/// declarations can never be encoded to control tokens.
 /// </summary>
 internal static class GraniteChatTemplate
 {
@@ -158,8 +158,9 @@ internal static class GraniteChatTemplate
                 prompt.Template(ToolsPrefix);
                 foreach (string tool in toolJson)
                 {
-                    // Tool definitions come from the application, not from conversation content.
-                    prompt.Template("\n").Template(tool);
+                    // Tool declarations are untrusted: names, descriptions and schemas often come from third parties
+                    // (MCP servers, plugins), so a control-token string inside them must stay plain text.
+                    prompt.Template("\n").Content(tool);
                 }
 
                 prompt.Template(ToolsSuffix);

@@ -1,5 +1,6 @@
 using System.Collections;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -49,7 +50,20 @@ internal static class PythonJson
                     }
 
                     first = false;
-                    WriteString(sb, property.Name);
+                    string name;
+                    try
+                    {
+                        name = property.Name;
+                    }
+                    catch (InvalidOperationException)
+                    {
+                        // An escaped unpaired surrogate (\ud800) has no UTF-16 string: keep the key as written.
+                        sb.Append('"').Append(Encoding.UTF8.GetString(JsonMarshal.GetRawUtf8PropertyName(property))).Append("\": ");
+                        Write(sb, property.Value);
+                        continue;
+                    }
+
+                    WriteString(sb, name);
                     sb.Append(": ");
                     Write(sb, property.Value);
                 }
@@ -78,7 +92,19 @@ internal static class PythonJson
             }
 
             case JsonValueKind.String:
-                WriteString(sb, element.GetString()!);
+                string text;
+                try
+                {
+                    text = element.GetString()!;
+                }
+                catch (InvalidOperationException)
+                {
+                    // An escaped unpaired surrogate (\ud800) has no UTF-16 string: keep the literal as written.
+                    sb.Append(element.GetRawText());
+                    break;
+                }
+
+                WriteString(sb, text);
                 break;
             case JsonValueKind.Number:
                 WriteNumberLiteral(sb, element.GetRawText());

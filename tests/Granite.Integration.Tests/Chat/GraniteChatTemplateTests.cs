@@ -53,12 +53,28 @@ public class GraniteChatTemplateTests
         JsonElement c = GoldenChatCases.Get(fixture, name);
         RenderedPrompt prompt = GraniteChatTemplate.RenderJson(c);
         var expectedUntrusted = new List<string>();
-        foreach (JsonElement m in c.GetProperty("messages").EnumerateArray())
+        // Tool declarations are untrusted too (issue #14); they follow the system message's content.
+        string[] toolJson = c.TryGetProperty("tools", out JsonElement tools) && tools.ValueKind == JsonValueKind.Array
+            ? tools.EnumerateArray().Select(PythonJson.Serialize).ToArray()
+            : [];
+        JsonElement[] all = c.GetProperty("messages").EnumerateArray().ToArray();
+        if (all.Length == 0 || all[0].GetProperty("role").GetString() != "system")
         {
+            expectedUntrusted.AddRange(toolJson);
+        }
+
+        for (int index = 0; index < all.Length; index++)
+        {
+            JsonElement m = all[index];
             string content = m.GetProperty("content").GetString()!;
             if (content.Length > 0)
             {
                 expectedUntrusted.Add(content);
+            }
+
+            if (index == 0 && m.GetProperty("role").GetString() == "system")
+            {
+                expectedUntrusted.AddRange(toolJson);
             }
 
             if (m.TryGetProperty("tool_calls", out JsonElement calls))

@@ -62,4 +62,49 @@ public class ExportGgufCliTests
         code.Should().Be(2);
         err.Trim().Should().Be("granite: option --out is required");
     }
+
+    [Fact]
+    public async Task CommandsAcceptTheExportedGgufFileAsModel()
+    {
+        var dir = Directory.CreateTempSubdirectory("granite-export-cli-").FullName;
+        var previous = Environment.GetEnvironmentVariable("GRANITE_CACHE");
+        try
+        {
+            Environment.SetEnvironmentVariable("GRANITE_CACHE", Path.Combine(dir, "cache"));
+            var file = Path.Combine(dir, "tiny.gguf");
+            (await Run("export-gguf", "--model", Fixture("tiny-dense"), "--out", file)).Code.Should().Be(0);
+            var c = JsonDocument.Parse(File.ReadAllText(Path.Combine(Fixture("tiny-dense"), "golden.json"))).RootElement.GetProperty("cases")[2];
+            var ids = string.Join(",", c.GetProperty("input_ids").EnumerateArray().Select(e => e.GetInt32()));
+            var (code, output, err) = await Run("logits", "--model", file, "--ids", ids, "--greedy", "8", "--json");
+            code.Should().Be(0, err);
+            var j = JsonDocument.Parse(output).RootElement;
+            j.GetProperty("argmax").EnumerateArray().Select(e => e.GetInt32()).Should().Equal(c.GetProperty("argmax_all").EnumerateArray().Select(e => e.GetInt32()));
+            j.GetProperty("greedy").EnumerateArray().Select(e => e.GetInt32()).Should().Equal(c.GetProperty("greedy_new_tokens").EnumerateArray().Take(8).Select(e => e.GetInt32()));
+            var (tcode, tout, _) = await Run("tokenize", "--model", file, "--text", "Hello world", "--json");
+            tcode.Should().Be(0);
+            var (ocode, oout, _) = await Run("tokenize", "--model", Fixture("tiny-dense"), "--text", "Hello world", "--json");
+            ocode.Should().Be(0);
+            tout.Should().Be(oout);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("GRANITE_CACHE", previous);
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task AFileThatIsNotGgufIsRejectedClearly()
+    {
+        var dir = Directory.CreateTempSubdirectory("granite-export-cli-").FullName;
+        try
+        {
+            var file = Path.Combine(dir, "fake.gguf");
+            File.WriteAllText(file, "not a model");
+            var (code, _, err) = await Run("logits", "--model", file, "--ids", "1", "--json");
+            code.Should().Be(2);
+            err.Trim().Should().Be($"granite: {file}: is not a GGUF file (no GGUF magic)");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
 }

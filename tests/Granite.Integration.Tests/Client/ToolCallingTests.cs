@@ -60,7 +60,7 @@ public class ToolCallingTests(TinyEngineFixture fx) : IClassFixture<TinyEngineFi
         calls.Should().Equal(("Paris", 2));
         capture.Prompts.Count.Should().BeGreaterThanOrEqualTo(2);
         string second = capture.Prompts[1];
-        // FunctionInvokingChatClient sends only the tool result with the conversation id; the client prepends the history.
+        // The client is stateless, so FunctionInvokingChatClient resends the history with the tool result.
         second.Should().StartWith(capture.Prompts[0]);
         second.Should().Contain(Question);
         second.Should().Contain("<|start_of_role|>assistant<|end_of_role|>" + "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call><|end_of_text|>\n");
@@ -126,5 +126,83 @@ public class ToolCallingTests(TinyEngineFixture fx) : IClassFixture<TinyEngineFi
         options.AdditionalProperties![GraniteChatClient.ForcedPrefixKey] = WeatherCall + "\n" + WeatherCall.Replace("Paris", "Rome") + "<|end_of_text|>";
         var both = await client.GetResponseAsync(Question, options);
         both.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().Select(c => c.Arguments!["city"]!.ToString()).Should().Equal("Paris", "Rome");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task ToolMode_None_Renders_No_Tools_And_Returns_A_Tool_Call_As_Text(bool streaming)
+    {
+        using var granite = fx.NewClient();
+        using var capture = new PromptCapture(granite);
+        using var client = new ChatClientBuilder(granite).UseFunctionInvocation().Build();
+        var (tool, calls) = WeatherTool();
+        // The model is made to write a complete, valid call even though the caller asked for none.
+        var options = Options(tool, WeatherCall + "<|end_of_text|>");
+        options.ToolMode = ChatToolMode.None;
+
+        ChatResponse response;
+        var updates = new List<ChatResponseUpdate>();
+        if (streaming)
+        {
+            await foreach (var u in client.GetStreamingResponseAsync(Question, options)) updates.Add(u);
+            response = updates.ToChatResponse();
+        }
+        else
+        {
+            response = await client.GetResponseAsync(Question, options);
+        }
+
+        calls.Should().BeEmpty("ToolMode.None: nothing may be invoked");
+        capture.Prompts.Should().ContainSingle("no tool round trip happens");
+        capture.Prompts[0].Should().NotContain("<tools>").And.NotContain("get_weather", "ToolMode.None renders no tools");
+        response.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().Should().BeEmpty();
+        updates.SelectMany(u => u.Contents).OfType<FunctionCallContent>().Should().BeEmpty();
+        response.Text.Should().Be(WeatherCall, "the block the model wrote comes back verbatim as text");
+        response.FinishReason.Should().Be(ChatFinishReason.Stop);
+
+        // The same forced answer with ToolMode.Auto is parsed and invoked (the baseline that makes this test meaningful).
+        options.ToolMode = ChatToolMode.Auto;
+        await client.GetResponseAsync(Question, options);
+        calls.Should().Equal(("Paris", 2));
+    }
+
+    [Fact]
+    public async Task Forced_Prefix_Longer_Than_MaxOutputTokens_Is_An_ArgumentException()
+    {
+        using var client = fx.NewClient();
+        using var capture = new PromptCapture(client);
+        var (tool, _) = WeatherTool();
+        int prefixTokens = fx.Engine.Tokenizer.Encode(new[] { new Granite.Core.Tokenization.PromptSegment(WeatherCall, true) }).Count;
+        var options = Options(tool, WeatherCall);
+        options.MaxOutputTokens = prefixTokens - 1;
+        var act = () => client.GetResponseAsync(Question, options);
+        (await act.Should().ThrowAsync<ArgumentException>()).Which.Message.Should()
+            .Contain("forced_prefix").And.Contain($"{prefixTokens} tokens").And.Contain($"MaxOutputTokens ({prefixTokens - 1})");
+        capture.Prompts.Should().BeEmpty("the error comes before any compute");
+
+        // Exactly the prefix fits: the complete call is parsed (never a silently truncated one).
+        options.MaxOutputTokens = prefixTokens;
+        var ok = await client.GetResponseAsync(Question, options);
+        var call = ok.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().Single();
+        call.Name.Should().Be("get_weather");
+        call.Exception.Should().BeNull();
+        ok.Usage!.OutputTokenCount.Should().Be(prefixTokens);
+
+        // Without MaxOutputTokens the client default is the budget, and the message names it.
+        using var small = fx.NewClient(new GraniteChatClientOptions { ModelPath = TinyEngineFixture.ModelDir, DefaultMaxOutputTokens = 3 });
+        options.MaxOutputTokens = null;
+        var act2 = () => small.GetResponseAsync(Question, options);
+        (await act2.Should().ThrowAsync<ArgumentException>()).Which.Message.Should().Contain("DefaultMaxOutputTokens (3)");
+    }
+
+    [Fact]
+    public async Task Required_Tool_Opening_Longer_Than_MaxOutputTokens_Is_An_ArgumentException()
+    {
+        using var client = fx.NewClient();
+        var (tool, _) = WeatherTool();
+        var options = new ChatOptions { Tools = [tool], ToolMode = ChatToolMode.RequireSpecific("get_weather"), MaxOutputTokens = 2 };
+        var act = () => client.GetResponseAsync(Question, options);
+        (await act.Should().ThrowAsync<ArgumentException>()).Which.Message.Should().Contain("ToolMode").And.Contain("MaxOutputTokens (2)");
     }
 }

@@ -106,6 +106,7 @@ public class HostingTests
         var logs = new ListLoggerProvider();
         var builder = NewHost(new() { ["Granite:ModelPath"] = TinyEngineFixture.ModelDir, ["Granite:WeightDtype"] = "Float32" }, logs);
         builder.Services.AddGraniteChatClient(builder.Configuration);
+        builder.Services.AddGraniteModelWarmUp().AddHealthChecks().AddGranite();
         using var host = builder.Build();
 
         (await Health(host)).Status.Should().Be(HealthStatus.Degraded, "nothing is loaded before the host starts");
@@ -126,6 +127,7 @@ public class HostingTests
         string missing = Path.Combine(Path.GetTempPath(), "granite-missing-" + Guid.NewGuid().ToString("N"));
         var builder = NewHost(new() { ["Granite:ModelPath"] = missing });
         builder.Services.AddGraniteChatClient(builder.Configuration);
+        builder.Services.AddGraniteModelWarmUp().AddHealthChecks().AddGranite();
         using var host = builder.Build();
 
         var start = () => host.StartAsync();
@@ -143,6 +145,7 @@ public class HostingTests
     {
         var builder = NewHost(new());
         builder.Services.AddGraniteChatClient(builder.Configuration);
+        builder.Services.AddGraniteModelWarmUp();
         using var host = builder.Build();
         var start = () => host.StartAsync();
         (await start.Should().ThrowAsync<InvalidOperationException>()).WithMessage("*Granite:ModelPath*");
@@ -159,6 +162,7 @@ public class HostingTests
             File.WriteAllBytes(Path.Combine(dir, "model.safetensors"), new byte[] { 1, 2, 3 });
             var builder = NewHost(new() { ["Granite:ModelPath"] = dir });
             builder.Services.AddGraniteChatClient(builder.Configuration);
+            builder.Services.AddGraniteModelWarmUp().AddHealthChecks().AddGranite();
             using var host = builder.Build();
 
             var start = () => host.StartAsync();
@@ -178,6 +182,7 @@ public class HostingTests
         var builder = NewHost(new());
         builder.Services.AddKeyedGraniteChatClient("moe", o => { o.ModelPath = TinyEngineFixture.ModelDir; o.WeightDtype = WeightDtypePolicy.Float32; });
         builder.Services.AddKeyedGraniteChatClient("dense", o => { o.ModelPath = DenseDir; o.DefaultMaxOutputTokens = 4; }).UseFunctionInvocation();
+        builder.Services.AddGraniteModelWarmUp("moe").AddGraniteModelWarmUp("dense").AddHealthChecks().AddGranite("moe").AddGranite("dense");
         using var host = builder.Build();
         await host.StartAsync();
 
@@ -201,6 +206,56 @@ public class HostingTests
         (await moe.GetResponseAsync("Hi", new ChatOptions { MaxOutputTokens = 3 })).Usage!.OutputTokenCount.Should().Be(3);
         (await dense.GetResponseAsync("Hi")).Usage!.OutputTokenCount.Should().Be(4);
         await host.StopAsync();
+    }
+
+    [Fact]
+    public async Task Without_Opt_In_There_Is_No_Warm_Up_Or_Health_Check_And_The_Model_Loads_At_First_Use()
+    {
+        var builder = NewHost(new() { ["Granite:ModelPath"] = TinyEngineFixture.ModelDir });
+        builder.Services.AddGraniteChatClient(builder.Configuration);
+        builder.Services.Should().NotContain(d => d.ServiceType == typeof(IHostedService), "warm-up is opt-in");
+        builder.Services.Should().NotContain(d => d.ServiceType == typeof(HealthCheckService), "the health check is opt-in");
+        using var host = builder.Build();
+        await host.StartAsync();
+        var client = host.Services.GetRequiredService<IChatClient>(); // loads here
+        (await client.GetResponseAsync("Hi", new ChatOptions { MaxOutputTokens = 2 })).Usage!.OutputTokenCount.Should().Be(2);
+        await host.StopAsync();
+    }
+
+    [Fact]
+    public void A_Second_Registration_Under_The_Same_Key_Is_An_Error()
+    {
+        var services = new ServiceCollection();
+        services.AddGraniteChatClient(o => o.ModelPath = TinyEngineFixture.ModelDir);
+        var again = () => services.AddGraniteChatClient(o => o.ModelPath = DenseDir);
+        again.Should().Throw<InvalidOperationException>().WithMessage("*already registered without a key*");
+
+        services.AddKeyedGraniteChatClient("a", o => o.ModelPath = DenseDir);
+        var keyedAgain = () => services.AddKeyedGraniteChatClient("a", o => o.ModelPath = DenseDir);
+        keyedAgain.Should().Throw<InvalidOperationException>().WithMessage("*already registered under the key 'a'*");
+        services.AddKeyedGraniteChatClient("b", o => o.ModelPath = DenseDir); // another key is fine
+
+        var unknownWarmUp = () => services.AddGraniteModelWarmUp("c");
+        unknownWarmUp.Should().Throw<InvalidOperationException>().WithMessage("*No Granite chat client is registered under the key 'c'*");
+        var unknownCheck = () => services.AddHealthChecks().AddGranite("c");
+        unknownCheck.Should().Throw<InvalidOperationException>().WithMessage("*key 'c'*");
+    }
+
+    [Fact]
+    public async Task A_Keyed_Registration_Binds_From_Configuration()
+    {
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Models:Dense:ModelPath"] = DenseDir,
+            ["Models:Dense:ModelId"] = "dense-from-config",
+            ["Models:Dense:DefaultMaxOutputTokens"] = "3",
+        }).Build();
+        var services = new ServiceCollection();
+        services.AddKeyedGraniteChatClient("dense", config, "Models:Dense");
+        using var sp = services.BuildServiceProvider();
+        var client = sp.GetRequiredKeyedService<IChatClient>("dense");
+        client.GetService<ChatClientMetadata>()!.DefaultModelId.Should().Be("dense-from-config");
+        (await client.GetResponseAsync("Hi")).Usage!.OutputTokenCount.Should().Be(3);
     }
 
     /// <summary>Collects formatted log messages.</summary>

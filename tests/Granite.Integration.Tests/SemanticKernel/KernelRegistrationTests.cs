@@ -3,7 +3,6 @@ using Granite.Core;
 using Granite.Core.Modeling;
 using Granite.Extensions.AI;
 using Granite.Integration.Tests.Client;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -64,6 +63,49 @@ public class KernelRegistrationTests
         second.Should().StartWith(capture.Prompts[0]);
         second.Should().Contain("<tool_call>\n{\"name\": \"Weather_GetForecast\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>");
         second.Should().EndWith("<|start_of_role|>user<|end_of_role|>\n<tool_response>\nSunny in Paris for 2 days, 21 C\n</tool_response><|end_of_text|>\n<|start_of_role|>assistant<|end_of_role|>");
+    }
+
+    [Fact]
+    public async Task FunctionChoiceBehavior_None_Renders_No_Tools_And_Returns_A_Tool_Call_As_Text()
+    {
+        var (kernel, plugin) = BuildKernel();
+        using var _ = (IDisposable)kernel.Services;
+        using var capture = new PromptCapture(kernel.GetRequiredService<IChatClient>().GetService<GraniteChatClient>()!);
+        var chat = kernel.GetRequiredService<IChatCompletionService>();
+        var history = new ChatHistory("You are a weather assistant.");
+        history.AddUserMessage(Question);
+        var settings = new PromptExecutionSettings
+        {
+            FunctionChoiceBehavior = FunctionChoiceBehavior.None(),
+            ExtensionData = new Dictionary<string, object> { [GraniteChatClient.ForcedPrefixKey] = ForcedCall },
+        };
+
+        var answer = await chat.GetChatMessageContentAsync(history, settings, kernel);
+
+        plugin.Calls.Should().BeEmpty("FunctionChoiceBehavior.None(): nothing may be invoked");
+        capture.Prompts.Should().ContainSingle();
+        capture.Prompts[0].Should().NotContain("<tools>").And.NotContain("Weather_GetForecast");
+        answer.Items.OfType<Microsoft.SemanticKernel.FunctionCallContent>().Should().BeEmpty();
+        answer.Content.Should().Be(ForcedCall.Replace("<|end_of_text|>", ""), "the call the model wrote is returned as text");
+
+        // Baseline: the same forced answer under Auto() is invoked.
+        await chat.GetChatMessageContentAsync(history, AutoSettings(), kernel);
+        plugin.Calls.Should().Equal(("Paris", 2));
+    }
+
+    [Fact]
+    public void StoreConversations_Is_Refused_By_The_Kernel_Registration()
+    {
+        var builder = Kernel.CreateBuilder();
+        builder.AddGraniteChatClient(o =>
+        {
+            o.ModelPath = TinyEngineFixture.ModelDir;
+            o.StoreConversations = true;
+        });
+        var kernel = builder.Build();
+        using var _ = (IDisposable)kernel.Services;
+        var act = () => kernel.GetRequiredService<IChatClient>();
+        act.Should().Throw<Microsoft.Extensions.Options.OptionsValidationException>().Which.Message.Should().Contain("StoreConversations must be false");
     }
 
     [Fact]
@@ -158,6 +200,31 @@ public class KernelRegistrationTests
         history.AddUserMessage(Question);
         await kernel.GetRequiredService<IChatCompletionService>().GetChatMessageContentAsync(history, AutoSettings(), kernel);
 
+        AssertRoundTrip(plugin, capture);
+    }
+    [Fact]
+    public async Task A_ServiceId_Registers_Keyed_Services_That_Kernels_Select_By_Id()
+    {
+        var builder = Kernel.CreateBuilder();
+        builder.AddGraniteChatClient(o => { o.ModelPath = TinyEngineFixture.ModelDir; o.WeightDtype = WeightDtypePolicy.Float32; o.DefaultMaxOutputTokens = 48; }, serviceId: "granite-moe");
+        builder.AddGraniteChatClient(Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-dense"), serviceId: "granite-dense");
+        var plugin = new WeatherPlugin();
+        builder.Plugins.AddFromObject(plugin, "Weather");
+        var kernel = builder.Build();
+        using var _ = (IDisposable)kernel.Services;
+
+        kernel.Services.GetService<IChatClient>().Should().BeNull("only keyed services were registered");
+        var moe = kernel.GetRequiredService<IChatClient>("granite-moe");
+        var dense = kernel.GetRequiredService<IChatClient>("granite-dense");
+        moe.GetService<ChatClientMetadata>()!.DefaultModelId.Should().Be("tiny-h-moe");
+        dense.GetService<ChatClientMetadata>()!.DefaultModelId.Should().Be("tiny-dense");
+        moe.GetService<FunctionInvokingChatClient>().Should().NotBeNull("kernel function invocation is in each keyed pipeline");
+
+        // SK picks the service by id from the execution settings, and the plugin is really invoked through it.
+        var settings = AutoSettings();
+        settings.ServiceId = "granite-moe";
+        using var capture = new PromptCapture(moe.GetService<GraniteChatClient>()!);
+        await kernel.InvokePromptAsync(Question, new KernelArguments(settings));
         AssertRoundTrip(plugin, capture);
     }
 }

@@ -56,6 +56,29 @@ public sealed class ChatCommandTests
     }
 
     [Fact]
+    public async Task StoredConversationAndResentHistoryDoTheSameWork()
+    {
+        var script = Path.GetTempFileName();
+        try
+        {
+            File.WriteAllText(script, "[\"Hello there\", \"What can you do?\", \"Thanks\"]");
+            var resend = await RunAsync("chat", "--model", ModelDir, "--script", script, "--json", "--max-tokens", "5", "--dtype", "f32", "--system", "Be brief.");
+            var stored = await RunAsync("chat", "--model", ModelDir, "--script", script, "--json", "--max-tokens", "5", "--dtype", "f32", "--system", "Be brief.", "--store-conversations");
+            resend.Code.Should().Be(0, resend.Err);
+            stored.Code.Should().Be(0, stored.Err);
+            stored.Lines.Should().HaveCount(3);
+            for (int i = 0; i < 3; i++)
+                foreach (var key in new[] { "input_tokens", "cached_input_tokens", "output_tokens" })
+                    stored.Lines[i].GetProperty(key).GetInt32().Should().Be(resend.Lines[i].GetProperty(key).GetInt32(), $"turn {i + 1} {key}");
+            resend.Lines[2].GetProperty("cached_input_tokens").GetInt32().Should().BeGreaterThanOrEqualTo(resend.Lines[1].GetProperty("input_tokens").GetInt32(), "the resent history is resumed");
+        }
+        finally
+        {
+            File.Delete(script);
+        }
+    }
+
+    [Fact]
     public async Task BadScriptIsAUsageError()
     {
         var (code, _, err) = await RunAsync("chat", "--model", ModelDir, "--script", "/nonexistent/turns.txt", "--json");

@@ -16,7 +16,8 @@ public sealed class ClientSessionTests
 
     private static string ModelDir => Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe");
 
-    private static GraniteChatClient NewClient(bool reuse = true, bool repair = true)
+    /// <param name="stored">Stored conversations (the tool conversations below pass ids back); false = stateless.</param>
+    private static GraniteChatClient NewClient(bool reuse = true, bool repair = true, bool stored = true)
     {
         GraniteRuntime.EnsureLoaded();
         var options = new GraniteChatClientOptions
@@ -25,6 +26,7 @@ public sealed class ClientSessionTests
             WeightDtype = WeightDtypePolicy.Float32,
             SessionCacheBytes = reuse ? 64L << 20 : 0,
             RepairSessionSnapshots = repair,
+            StoreConversations = stored,
         };
         return new GraniteChatClient(options);
     }
@@ -55,6 +57,46 @@ public sealed class ClientSessionTests
         var r3 = await c.GetResponseAsync([new ChatMessage(ChatRole.User, "And tomorrow?")], ToolOptions(c, conversationId: r2.ConversationId));
         responses.Add(r3);
         return responses;
+    }
+
+    /// <summary>The same tool conversation on a stateless client: the caller resends the whole history each turn.</summary>
+    private static async Task<List<ChatResponse>> ToolConversationResentAsync(GraniteChatClient c, string call)
+    {
+        var responses = new List<ChatResponse>();
+        var history = new List<ChatMessage> { new(ChatRole.User, "What is the weather in Paris?") };
+        var r1 = await c.GetResponseAsync(history, ToolOptions(c, call));
+        responses.Add(r1);
+        history.AddMessages(r1);
+        var fc = r1.Messages.SelectMany(m => m.Contents).OfType<FunctionCallContent>().Single();
+        history.Add(new ChatMessage(ChatRole.Tool, [new FunctionResultContent(fc.CallId, "{\"temperature\": 21}")]));
+        var r2 = await c.GetResponseAsync(history, ToolOptions(c));
+        responses.Add(r2);
+        history.AddMessages(r2);
+        history.Add(new ChatMessage(ChatRole.User, "And tomorrow?"));
+        responses.Add(await c.GetResponseAsync(history, ToolOptions(c)));
+        return responses;
+    }
+
+    [Theory]
+    [InlineData(CanonicalCall)]
+    [InlineData(CompactCall)]
+    public async Task StatelessResendReusesTheHistoryExactlyLikeAStoredConversation(string call)
+    {
+        using var stored = NewClient();
+        using var stateless = NewClient(stored: false);
+        var a = await ToolConversationAsync(stored, call);
+        var b = await ToolConversationResentAsync(stateless, call);
+        for (int t = 0; t < a.Count; t++)
+        {
+            b[t].Text.Should().Be(a[t].Text, $"turn {t + 1}");
+            Usage(b[t]).InputTokenCount.Should().Be(Usage(a[t]).InputTokenCount, $"turn {t + 1}");
+            Usage(b[t]).CachedInputTokenCount.Should().Be(Usage(a[t]).CachedInputTokenCount, $"turn {t + 1}: the resent prefix is resumed as fully as the stored one");
+            a[t].ConversationId.Should().NotBeNullOrEmpty();
+            b[t].ConversationId.Should().BeNull("a stateless client returns no conversation id");
+        }
+        Usage(b[2]).CachedInputTokenCount.Should().BeGreaterThanOrEqualTo(Usage(b[1]).InputTokenCount!.Value, "turn 3 resumes after all of turn 2's prompt");
+        stored.StoredConversationCount.Should().Be(1);
+        stateless.StoredConversationCount.Should().Be(0);
     }
 
     [Fact]
@@ -108,7 +150,7 @@ public sealed class ClientSessionTests
     [Fact]
     public async Task StatelessCallerResendingHistoryHitsByPrefix()
     {
-        using var c = NewClient();
+        using var c = NewClient(stored: false);
         var history = new List<ChatMessage> { new(ChatRole.System, "You are terse."), new(ChatRole.User, "Hello") };
         var r1 = await c.GetResponseAsync(history, new ChatOptions { MaxOutputTokens = 6 });
         history.AddRange(r1.Messages);
