@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using Granite.Demo;
 using Granite.Extensions.AI.Chat;
-using Granite.SemanticKernel;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.SemanticKernel;
