@@ -152,7 +152,7 @@ public sealed record GraniteConfig
         {
             // Python's json module writes Infinity/NaN for time_step_limit; make them valid JSON first.
             var sanitized = System.Text.RegularExpressions.Regex.Replace(json, @"(?<=[\[:,]\s*)(-?)(Infinity|NaN)\b", m => "\"" + m.Groups[1].Value + m.Groups[2].Value + "\"");
-            root = JsonNode.Parse(sanitized, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }) as JsonObject
+            root = JsonNode.Parse(sanitized, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip, AllowDuplicateProperties = false }) as JsonObject
                 ?? throw new InvalidDataException($"{sourceName}: the root is not a JSON object");
         }
         catch (JsonException ex)
