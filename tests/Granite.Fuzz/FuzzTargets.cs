@@ -21,6 +21,9 @@ internal static class FuzzTargets
         ["conversation"] = Conversation,
     };
 
+    /// <summary>Fuzzing-only settings (a shorter regex match timeout keeps hangs below AFL's per-input limit).</summary>
+    public static void ConfigureForFuzzing() => TokenizerJsonReader.RegexMatchTimeout = TimeSpan.FromMilliseconds(200);
+
     private static readonly string Fixture = Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe");
     private static readonly Lazy<string> WorkDir = new(() =>
     {
@@ -80,7 +83,6 @@ internal static class FuzzTargets
         string tok = Path.Combine(WorkDir.Value, "tokenizer.json"), cfg = Path.Combine(WorkDir.Value, "tokenizer_config.json");
         File.WriteAllBytes(tok, split < 0 ? data : data[..split]);
         if (split >= 0) File.WriteAllBytes(cfg, data[(split + 1)..]);
-        TokenizerJsonReader.RegexMatchTimeout = TimeSpan.FromMilliseconds(200);
         try
         {
             var t = GraniteTokenizer.FromFiles(tok, split < 0 ? null : cfg);

@@ -20,8 +20,10 @@ if (args.Length == 0 || !names.Contains(args[0]))
 if (args.Length == 1)
 {
     string name = args[0];
+    bool configured = false;
     SharpFuzz.Fuzzer.OutOfProcess.Run(stream =>
     {
+        if (!configured) { FuzzTargets.ConfigureForFuzzing(); configured = true; }
         using var ms = new MemoryStream();
         stream.CopyTo(ms);
         FuzzTargets.All[name](ms.ToArray());
@@ -29,6 +31,7 @@ if (args.Length == 1)
     return 0;
 }
 
+FuzzTargets.ConfigureForFuzzing();
 Action<byte[]> target = FuzzTargets.All[args[0]];
 if (args.Length >= 2 && args[1] == "--replay")
 {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of one target with AFL++ and SharpFuzz (see docs/reliability.md).
-# usage: tests/Granite.Fuzz/run-afl.sh TARGET SECONDS [OUT_DIR]
+# usage: tests/Granite.Fuzz/run-afl.sh TARGET SECONDS [OUT_DIR] [IN_DIR]   (IN_DIR defaults to corpus/TARGET)
 # needs: apt-get install afl++ ; dotnet tool install --global SharpFuzz.CommandLine --version 2.3.0
 set -euo pipefail
 target=$1; seconds=$2; out=${3:-/tmp/granite-fuzz-out}
@@ -19,4 +19,4 @@ fi
 export AFL_SKIP_BIN_CHECK=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1 AFL_NO_UI=1
 mkdir -p "$out"
 # -t: per-input timeout in ms (a hang is an input slower than this); nice: leave the cores to builds and tests.
-exec timeout "$seconds" nice -n 19 afl-fuzz -i "$here/corpus/$target" -o "$out/$target" -t 5000 -m none -- dotnet "$inst/Granite.Fuzz.dll" "$target"
+exec timeout "$seconds" nice -n 19 afl-fuzz -i "${4:-$here/corpus/$target}" -o "$out/$target" -t 5000 -m none -x "$here/json.dict" -- dotnet "$inst/Granite.Fuzz.dll" "$target"

@@ -147,6 +147,20 @@ public sealed record GraniteConfig
     /// <exception cref="InvalidDataException">The JSON is malformed or a field is invalid.</exception>
     public static GraniteConfig Parse(string json, string sourceName = "config.json")
     {
+        ArgumentNullException.ThrowIfNull(json);
+        try
+        {
+            return ParseCore(json, sourceName);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // JsonNode decodes keys and strings lazily; an escaped unpaired surrogate (\ud800) has no .NET string.
+            throw new InvalidDataException($"{sourceName}: a key or string is not valid text (an escaped unpaired surrogate such as \\ud800)", ex);
+        }
+    }
+
+    private static GraniteConfig ParseCore(string json, string sourceName)
+    {
         JsonObject root;
         try
         {

@@ -168,6 +168,16 @@ public class HostileConfigTests
         act.Should().Throw<InvalidDataException>().WithMessage("/m/config.json: not valid JSON*inige*");
     }
 
+    [Theory]
+    [InlineData("""{"model_type": "\ud800", "num_hidden_layers": 1}""")]
+    [InlineData("""{"\udc00": 1, "num_hidden_layers": 1}""")]
+    [InlineData("""{"num_hidden_layers": 2, "layer_types": ["\ud800", "mamba"]}""")]
+    public void EscapedUnpairedSurrogates_AreInvalidData(string json)
+    {
+        var act = () => GraniteConfig.Parse(json, "/m/config.json");
+        act.Should().Throw<InvalidDataException>().WithMessage("/m/config.json: *unpaired surrogate*");
+    }
+
     [Fact]
     public void ThreadsAreBounded()
     {
