@@ -124,9 +124,11 @@ void Profile()
 }
 
 // BF16 kernel (Bf16Gemv, reads each weight once) vs upcast + float32 GEMM, by row count, on H-Tiny weight shapes: the
-// data behind Bf16Gemv.MaxRows.
+// data behind Bf16Gemv.MaxRows (Granite.Core.Kernels).
 void Kernel()
 {
+    var kernels = Granite.Core.Kernels.GraniteKernels.Create(null, torch.get_num_threads());
+    Console.WriteLine($"kernels: {kernels.Description}");
     foreach (var (nOut, kIn) in new[] { (1024L, 1536L), (1536L, 512L), (6448L, 1536L) })
     {
         using var w = torch.randn(nOut, kIn).to_type(torch.ScalarType.BFloat16);
@@ -134,7 +136,7 @@ void Kernel()
         {
             using var x = torch.randn(rows, kIn);
             double Time(Func<torch.Tensor> f) { for (int i = 0; i < 2; i++) f().Dispose(); var sw = Stopwatch.StartNew(); int reps = 10; for (int i = 0; i < reps; i++) f().Dispose(); return sw.Elapsed.TotalMilliseconds / reps; }
-            double gemv = Time(() => Bf16Gemv.Linear(x, w, null));
+            double gemv = Time(() => kernels.Gemv.Linear(x, w, null));
             double up = Time(() => { using var w32 = w.to_type(torch.ScalarType.Float32); return torch.nn.functional.linear(x, w32); });
             Console.WriteLine($"W[{nOut},{kIn}] rows {rows,3}: bf16 kernel {gemv,7:F2} ms, upcast+f32 {up,7:F2} ms");
         }

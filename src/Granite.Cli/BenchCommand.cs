@@ -64,7 +64,7 @@ internal static partial class GraniteCli
 
             // Memory before the bandwidth probe allocates its own weights.
             long peakRss = ReadStatus("VmHWM"), rssNow = ReadStatus("VmRSS"), rssFile = ReadStatus("RssFile"), rssAnon = ReadStatus("RssAnon");
-            var (modelGbps, torchGbps) = MeasureGemvBandwidth(model.WeightDtype);
+            var (modelGbps, torchGbps) = MeasureGemvBandwidth(model);
             double gemvGbps = Math.Max(modelGbps, torchGbps); // the bound uses the best GEMV measured
             long elem = model.WeightDtype == ScalarType.Float32 ? 4 : 2;
             // Bytes read per decoded token: every active weight once, except the embedding (one row); a tied head reads it fully.
@@ -77,6 +77,7 @@ internal static partial class GraniteCli
                 resident_expert_bytes = model.Experts?.ResidentBytes,
                 weight_dtype = model.WeightDtype.ToString(),
                 threads = get_num_threads(),
+                kernel_path = model.KernelDescription,
                 prompt_tokens = promptTokens,
                 prefill_tokens_per_s = Math.Round(promptTokens / prefillS, 1),
                 decode_tokens = decodeTokens,
@@ -100,6 +101,7 @@ internal static partial class GraniteCli
             else
             {
                 stdout.WriteLine($"model      {report.model} ({report.weight_dtype}, {report.threads} threads)");
+                stdout.WriteLine($"kernels    {report.kernel_path}");
                 stdout.WriteLine($"prefill    {report.prefill_tokens_per_s} tokens/s ({promptTokens} tokens)");
                 stdout.WriteLine($"decode     {report.decode_tokens_per_s} tokens/s ({report.decode_ms_per_token} ms/token)");
                 stdout.WriteLine($"bound      {report.decode_bound_tokens_per_s} tokens/s = {activeBytes:N0} active bytes/token at {report.gemv_bandwidth_gb_per_s} GB/s GEMV (model path {report.gemv_model_path_gb_per_s}, torch F.linear {report.gemv_torch_linear_gb_per_s}); decode at {report.decode_fraction_of_bound:P0} of it");
@@ -117,10 +119,11 @@ internal static partial class GraniteCli
     /// <summary>
     /// Bandwidth (GB/s of weight bytes) of decode-shaped GEMVs x[1,2048]·W[8192,2048]ᵀ cycling over 8 distinct weights
     /// (256 MiB in BF16, more than any CPU cache, as in a real decode step), for the model's weight dtype: the path the
-    /// model uses (<c>Ops.Linear</c>; the managed kernel for BF16) and LibTorch's <c>F.linear</c>. Returns both.
+    /// model uses (<c>GraniteKernels.Linear</c>; the managed kernel for BF16) and LibTorch's <c>F.linear</c>. Returns both.
     /// </summary>
-    private static (double Model, double Torch) MeasureGemvBandwidth(ScalarType dtype)
+    private static (double Model, double Torch) MeasureGemvBandwidth(GraniteModel m)
     {
+        var dtype = m.WeightDtype;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var ws = Enumerable.Range(0, 8).Select(_ => { using var r = randn(8192, 2048); return r.to_type(dtype, copy: true); }).ToArray();
@@ -138,7 +141,7 @@ internal static partial class GraniteCli
             }
             return ws.Sum(w => w.numel() * w.element_size()) / best / 1e9;
         }
-        double model = Run(w => Ops.Linear(x, w));
+        double model = Run(w => m.Kernels.Linear(x, w));
         double torchGbps = Run(w => nn.functional.linear(xd, w));
         return (model, torchGbps);
     }

@@ -111,10 +111,15 @@ public sealed partial class GraniteChatClient : IChatClient
         if (o.SessionSpillBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionSpillBytes is {o.SessionSpillBytes}; the session spill budget must be ≥ 0.", nameof(o));
         if (o.SessionHostSpillBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionHostSpillBytes is {o.SessionHostSpillBytes}; the session host spill budget must be ≥ 0.", nameof(o));
         if (o.Threads < 0) throw new ArgumentException($"GraniteChatClientOptions.Threads is {o.Threads}; it must be ≥ 0 (0 = the TorchSharp default).", nameof(o));
+        if (o.MaxBatchSize < 1 || o.MaxBatchSize > GraniteEngineOptions.MaxBatchSizeLimit)
+            throw new ArgumentException($"GraniteChatClientOptions.MaxBatchSize is {o.MaxBatchSize}; it must be 1..{GraniteEngineOptions.MaxBatchSizeLimit}.", nameof(o));
+        if (o.PrefillChunkTokens < 1) throw new ArgumentException($"GraniteChatClientOptions.PrefillChunkTokens is {o.PrefillChunkTokens}; it must be ≥ 1.", nameof(o));
         return new()
         {
             Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads, Device = o.Device, ExpertOffload = offload },
             SessionCacheBytes = o.SessionCacheBytes,
+            MaxBatchSize = o.MaxBatchSize,
+            PrefillChunkTokens = o.PrefillChunkTokens,
             SessionStore = new SessionStoreOptions
             {
                 SpillDirectory = string.IsNullOrWhiteSpace(o.SessionSpillDirectory) ? null : o.SessionSpillDirectory,
@@ -132,7 +137,7 @@ public sealed partial class GraniteChatClient : IChatClient
     /// <inheritdoc />
     /// <exception cref="ArgumentException">No messages, a message of an unsupported role, a prompt over the context
     /// limit, an out-of-range option, or a <see cref="ChatOptions.ModelId"/> of another model (thrown before any compute).</exception>
-    /// <exception cref="NotSupportedException">Non-text content (images, files) or <c>ResponseFormat</c> JSON.</exception>
+    /// <exception cref="NotSupportedException">Non-text content (images, files).</exception>
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(messages);
@@ -284,8 +289,7 @@ public sealed partial class GraniteChatClient : IChatClient
     {
         var list = messages.ToList();
         if (list.Count == 0) throw new ArgumentException("At least one chat message is required.", nameof(messages));
-        if (options?.ResponseFormat is ChatResponseFormatJson)
-            throw new NotSupportedException("GraniteChatClient does not support ResponseFormat JSON yet (no constrained decoding); describe the JSON in the instructions instead.");
+        var structured = PlanStructuredOutput(options);
         if (options?.ModelId is { } requestedModel && !string.Equals(requestedModel, ModelId, StringComparison.Ordinal))
             throw new ArgumentException($"ChatOptions.ModelId is '{requestedModel}', but this client serves '{ModelId}' (register one client per model, e.g. with AddKeyedGraniteChatClient).", nameof(options));
 
@@ -315,7 +319,7 @@ public sealed partial class GraniteChatClient : IChatClient
                 : "<tool_call>";
         }
 
-        var prompt = GraniteChatTemplate.Render(list, tools, documents: null, addGenerationPrompt: true);
+        var prompt = InsertSchemaTags(GraniteChatTemplate.Render(AddSchemaInstruction(list, structured), tools, documents: null, addGenerationPrompt: true), structured);
         var ids = _engine.Tokenizer.Encode(prompt.Segments);
         int limit = _engine.Config.MaxPositionEmbeddings;
         if (ids.Count >= limit)
@@ -357,6 +361,7 @@ public sealed partial class GraniteChatClient : IChatClient
             UseSessionCache = useCache,
             SnapshotAt = useCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
             SkipSpecialTokens = GetKnob<bool?>(options, SkipSpecialTokensKey) ?? true,
+            Constraint = BuildConstraint(structured, tools, requireCall && answeringUser, requiredName, options),
         };
         return new PreparedRequest(request, prompt, requireCall, tools?.Count ?? 0);
     }

@@ -23,6 +23,11 @@ public sealed record JsonGrammarOptions
     /// <summary>Most digits after the decimal point of a <c>number</c> (default 15).</summary>
     public int MaxFractionDigits { get; init; } = 15;
 
+    /// <summary>When an object schema declares <c>properties</c> but says nothing about <c>additionalProperties</c>, also
+    /// generate undeclared properties (default false: only declared ones, which still validates against the schema and
+    /// keeps typed outputs to their members).</summary>
+    public bool AllowUndeclaredProperties { get; init; }
+
     /// <summary>Checks the values.</summary>
     /// <exception cref="ArgumentOutOfRangeException">A value is out of range (the parameter name is the option).</exception>
     public void Validate()

@@ -214,9 +214,13 @@ internal sealed class JsonSchemaCompiler
                 values.Add(Compile(p.Value, $"{path}/properties/{p.Name}"));
             }
         }
-        SchemaNode? additional = Any();
+        // Declared properties and no 'additionalProperties': undeclared ones are not generated unless the options allow
+        // them (a subset of what the schema accepts, like strict structured-output modes elsewhere).
+        bool implicitClosed = names.Count > 0 && !_options.AllowUndeclaredProperties;
+        SchemaNode? additional = implicitClosed ? null : Any();
         if (s.TryGetProperty("additionalProperties", out var ap))
         {
+            implicitClosed = false;
             additional = ap.ValueKind switch
             {
                 JsonValueKind.False => null,
@@ -236,9 +240,9 @@ internal sealed class JsonSchemaCompiler
                 required.Add(name);
                 if (!names.Contains(name))
                 {
-                    if (additional is null) throw Error(path + "/required", $"'{name}' is required but not among 'properties', and additionalProperties is false.");
+                    if (additional is null && !implicitClosed) throw Error(path + "/required", $"'{name}' is required but not among 'properties', and additionalProperties is false.");
                     names.Add(name);
-                    values.Add(additional);
+                    values.Add(additional ?? Any());
                 }
             }
         }

@@ -60,6 +60,18 @@ public sealed class TokenConstraint
         return new TokenConstraint(vocabulary, () => new Frame[] { new GateFrame(openTokenId, () => Body(After)) }, "tool calls (required)");
     }
 
+    /// <summary>
+    /// Either one value of <paramref name="json"/> (then end-of-text) or tool calls with body <paramref name="envelope"/>
+    /// (the model chooses by its first token; after a call only end-of-text or, with <paramref name="allowMultiple"/>,
+    /// another call). For typed answers in an agent loop that may still call tools.
+    /// </summary>
+    public static TokenConstraint JsonOrToolCalls(JsonGrammar json, JsonGrammar envelope, TokenVocabulary vocabulary, int openTokenId, int closeTokenId, bool allowMultiple = true)
+    {
+        ArgumentNullException.ThrowIfNull(json);
+        var calls = ToolCalls(envelope, vocabulary, openTokenId, closeTokenId, required: true, allowMultiple);
+        return new TokenConstraint(vocabulary, () => calls._start().Append(new ValueFrame(json.Root, DoneFrame.Instance, json.Settings)).ToArray(), "json or tool calls");
+    }
+
     /// <summary>A matcher for one generation; <paramref name="stopTokenIds"/> are allowed only where the output may end.</summary>
     /// <exception cref="ArgumentException">No stop token id: a constrained output could not end.</exception>
     public ConstraintMatcher CreateMatcher(IReadOnlyList<int> stopTokenIds)
@@ -82,7 +94,7 @@ public sealed class ConstraintMatcher
     private readonly int[] _stops;
     private readonly List<Frame> _scratch = new();
     private Frame[] _alts;
-    private (int Node, Frame[] Alts)[] _stack = new (int, Frame[])[64];
+    private (int Node, Frame[] Alts, int Depth)[] _stack = new (int, Frame[], int)[64];
 
     internal ConstraintMatcher(TokenConstraint constraint, Frame[] start, int[] stops)
     {
@@ -108,18 +120,27 @@ public sealed class ConstraintMatcher
         ArgumentNullException.ThrowIfNull(mask);
         if (IsFree) return false;
         mask.Clear();
-        bool allPlain = true;
+        bool allPlain = true, invariant = true;
         int budget = -1;
         Frame.DepthLimitHit = false;
         foreach (var a in _alts)
         {
             if (a.GateToken >= 0) mask.Set(a.GateToken);
             if (a.CanEnd) foreach (int s in _stops) mask.Set(s);
+            invariant &= a.PlainInvariantWithin(_v.MaxTokenBytes);
             int pb = a.PlainBudget;
             if (pb < 0) allPlain = false;
             else budget = Math.Max(budget, pb);
         }
-        if (allPlain && budget >= 0)
+        if (invariant)
+        {
+            // Within one token plain text cannot change what the state accepts: every plain token is allowed, and a
+            // non-plain token is allowed iff its bytes after the plain prefix are, from this very state.
+            mask.Or(_v.PlainUpTo[TokenVocabulary.MaxPlainChars]);
+            foreach (int id in _v.LongPlain) mask.Set(id);
+            Walk(_v.Remainders, mask);
+        }
+        else if (allPlain && budget >= 0)
         {
             mask.Or(_v.PlainUpTo[Math.Min(budget, TokenVocabulary.MaxPlainChars)]);
             Walk(_v.NonPlain, mask);
@@ -198,26 +219,37 @@ public sealed class ConstraintMatcher
         scratch.Clear();
         foreach (var a in alts) Frame.StepFrame(a, b, scratch);
         if (scratch.Count == 0) return Array.Empty<Frame>();
+        if (scratch.Count == 1 && alts.Length == 1 && ReferenceEquals(scratch[0], alts[0])) return alts; // unchanged state
         if (scratch.Count > MaxAlternatives)
             throw new InvalidOperationException($"Constrained decoding: the schema is too ambiguous (more than {MaxAlternatives} parses at once).");
         return scratch.ToArray();
     }
 
-    /// <summary>Depth-first over the trie: a child is visited only while some parse accepts its byte.</summary>
+    /// <summary>
+    /// Depth-first over the trie: a child is visited only while some parse accepts its byte. Once every parse is inside
+    /// string content that plain text cannot change, the child's subtree is scanned as a sorted range instead: a token is
+    /// allowed if the rest of it is plain text, or else if its bytes from the first non-plain character are accepted.
+    /// </summary>
     private void Walk(ByteTrie t, TokenMask mask)
     {
         int sp = 0;
-        _stack[sp++] = (0, _alts);
+        _stack[sp++] = (0, _alts, 0);
         var bits = mask.Bits;
+        int maxChars = _v.MaxTokenBytes;
         while (sp > 0)
         {
-            var (node, alts) = _stack[--sp];
+            var (node, alts, depth) = _stack[--sp];
             int start = t.ChildStart[node], end = start + t.ChildCount[node];
             for (int e = start; e < end; e++)
             {
                 var next = StepAll(alts, t.EdgeByte[e], _scratch);
                 if (next.Length == 0) continue;
                 int child = t.EdgeNode[e];
+                if (t.ChildCount[child] > 0 && AllPlainInvariant(next, maxChars))
+                {
+                    ScanRange(t, child, depth + 1, next, bits);
+                    continue;
+                }
                 for (int k = t.TokStart[child], kEnd = k + t.TokCount[child]; k < kEnd; k++)
                 {
                     int id = t.TokenIds[k];
@@ -226,9 +258,33 @@ public sealed class ConstraintMatcher
                 if (t.ChildCount[child] > 0)
                 {
                     if (sp == _stack.Length) Array.Resize(ref _stack, sp * 2);
-                    _stack[sp++] = (child, next);
+                    _stack[sp++] = (child, next, depth + 1);
                 }
             }
+        }
+    }
+
+    private static bool AllPlainInvariant(Frame[] alts, int maxChars)
+    {
+        foreach (var a in alts)
+            if (!a.PlainInvariantWithin(maxChars)) return false;
+        return true;
+    }
+
+    private void ScanRange(ByteTrie t, int node, int depth, Frame[] alts, ulong[] bits)
+    {
+        for (int i = t.RangeLo[node], end = t.RangeHi[node]; i < end; i++)
+        {
+            int id = t.Sorted[i];
+            var b = t.Bytes[id].AsSpan(depth);
+            int p = TokenVocabulary.PlainPrefixLength(b);
+            if (p < b.Length)
+            {
+                var cur = alts;
+                for (int k = p; k < b.Length && cur.Length > 0; k++) cur = StepAll(cur, b[k], _scratch);
+                if (cur.Length == 0) continue;
+            }
+            bits[id >> 6] |= 1UL << (id & 63);
         }
     }
 }

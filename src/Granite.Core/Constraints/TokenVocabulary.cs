@@ -43,6 +43,7 @@ public sealed class TokenVocabulary
             if (b is null || b.Length == 0) continue;
             _bytes[id] = b;
             all.Add(id);
+            MaxTokenBytes = Math.Max(MaxTokenBytes, b.Length);
             int chars = PlainChars(b);
             if (chars < 0 || chars > MaxPlainChars) nonPlain.Add(id);
             else byLength[chars][id >> 6] |= 1UL << (id & 63);
@@ -54,6 +55,19 @@ public sealed class TokenVocabulary
         PlainUpTo = byLength;
         Full = new ByteTrie(_bytes, all);
         NonPlain = new ByteTrie(_bytes, nonPlain);
+        // Remainders after the longest plain prefix (what a string state that plain text leaves unchanged must step).
+        var remainders = new byte[]?[Size];
+        var withRemainder = new List<int>();
+        var longPlain = new List<int>();
+        foreach (int id in nonPlain)
+        {
+            int p = PlainPrefixLength(_bytes[id]!);
+            if (p == _bytes[id]!.Length) { longPlain.Add(id); continue; }
+            remainders[id] = _bytes[id]![p..];
+            withRemainder.Add(id);
+        }
+        Remainders = new ByteTrie(remainders, withRemainder);
+        LongPlain = longPlain.ToArray();
         PlainCount = all.Count - nonPlain.Count;
     }
 
@@ -81,6 +95,9 @@ public sealed class TokenVocabulary
     /// <summary>Number of ordinary byte tokens.</summary>
     public int ByteTokenCount => Full.TokenCount;
 
+    /// <summary>Length in bytes of the longest token (an upper bound on its characters).</summary>
+    public int MaxTokenBytes { get; }
+
     /// <summary>Number of plain-text tokens (bulk-allowed inside strings).</summary>
     public int PlainCount { get; }
 
@@ -95,6 +112,35 @@ public sealed class TokenVocabulary
     internal ByteTrie NonPlain { get; }
 
     internal ulong[][] PlainUpTo { get; }
+
+    /// <summary>Trie of the non-plain tokens' bytes after their longest plain prefix (token ids as in <see cref="Full"/>).</summary>
+    internal ByteTrie Remainders { get; }
+
+    /// <summary>Plain tokens longer than <see cref="MaxPlainChars"/> characters.</summary>
+    internal int[] LongPlain { get; }
+
+    /// <summary>Bytes of the longest prefix made of complete plain characters.</summary>
+    internal static int PlainPrefixLength(ReadOnlySpan<byte> b)
+    {
+        int i = 0;
+        while (i < b.Length)
+        {
+            byte c = b[i];
+            if (c < 0x80)
+            {
+                if (c < 0x20 || c == (byte)'"' || c == (byte)'\\') break;
+                i++;
+                continue;
+            }
+            int need = Utf8.ContinuationCount(c, out byte lo, out byte hi);
+            if (need <= 0 || i + need >= b.Length || b[i + 1] < lo || b[i + 1] > hi) break;
+            bool ok = true;
+            for (int k = 2; k <= need; k++) ok &= b[i + k] >= 0x80 && b[i + k] <= 0xBF;
+            if (!ok) break;
+            i += need + 1;
+        }
+        return i;
+    }
 
     /// <summary>Characters of a plain token, or −1 if it is not plain.</summary>
     internal static int PlainChars(ReadOnlySpan<byte> b)
@@ -157,6 +203,12 @@ internal sealed class ByteTrie
     public readonly int[] TokStart;
     public readonly int[] TokCount;
     public readonly int[] TokenIds;
+    /// <summary>Token ids sorted by bytes; node n's subtree is <c>Sorted[RangeLo[n] .. RangeHi[n])</c>.</summary>
+    public readonly int[] Sorted;
+    public readonly int[] RangeLo;
+    public readonly int[] RangeHi;
+    /// <summary>The byte strings the trie was built from, by token id.</summary>
+    public readonly byte[]?[] Bytes;
 
     public ByteTrie(byte[]?[] bytes, List<int> ids)
     {
@@ -170,6 +222,8 @@ internal sealed class ByteTrie
         var edgeByte = new List<byte>();
         var edgeNode = new List<int>();
         var tokenIds = new List<int>(sorted.Length);
+        var rangeLo = new List<int>();
+        var rangeHi = new List<int>();
         // Breadth-first over (range of sorted ids, depth): each node's children are contiguous in the edge arrays.
         var queue = new Queue<(int Lo, int Hi, int Depth, int Node)>();
         NewNode();
@@ -177,6 +231,8 @@ internal sealed class ByteTrie
         while (queue.Count > 0)
         {
             var (lo, hi, depth, node) = queue.Dequeue();
+            rangeLo[node] = lo;
+            rangeHi[node] = hi;
             int i = lo;
             tokStart[node] = tokenIds.Count;
             while (i < hi && bytes[sorted[i]]!.Length == depth) tokenIds.Add(sorted[i++]);
@@ -207,10 +263,14 @@ internal sealed class ByteTrie
         TokStart = tokStart.ToArray();
         TokCount = tokCount.ToArray();
         TokenIds = tokenIds.ToArray();
+        RangeLo = rangeLo.ToArray();
+        RangeHi = rangeHi.ToArray();
+        Sorted = sorted;
+        Bytes = bytes;
 
         int NewNode()
         {
-            childStart.Add(0); childCount.Add(0); tokStart.Add(0); tokCount.Add(0);
+            childStart.Add(0); childCount.Add(0); tokStart.Add(0); tokCount.Add(0); rangeLo.Add(0); rangeHi.Add(0);
             return childStart.Count - 1;
         }
     }

@@ -42,7 +42,7 @@ internal sealed class InferenceWorker : IDisposable
     {
         try
         {
-            if (threads > 0) TorchSharp.torch.set_num_threads(threads);
+            Kernels.ThreadPolicy.ApplyTorchThreads(threads); // once per thread, never per step (see ThreadPolicy)
             foreach (var work in _queue.GetConsumingEnumerable())
             {
                 if (IsStopping && !work.RunWhenStopping) work.Abandon();

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -19,25 +20,46 @@ internal sealed class DecoderLayer : nn.Module
 #pragma warning restore IDE1006
     private readonly double _residual;
 
-    public DecoderLayer(GraniteConfig c, int index, ScalarType dtype, Device device) : base($"layer{index}")
+    public DecoderLayer(GraniteConfig c, int index, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts) : base($"layer{index}")
     {
         Kind = c.LayerTypes[index];
         _residual = c.ResidualMultiplier;
         input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
-        if (Kind == LayerKind.Mamba) mamba = new MambaMixer(c, dtype, device);
-        else self_attn = new GraniteAttention(c, dtype, device);
-        if (c.IsMoe) block_sparse_moe = new MoeBlock(c, dtype, device);
-        shared_mlp = new SharedMlp(c, dtype, device);
+        if (Kind == LayerKind.Mamba) mamba = new MambaMixer(c, dtype, device, kernels);
+        else self_attn = new GraniteAttention(c, dtype, device, kernels);
+        if (c.IsMoe) block_sparse_moe = new MoeBlock(c, dtype, device, kernels, offloadExperts);
+        shared_mlp = new SharedMlp(c, dtype, device, kernels);
         RegisterComponents();
     }
 
     public LayerKind Kind { get; }
 
+    /// <summary>The routed-expert block, if the model is MoE.</summary>
+    public MoeBlock? Moe => block_sparse_moe;
+
     public Tensor Forward(Tensor h, MambaLayerState? mambaState, AttentionLayerState? kv)
     {
         var u = input_layernorm.Forward(h);
         u = mamba is not null ? mamba.Forward(u, mambaState!) : self_attn!.Forward(u, kv!);
+        h = h + u * _residual;
+        u = post_attention_layernorm.Forward(h);
+        var ffn = shared_mlp.Forward(u);
+        if (block_sparse_moe is not null) ffn = block_sparse_moe.Forward(u) + ffn;
+        return h + ffn * _residual;
+    }
+
+    /// <summary>
+    /// One decode token for each of B sequences: <paramref name="h"/> [B, H], row b advancing <paramref name="states"/>[b]'s
+    /// state of layer <paramref name="layer"/>. Norms, shared MLP and routed experts are row-wise (the MoE routes the B
+    /// tokens together: one pass per active expert over the tokens that chose it).
+    /// </summary>
+    public Tensor ForwardBatch(Tensor h, IReadOnlyList<InferenceState> states, int layer)
+    {
+        var u = input_layernorm.Forward(h);
+        u = mamba is not null
+            ? mamba.ForwardBatch(u, states.Select(s => s.Mamba[layer]!).ToArray())
+            : self_attn!.ForwardBatch(u, states.Select(s => s.Attention[layer]!).ToArray());
         h = h + u * _residual;
         u = post_attention_layernorm.Forward(h);
         var ffn = shared_mlp.Forward(u);

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -19,13 +20,17 @@ internal sealed class GraniteCausalLM : nn.Module
 #pragma warning restore IDE1006
     private readonly double _logitsScaling;
     private readonly ScalarType _acc;
+    private readonly GraniteKernels _kernels;
 
-    public GraniteCausalLM(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteCausalLM))
+    /// <summary>Builds the module tree; <paramref name="kernels"/> is the seam every module computes through.</summary>
+    /// <remarks><paramref name="offloadExperts"/> puts the routed experts' fused parameters on <c>meta</c> (the loader attaches expert caches).</remarks>
+    public GraniteCausalLM(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts = false) : base(nameof(GraniteCausalLM))
     {
         Config = c;
         _logitsScaling = c.LogitsScaling;
         _acc = Precision.Islands(dtype);
-        model = new GraniteBackbone(c, dtype, device);
+        _kernels = kernels;
+        model = new GraniteBackbone(c, dtype, device, kernels, offloadExperts);
         if (!c.TieWordEmbeddings) lm_head = new ParamBlock("lm_head", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
         RegisterComponents();
     }
@@ -44,7 +49,15 @@ internal sealed class GraniteCausalLM : nn.Module
     {
         var h = model.Forward(ids, state, hidden, cancellationToken);
         if (!allPositions) h = h[-1];
-        var logits = Ops.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        return logits / _logitsScaling;
+    }
+
+    /// <summary>One decode token per sequence: <paramref name="ids"/> [B], row b advancing <paramref name="states"/>[b]; float32 logits [B, V].</summary>
+    public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
+    {
+        var h = model.ForwardBatch(ids, states, cancellationToken);
+        var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
         return logits / _logitsScaling;
     }
 }
@@ -60,17 +73,20 @@ internal sealed class GraniteBackbone : nn.Module
     private readonly double _embeddingMultiplier;
     private readonly ScalarType _acc;
 
-    public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(GraniteBackbone))
+    public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts) : base(nameof(GraniteBackbone))
     {
         _embeddingMultiplier = c.EmbeddingMultiplier;
         _acc = Precision.Islands(dtype);
         embed_tokens = new ParamBlock("embed_tokens", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
-        layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device)).ToArray());
+        layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device, kernels, offloadExperts)).ToArray());
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
         RegisterComponents();
     }
 
     public Tensor EmbeddingWeight => embed_tokens.Weight;
+
+    /// <summary>The decoder layers, by index.</summary>
+    public IList<DecoderLayer> Layers => layers;
 
     public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden, CancellationToken cancellationToken = default)
     {
@@ -89,5 +105,18 @@ internal sealed class GraniteBackbone : nn.Module
         h = norm.Forward(h);
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         return h;
+    }
+
+    /// <summary>Batched decode step over B sequences (see <see cref="DecoderLayer.ForwardBatch"/>); returns the normed [B, H].</summary>
+    public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
+    {
+        var h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
+        for (int i = 0; i < layers.Count; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var layerScope = torch.NewDisposeScope();
+            h = layers[i].ForwardBatch(h, states, i).MoveToOuterDisposeScope();
+        }
+        return norm.Forward(h);
     }
 }

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Granite.Core.Configuration;
 using Granite.Core.Experts;
+using Granite.Core.Kernels;
 using Granite.Core.State;
 using Granite.Core.Weights;
 using TorchSharp;
@@ -22,9 +23,10 @@ public sealed class GraniteModel : IDisposable
     private readonly ExpertStore? _experts;
     private bool _disposed;
 
-    private GraniteModel(GraniteCausalLM module, Device device, ModelLoadReport report, ExpertStore? experts)
+    private GraniteModel(GraniteCausalLM module, GraniteKernels kernels, Device device, ModelLoadReport report, ExpertStore? experts)
     {
         _module = module;
+        Kernels = kernels;
         _device = device;
         LoadReport = report;
         _experts = experts;
@@ -40,6 +42,12 @@ public sealed class GraniteModel : IDisposable
     public ScalarType WeightDtype => LoadReport.WeightDtype;
 
     internal GraniteCausalLM Module => _module;
+
+    /// <summary>The kernels chosen at load (instruction set, GEMM choice, kernel threads).</summary>
+    internal GraniteKernels Kernels { get; }
+
+    /// <summary>The kernel path in one line (instruction set and why, CPU flags, prefill GEMM, threads), for logs and benchmarks.</summary>
+    public string KernelDescription => Kernels.Description;
 
     /// <summary>The expert store when MoE experts are offloaded, else null.</summary>
     internal ExpertStore? Experts => _experts;
@@ -62,8 +70,8 @@ public sealed class GraniteModel : IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), options.Threads, $"Threads must be 0 (LibTorch's default) or 1..{GraniteModelOptions.MaxThreads} ({Environment.ProcessorCount} CPUs).");
         var config = GraniteConfig.Load(modelDir);
         var device = options.ResolveDevice(); // option errors before any process-wide setting changes
-        if (options.Threads > 0) torch.set_num_threads(options.Threads);
-        Bf16Gemv.Threads = torch.get_num_threads();
+        var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), options.KernelTuning); // GRANITE_ISA errors first too
+        ThreadPolicy.ApplyTorchThreads(options.Threads);
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
 
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
@@ -88,11 +96,10 @@ public sealed class GraniteModel : IDisposable
             using (torch.no_grad())
             {
                 bool offload = options.ExpertOffload.Enabled && config.IsMoe;
-                using (MoeBlock.OffloadedConstruction(offload))
-                    module = new GraniteCausalLM(config, dtype, device);
+                module = new GraniteCausalLM(config, dtype, device, kernels, offload);
                 var report = LoadWeights(module, ckpt, modelDir, config, stored, dtype);
                 if (offload) experts = AttachExperts(module, ckpt, config, dtype, device, options.ExpertOffload);
-                return new GraniteModel(module, device, report, experts);
+                return new GraniteModel(module, kernels, device, report, experts);
             }
         }
         catch
@@ -112,7 +119,8 @@ public sealed class GraniteModel : IDisposable
         GraniteRuntime.EnsureLoaded();
         NativeAllocatorTuning.Apply();
         var dev = torch.device(device);
-        var module = new GraniteCausalLM(config, dtype, dev);
+        var kernels = GraniteKernels.Create(null, ThreadPolicy.KernelThreads(0));
+        var module = new GraniteCausalLM(config, dtype, dev, kernels);
         using (torch.no_grad())
         {
             var gen = new torch.Generator((ulong)seed);
@@ -124,7 +132,7 @@ public sealed class GraniteModel : IDisposable
             }
         }
         long count = module.parameters().Sum(p => p.numel());
-        return new GraniteModel(module, dev, new ModelLoadReport("(random)", Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count), experts: null);
+        return new GraniteModel(module, kernels, dev, new ModelLoadReport("(random)", Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count), experts: null);
     }
 
     private static ModelLoadReport LoadWeights(GraniteCausalLM module, SafetensorsCheckpoint ckpt, string modelDir, GraniteConfig config, ScalarType stored, ScalarType dtype)
@@ -170,8 +178,9 @@ public sealed class GraniteModel : IDisposable
     private static ExpertStore AttachExperts(GraniteCausalLM module, SafetensorsCheckpoint ckpt, GraniteConfig config, ScalarType dtype, Device device, ExpertOffloadOptions options)
     {
         var store = ExpertStore.Open(ckpt, config, dtype, device, options);
-        foreach (var (name, m) in module.named_modules())
-            if (m is MoeBlock moe) moe.Experts = store.Layer(int.Parse(name.Split('.')[2], System.Globalization.CultureInfo.InvariantCulture));
+        var layers = module.Backbone.Layers;
+        for (int i = 0; i < layers.Count; i++)
+            if (layers[i].Moe is { } moe) moe.Experts = store.Layer(i);
         return store;
     }
 
@@ -248,12 +257,6 @@ public sealed class GraniteModel : IDisposable
         var idsT = torch.tensor(longs, ScalarType.Int64, _device);
         var scratch = hidden is null ? null : new List<Tensor>();
         Tensor logits;
-        int restoreThreads = 0;
-        if (Ops.SingleThreadedTorchDecode(WeightDtype) && ids.Length <= Ops.DecodeMaxTokens && _device.type == DeviceType.CPU)
-        {
-            int n = torch.get_num_threads();
-            if (n > 1) { torch.set_num_threads(1); restoreThreads = n; }
-        }
         try
         {
             logits = _module.Forward(idsT, state, allPositions, scratch, cancellationToken);
@@ -263,13 +266,65 @@ public sealed class GraniteModel : IDisposable
             state.MarkFaulted();
             throw;
         }
-        finally
-        {
-            if (restoreThreads > 0) torch.set_num_threads(restoreThreads);
-        }
         state.AppendTokens(ids);
         if (scratch is not null)
             foreach (var t in scratch) hidden!.Add(t.MoveToOuterDisposeScope());
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// One batched decode step: feeds <paramref name="ids"/>[b] after the tokens of <paramref name="states"/>[b] for every b
+    /// and advances all states in one forward pass (projections as [B, ·] GEMMs, experts grouped over the B tokens, each
+    /// sequence attending over its own cache). Returns float32 logits [B, vocab]; row b equals
+    /// <see cref="Forward(ReadOnlySpan{int}, InferenceState, bool)"/> of that token on that state alone (up to float
+    /// rounding). The caller disposes the returned tensor.
+    /// </summary>
+    /// <exception cref="ArgumentException">Counts differ, no sequence, a state appears twice, is from another model, or is full.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id is outside the vocabulary.</exception>
+    /// <exception cref="InvalidOperationException">A state is faulted.</exception>
+    public Tensor ForwardBatch(ReadOnlySpan<int> ids, IReadOnlyList<InferenceState> states) => ForwardBatch(ids, states, default);
+
+    /// <inheritdoc cref="ForwardBatch(ReadOnlySpan{int}, IReadOnlyList{InferenceState})"/>
+    /// <remarks>The pass stops between layers when <paramref name="cancellationToken"/> is cancelled (every state is then faulted).</remarks>
+    internal Tensor ForwardBatch(ReadOnlySpan<int> ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(states);
+        if (states.Count == 0) throw new ArgumentException("At least one sequence is required.", nameof(states));
+        if (ids.Length != states.Count) throw new ArgumentException($"{ids.Length} token ids for {states.Count} sequences: one token per sequence is required.", nameof(ids));
+        var c = Config;
+        var seen = new HashSet<InferenceState>(ReferenceEqualityComparer.Instance);
+        var longs = new long[ids.Length];
+        for (int b = 0; b < states.Count; b++)
+        {
+            var state = states[b] ?? throw new ArgumentNullException(nameof(states), $"states[{b}] is null.");
+            state.ThrowIfDisposed();
+            if (state.IsFaulted) throw new InvalidOperationException($"The inference state states[{b}] is faulted (an earlier forward pass failed midway); discard it.");
+            if (!ReferenceEquals(state.Owner, _identity))
+                throw new ArgumentException($"The inference state states[{b}] was created by a different model instance.", nameof(states));
+            if (!seen.Add(state)) throw new ArgumentException($"states[{b}] appears more than once in the batch.", nameof(states));
+            if (state.Length + 1L > c.MaxPositionEmbeddings)
+                throw new ArgumentException($"Sequence {b} already holds {state.Length} tokens, the context limit (max_position_embeddings = {c.MaxPositionEmbeddings}).", nameof(states));
+            int id = ids[b];
+            if ((uint)id >= (uint)c.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} at index {b} is outside the vocabulary [0, {c.VocabSize}).");
+            longs[b] = id;
+        }
+
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        var idsT = torch.tensor(longs, ScalarType.Int64, _device);
+        Tensor logits;
+        try
+        {
+            logits = _module.ForwardBatch(idsT, states, cancellationToken);
+        }
+        catch
+        {
+            foreach (var s in states) s.MarkFaulted();
+            throw;
+        }
+        for (int b = 0; b < states.Count; b++) states[b].AppendTokens(ids.Slice(b, 1));
         return logits.MoveToOuterDisposeScope();
     }
 

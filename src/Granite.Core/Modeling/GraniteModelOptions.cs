@@ -1,4 +1,5 @@
 using Granite.Core.Experts;
+using Granite.Core.Kernels;
 using TorchSharp;
 
 namespace Granite.Core.Modeling;
@@ -35,8 +36,11 @@ public sealed record GraniteModelOptions
     /// <summary>TorchSharp device string for weights, state and compute (default <c>"cpu"</c>).</summary>
     public string Device { get; init; } = "cpu";
 
-    /// <summary>If positive, calls <c>torch.set_num_threads</c> with this value at load time (process-wide); at most
-    /// <see cref="MaxThreads"/>.</summary>
+    /// <summary>
+    /// If positive (at most <see cref="MaxThreads"/>): LibTorch's intra-op thread count (set once at load and on the
+    /// engine's inference thread) and the number of managed-kernel threads. Otherwise LibTorch's default (the core count)
+    /// for both. See docs/runtime.md#threads.
+    /// </summary>
     public int Threads { get; init; }
 
     /// <summary>Largest accepted <see cref="Threads"/>: 4 per CPU, at least 64 (more only oversubscribes the cores).</summary>
@@ -54,6 +58,16 @@ public sealed record GraniteModelOptions
     /// when it does not fit. Default true.
     /// </summary>
     public bool CheckAvailableMemory { get; init; } = true;
+
+    /// <summary>
+    /// Highest instruction set the CPU kernels may use (null: whatever the CPU has). The environment variable
+    /// <c>GRANITE_ISA</c> (<c>scalar|avx2|avx512|avx512bf16</c>) caps it too; the lower cap wins. For testing the lower paths
+    /// on a bigger machine and for A/B measurements; results agree within float32 summation-order error.
+    /// </summary>
+    public KernelIsa? MaxIsa { get; init; }
+
+    /// <summary>Kernel knobs for tests and benchmarks (null: the measured defaults).</summary>
+    internal KernelTuning? KernelTuning { get; init; }
 
     /// <summary>
     /// Tune glibc malloc (process-wide, once) so large activations reuse heap memory instead of fresh page-faulting

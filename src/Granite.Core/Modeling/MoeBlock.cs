@@ -1,5 +1,6 @@
 using Granite.Core.Configuration;
 using Granite.Core.Experts;
+using Granite.Core.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -20,35 +21,22 @@ internal sealed class MoeBlock : nn.Module
 #pragma warning restore IDE1006
     private readonly int _experts, _topK;
     private readonly long _inter;
+    private readonly GraniteKernels _kernels;
 
-    [ThreadStatic] private static bool t_offloaded;
-
-    public MoeBlock(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(MoeBlock))
+    /// <summary>Builds the block; computes through <paramref name="kernels"/>.</summary>
+    /// <remarks><paramref name="offloaded"/> puts the expert parameters on <c>meta</c> (shape only; the loader skips them and
+    /// attaches an <see cref="ExpertCache"/>, the weights stay in the mapped checkpoint).</remarks>
+    public MoeBlock(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels, bool offloaded) : base(nameof(MoeBlock))
     {
         _experts = c.NumLocalExperts;
         _topK = c.NumExpertsPerTok;
         _inter = c.IntermediateSize;
-        router = new MoeRouter(c, dtype, device);
-        var expertDevice = t_offloaded ? torch.META : device; // offloaded: shape-only parameters, weights stay mapped
+        _kernels = kernels;
+        router = new MoeRouter(c, dtype, device, kernels);
+        var expertDevice = offloaded ? torch.META : device;
         input_linear = new ParamBlock("input_linear", new[] { _experts, 2 * _inter, c.HiddenSize }, null, dtype, expertDevice);
         output_linear = new ParamBlock("output_linear", new[] { _experts, c.HiddenSize, _inter }, null, dtype, expertDevice);
         RegisterComponents();
-    }
-
-    /// <summary>
-    /// While the returned scope is open, MoE blocks built on this thread put their expert parameters on <c>meta</c>
-    /// (the loader then skips them and attaches an <see cref="ExpertCache"/>).
-    /// </summary>
-    internal static IDisposable OffloadedConstruction(bool offloaded)
-    {
-        bool prior = t_offloaded;
-        t_offloaded = offloaded;
-        return new Restore(prior);
-    }
-
-    private sealed class Restore(bool prior) : IDisposable
-    {
-        public void Dispose() => t_offloaded = prior;
     }
 
     /// <summary>The layer's expert cache when experts are offloaded, else null.</summary>
@@ -92,9 +80,9 @@ internal sealed class MoeBlock : nn.Module
                 j++;
                 var tok = tokenSorted.narrow(0, offset, n);
                 var xe = u.index_select(0, tok);                                   // [n, H]
-                var a = Ops.Linear(xe, w1);                                        // [n, 2·I_e]
+                var a = _kernels.Linear(xe, w1);                                        // [n, 2·I_e]
                 var m = F.silu(a.narrow(1, 0, _inter)) * a.narrow(1, _inter, _inter);
-                var ye = Ops.Linear(m, w2) * gateSorted.narrow(0, offset, n).unsqueeze(1);
+                var ye = _kernels.Linear(m, w2) * gateSorted.narrow(0, offset, n).unsqueeze(1);
                 output.index_add_(0, tok, ye, 1);
                 offset += n;
             }
@@ -107,16 +95,14 @@ internal sealed class MoeBlock : nn.Module
     }
 
     /// <summary>
-    /// All active experts in two grouped BF16 kernel calls (<see cref="Bf16Gemv.LinearGrouped"/>) when every expert has
+    /// All active experts in two grouped BF16 kernel calls (<see cref="GraniteKernels.LinearGrouped"/>) when every expert has
     /// few enough rows — decode steps and short prefills (a resumed session's new turn), where one small call per expert
     /// would cost more than streaming the weights. Same math as the per-expert loop (float32 accumulation); returns false
     /// (nothing done) when a weight or row count does not qualify.
     /// </summary>
     private bool TryGrouped(Tensor u, Tensor tokenSorted, Tensor gateSorted, long[] counts, ExpertLease? lease, Tensor output)
     {
-        if (u.device_type != DeviceType.CPU || !System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated) return false;
-        long maxRows = Math.Min(Bf16Gemv.MaxRows, Ops.Bf16GemmMaxRows);
-        if (counts.Max() > maxRows) return false;                              // before any weight view is made
+        if (!_kernels.GroupExperts(u.device, counts.Max())) return false;          // before any weight view is made
         var rows = new List<int>(_experts);
         var w1 = new List<Tensor>(_experts);
         var w2 = new List<Tensor>(_experts);
@@ -136,9 +122,9 @@ internal sealed class MoeBlock : nn.Module
         if (rows.Count == 0) return true;
         var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(rows);
         var xs = u.index_select(0, tokenSorted);                                   // [T·k, H], grouped by expert
-        var h = Bf16Gemv.LinearGrouped(xs, w1, span);                              // [T·k, 2·I_e]
+        var h = _kernels.LinearGrouped(xs, w1, span);                              // [T·k, 2·I_e]
         var m = F.silu(h.narrow(1, 0, _inter)) * h.narrow(1, _inter, _inter);
-        var ys = Bf16Gemv.LinearGrouped(m, w2, span) * gateSorted.unsqueeze(1);
+        var ys = _kernels.LinearGrouped(m, w2, span) * gateSorted.unsqueeze(1);
         output.index_add_(0, tokenSorted, ys, 1);
         return true;
 
@@ -153,12 +139,14 @@ internal sealed class MoeRouter : nn.Module
 #pragma warning disable IDE1006
     private readonly ParamBlock layer;
 #pragma warning restore IDE1006
+    private readonly GraniteKernels _kernels;
 
-    public MoeRouter(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(MoeRouter))
+    public MoeRouter(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels) : base(nameof(MoeRouter))
     {
+        _kernels = kernels;
         layer = new ParamBlock("layer", new long[] { c.NumLocalExperts, c.HiddenSize }, null, dtype, device);
         RegisterComponents();
     }
 
-    public Tensor Logits(Tensor u) => Ops.Linear(u, layer.Weight);
+    public Tensor Logits(Tensor u) => _kernels.Linear(u, layer.Weight);
 }

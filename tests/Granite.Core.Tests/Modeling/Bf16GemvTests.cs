@@ -1,3 +1,4 @@
+using Granite.Core.Kernels;
 using Granite.Core.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -12,6 +13,47 @@ namespace Granite.Core.Tests.Modeling;
 public class Bf16GemvTests
 {
     public Bf16GemvTests() => GraniteRuntime.EnsureLoaded();
+
+    /// <summary>The GEMV of kernels capped at <paramref name="isa"/> (the CPU's own level if lower) with <paramref name="threads"/> workers.</summary>
+    private static Bf16Gemv Gemv(KernelIsa isa, int threads)
+    {
+        var kernels = GraniteKernels.Create(isa, threads);
+        ((int)kernels.Isa).Should().BeLessThanOrEqualTo((int)isa);
+        return kernels.Gemv;
+    }
+
+    public static IEnumerable<object[]> IsaShapes =>
+        from isa in new[] { KernelIsa.Scalar, KernelIsa.Avx2, KernelIsa.Avx512, KernelIsa.Avx512Bf16 }
+        from shape in new[]
+        {
+            new[] { 1, 1536, 1024 },   // expert-shaped
+            new[] { 1, 64, 7 },        // N not a multiple of the 4-row block
+            new[] { 3, 40, 9 },        // K with a tail past the last 16-column block
+            new[] { 4, 2048, 515 },
+            new[] { 2, 8, 5 },         // K smaller than one block
+            new[] { 37, 1536, 1024 },  // a short prefill on a resumed session
+            new[] { 64, 520, 33 },     // MaxRows rows, K tail
+            new[] { 5, 96, 131 },      // K a multiple of 32 plus 0, N odd: every row-block remainder
+            new[] { 2, 48, 12 },       // K = 32 + 16: the 512-bit path's 16-column tail
+        }
+        select new object[] { isa, shape[0], shape[1], shape[2] };
+
+    [Theory]
+    [MemberData(nameof(IsaShapes))]
+    public void EveryIsaMatchesFloat32Reference(KernelIsa isa, int rows, int k, int n)
+    {
+        using var scope = NewDisposeScope();
+        using var g = new Generator(11);
+        var w = randn(new long[] { n, k }, generator: g).to_type(ScalarType.BFloat16);
+        var x = randn(new long[] { rows, k }, generator: g);
+        var expected = F.linear(x, w.to_type(ScalarType.Float32));
+        foreach (int threads in new[] { 1, 2 })
+        {
+            var actual = Gemv(isa, threads).Linear(x, w, null);
+            actual.shape.Should().Equal(rows, n);
+            MaxRelError(actual, expected).Should().BeLessThan(1e-5, $"{isa}, {threads} thread(s)");
+        }
+    }
 
     private static double MaxRelError(Tensor actual, Tensor expected) =>
         (actual - expected).abs().max().item<float>() / Math.Max(1e-6, expected.abs().max().item<float>());
@@ -34,7 +76,7 @@ public class Bf16GemvTests
         var expected = F.linear(x, w.to_type(ScalarType.Float32), bias.to_type(ScalarType.Float32));
 
         Bf16Gemv.Supports(x, w).Should().BeTrue();
-        var actual = Bf16Gemv.Linear(x, w, bias);
+        var actual = GraniteKernels.Create(null, 2).Gemv.Linear(x, w, bias);
 
         actual.dtype.Should().Be(ScalarType.Float32);
         actual.shape.Should().Equal(rows, n);
@@ -48,18 +90,11 @@ public class Bf16GemvTests
         using var g = new Generator(5);
         var w = randn(new long[] { 4099, 256 }, generator: g).to_type(ScalarType.BFloat16); // 2 MiB ⇒ parallel path
         var x = randn(new long[] { 256 }, generator: g);
-        int saved = Bf16Gemv.Threads;
-        try
-        {
-            Bf16Gemv.Threads = 1;
-            var single = Bf16Gemv.Linear(x, w, null);
-            Bf16Gemv.Threads = 2;
-            var parallel = Bf16Gemv.Linear(x, w, null);
-            single.shape.Should().Equal(4099);
-            (single == parallel).all().item<bool>().Should().BeTrue("each output element is computed by one thread in a fixed order");
-            MaxRelError(single, F.linear(x, w.to_type(ScalarType.Float32))).Should().BeLessThan(1e-5);
-        }
-        finally { Bf16Gemv.Threads = saved; }
+        var single = Gemv(KernelIsa.Avx512Bf16, 1).Linear(x, w, null);
+        var parallel = Gemv(KernelIsa.Avx512Bf16, 2).Linear(x, w, null);
+        single.shape.Should().Equal(4099);
+        (single == parallel).all().item<bool>().Should().BeTrue("each output element is computed by one thread in a fixed order");
+        MaxRelError(single, F.linear(x, w.to_type(ScalarType.Float32))).Should().BeLessThan(1e-5);
     }
 
     [Fact]
@@ -85,21 +120,18 @@ public class Bf16GemvTests
         int[] counts = { 1, 5, Bf16Gemv.MaxRows, 2, 3, 7 };
         long[] experts = { 5, 0, 7, 5, 1, 2 };
         var x = randn(new long[] { counts.Sum(), k }, generator: g);
-        int saved = Bf16Gemv.Threads;
-        try
+        foreach (var isa in new[] { KernelIsa.Scalar, KernelIsa.Avx2, KernelIsa.Avx512Bf16 })
         {
-            Bf16Gemv.Threads = threads;
-            var y = Bf16Gemv.LinearGrouped(x, experts.Select(e => w[e]).ToArray(), counts);
+            var y = Gemv(isa, threads).LinearGrouped(x, experts.Select(e => w[e]).ToArray(), counts);
             y.shape.Should().Equal(counts.Sum(), n);
             long row = 0;
             for (int j = 0; j < experts.Length; j++)
             {
                 var expected = F.linear(x.narrow(0, row, counts[j]), w[experts[j]].to_type(ScalarType.Float32));
-                MaxRelError(y.narrow(0, row, counts[j]), expected).Should().BeLessThan(1e-5);
+                MaxRelError(y.narrow(0, row, counts[j]), expected).Should().BeLessThan(1e-5, isa.ToString());
                 row += counts[j];
             }
         }
-        finally { Bf16Gemv.Threads = saved; }
     }
 
     [Fact]
@@ -107,15 +139,16 @@ public class Bf16GemvTests
     {
         using var scope = NewDisposeScope();
         var w = zeros(new long[] { 8, 16 }, ScalarType.BFloat16);
-        var act = () => Bf16Gemv.LinearGrouped(zeros(3, 16), new[] { w }, new[] { 2 });
+        var gemv = GraniteKernels.Create(null, 1).Gemv;
+        var act = () => gemv.LinearGrouped(zeros(3, 16), new[] { w }, new[] { 2 });
         act.Should().Throw<ArgumentException>().WithMessage("*x must be*");
-        act = () => Bf16Gemv.LinearGrouped(zeros(2, 16), new[] { w, w }, new[] { 2 });
+        act = () => gemv.LinearGrouped(zeros(2, 16), new[] { w, w }, new[] { 2 });
         act.Should().Throw<ArgumentException>().WithMessage("*2 weights for 1 row groups*");
-        act = () => Bf16Gemv.LinearGrouped(zeros(Bf16Gemv.MaxRows + 1, 16), new[] { w }, new[] { Bf16Gemv.MaxRows + 1 });
+        act = () => gemv.LinearGrouped(zeros(Bf16Gemv.MaxRows + 1, 16), new[] { w }, new[] { Bf16Gemv.MaxRows + 1 });
         act.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*row group*");
-        act = () => Bf16Gemv.LinearGrouped(zeros(1, 16), new[] { zeros(8, 16) }, new[] { 1 });
+        act = () => gemv.LinearGrouped(zeros(1, 16), new[] { zeros(8, 16) }, new[] { 1 });
         act.Should().Throw<ArgumentException>().WithMessage("*BF16*");
-        act = () => Bf16Gemv.LinearGrouped(zeros(2, 16), new[] { w, zeros(new long[] { 4, 16 }, ScalarType.BFloat16) }, new[] { 1, 1 });
+        act = () => gemv.LinearGrouped(zeros(2, 16), new[] { w, zeros(new long[] { 4, 16 }, ScalarType.BFloat16) }, new[] { 1, 1 });
         act.Should().Throw<ArgumentException>().WithMessage("*one shape*");
     }
 }

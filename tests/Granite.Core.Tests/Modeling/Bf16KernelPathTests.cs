@@ -1,3 +1,4 @@
+using Granite.Core.Kernels;
 using Granite.Core.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -7,7 +8,8 @@ namespace Granite.Core.Tests.Modeling;
 /// <summary>
 /// The BF16 kernel path (<see cref="Bf16Gemv"/> for ≤ <see cref="Bf16Gemv.MaxRows"/> rows, routed experts grouped in one
 /// call) against the upcast float32 GEMM path with per-expert matmuls, on the same BF16 weights: both accumulate in
-/// float32, so they differ only by summation order. Switches a process-wide knob, hence the non-parallel collection.
+/// float32, so they differ only by summation order. The reference is a second model whose kernels are tuned that way
+/// (kernel choices are per model, not process-wide); run alone because it loads two models.
 /// </summary>
 [Collection(NonParallelCollection.Name)]
 public class Bf16KernelPathTests
@@ -27,28 +29,28 @@ public class Bf16KernelPathTests
     {
         var g = Golden.Load(fixture);
         using var model = GraniteModel.Load(Golden.FixtureDir(fixture), new GraniteModelOptions { WeightDtype = WeightDtypePolicy.BFloat16, Threads = 2 });
+        // Every linear an upcast float32 GEMM, experts one by one.
+        using var reference = GraniteModel.Load(Golden.FixtureDir(fixture), new GraniteModelOptions
+        {
+            WeightDtype = WeightDtypePolicy.BFloat16,
+            Threads = 2,
+            KernelTuning = new KernelTuning { Bf16GemvMaxRows = 0, Bf16Gemm = Bf16GemmMode.Upcast },
+        });
         model.WeightDtype.Should().Be(ScalarType.BFloat16);
         var session = g.Session;
-        float[][] Run()
+        float[][] Run(GraniteModel m)
         {
             // A multi-token prefill (kernel path up to MaxRows rows) followed by two more multi-token pieces on the state.
-            using var state = model.CreateState();
+            using var state = m.CreateState();
             var ids = session.PrefixIds.Concat(session.ExtraIds).ToArray();
             int cut = Math.Max(1, ids.Length / 2);
             var rows = new List<float[]>();
-            using (var a = model.Forward(ids.AsSpan(0, cut), state, allPositions: true)) rows.AddRange(ModelParityTests.Rows(a));
-            using (var b = model.Forward(ids.AsSpan(cut), state, allPositions: true)) rows.AddRange(ModelParityTests.Rows(b));
+            using (var a = m.Forward(ids.AsSpan(0, cut), state, allPositions: true)) rows.AddRange(ModelParityTests.Rows(a));
+            using (var b = m.Forward(ids.AsSpan(cut), state, allPositions: true)) rows.AddRange(ModelParityTests.Rows(b));
             return rows.ToArray();
         }
-        var kernel = Run();
-        long saved = Ops.Bf16GemmMaxRows;
-        float[][] gemm;
-        try
-        {
-            Ops.Bf16GemmMaxRows = 0; // every linear an upcast float32 GEMM, experts one by one
-            gemm = Run();
-        }
-        finally { Ops.Bf16GemmMaxRows = saved; }
+        var kernel = Run(model);
+        var gemm = Run(reference);
 
         kernel.Length.Should().Be(gemm.Length).And.BeGreaterThan(10);
         for (int t = 0; t < kernel.Length; t++)

@@ -1,3 +1,4 @@
+using Granite.Core.Kernels;
 using Granite.Core.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;

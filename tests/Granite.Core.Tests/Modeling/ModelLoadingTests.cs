@@ -1,3 +1,4 @@
+using Granite.Core.Kernels;
 using Granite.Core.Configuration;
 using Granite.Core.Modeling;
 using Granite.Core.Tests.Configuration;
@@ -14,7 +15,7 @@ public class ModelLoadingTests
     public void HSmallModuleTreeOnMetaDeviceHasTheSpecParameterCount()
     {
         var c = GraniteConfig.Parse(GraniteConfigTests.HSmallJson());
-        using var m = new GraniteCausalLM(c, ScalarType.BFloat16, torch.META);
+        using var m = new GraniteCausalLM(c, ScalarType.BFloat16, torch.META, GraniteKernels.Create(null, 1));
         var ps = m.named_parameters().ToList();
         ps.Sum(p => p.parameter.numel()).Should().Be(32_207_337_984L).And.Be(c.TotalParameterCount);
         ps.Should().OnlyContain(p => p.parameter.device.type == DeviceType.META);

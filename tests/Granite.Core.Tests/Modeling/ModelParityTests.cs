@@ -1,3 +1,4 @@
+using Granite.Core.Kernels;
 using Granite.Core.Modeling;
 using Granite.Core.State;
 using TorchSharp;
@@ -249,18 +250,17 @@ public class ModelParityTests
     {
         var g = Golden.Load(fixture);
         var c = g.Cases.Single(x => x.Name == "chat_prompt");
-        long saved = GraniteAttention.MaxScoreElements;
-        GraniteAttention.MaxScoreElements = 4L * 67 * 5;                               // ≈5 query rows per block
-        try
+        using var model = GraniteModel.Load(Golden.FixtureDir(fixture), new GraniteModelOptions
         {
-            using var model = LoadF32(fixture);
-            using var state = model.CreateState();
-            using var logits = model.Forward(c.InputIds, state, allPositions: true);
-            var rows = Rows(logits);
-            Compare.ShouldBeClose(rows[^1], c.LastLogits, g.LogitsAtol, g.LogitsRtol, $"{fixture} blocked attention");
-            for (int t = 0; t < rows.Length; t++)
-                if (!c.AmbiguousPositions.Contains(t)) Compare.Argmax(rows[t]).Should().Be(c.ArgmaxAll[t]);
-        }
-        finally { GraniteAttention.MaxScoreElements = saved; }
+            WeightDtype = WeightDtypePolicy.Float32,
+            Threads = 1,
+            KernelTuning = new KernelTuning { MaxScoreElements = 4L * 67 * 5 },       // ≈5 query rows per block
+        });
+        using var state = model.CreateState();
+        using var logits = model.Forward(c.InputIds, state, allPositions: true);
+        var rows = Rows(logits);
+        Compare.ShouldBeClose(rows[^1], c.LastLogits, g.LogitsAtol, g.LogitsRtol, $"{fixture} blocked attention");
+        for (int t = 0; t < rows.Length; t++)
+            if (!c.AmbiguousPositions.Contains(t)) Compare.Argmax(rows[t]).Should().Be(c.ArgmaxAll[t]);
     }
 }

@@ -1,3 +1,4 @@
+using Granite.Core.Kernels;
 using Granite.Core.Modeling;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -10,10 +11,12 @@ public class SsmStepTests
     public SsmStepTests() => GraniteRuntime.EnsureLoaded();
 
     [Theory]
-    [InlineData(6, 1)]
-    [InlineData(6, 2)]
-    [InlineData(4, 4)]
-    public void StateIsBitIdenticalAndOutputMatches(int heads, int groups)
+    [InlineData(6, 1, KernelIsa.Avx2)]
+    [InlineData(6, 2, KernelIsa.Avx2)]
+    [InlineData(4, 4, KernelIsa.Avx2)]
+    [InlineData(6, 2, KernelIsa.Scalar)]
+    [InlineData(4, 4, KernelIsa.Avx512Bf16)]
+    public void StateIsBitIdenticalAndOutputMatches(int heads, int groups, KernelIsa isa)
     {
         using var scope = NewDisposeScope();
         using var g = new Generator(17);
@@ -31,7 +34,7 @@ public class SsmStepTests
 
         var state = ssm.clone();
         SsmStep.Supports(state).Should().BeTrue();
-        var y = SsmStep.Step(state, xdt, dA, b, c);
+        var y = SsmStep.Step(isa, state, xdt, dA, b, c);
 
         (state == expectedState).all().item<bool>().Should().BeTrue("the update rounds like the element-wise ops");
         y.shape.Should().Equal(heads, P);

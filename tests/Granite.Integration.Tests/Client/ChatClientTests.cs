@@ -354,8 +354,9 @@ public class ChatClientTests(TinyEngineFixture fx) : IClassFixture<TinyEngineFix
         var tooLong = () => client.GetResponseAsync([new ChatMessage(ChatRole.User, longText)]);
         (await tooLong.Should().ThrowAsync<ArgumentException>()).WithMessage("*context limit is 4096*");
 
-        var json = () => client.GetResponseAsync(Conversation(), new ChatOptions { ResponseFormat = ChatResponseFormat.Json });
-        (await json.Should().ThrowAsync<NotSupportedException>()).WithMessage("*ResponseFormat JSON*");
+        using var unsatisfiable = System.Text.Json.JsonDocument.Parse("{\"type\":\"string\",\"minLength\":3,\"maxLength\":1}");
+        var json = () => client.GetResponseAsync(Conversation(), new ChatOptions { ResponseFormat = ChatResponseFormat.ForJsonSchema(unsatisfiable.RootElement) });
+        (await json.Should().ThrowAsync<ArgumentException>()).WithMessage("*ResponseFormat*minLength 3 > maxLength 1*");
 
         var otherModel = () => client.GetResponseAsync(Conversation(), new ChatOptions { ModelId = "granite-4.0-h-small" });
         (await otherModel.Should().ThrowAsync<ArgumentException>()).WithMessage("*serves 'tiny-h-moe'*");

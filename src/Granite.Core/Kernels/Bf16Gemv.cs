@@ -4,7 +4,7 @@ using Granite.Core.Weights;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Granite.Core.Modeling;
+namespace Granite.Core.Kernels;
 
 /// <summary>
 /// Decode-shaped linear for BF16 weights: y[m, n] = Σ_k x[m, k]·W[n, k] with W BF16 [N, K] (row-major, the checkpoint's
@@ -15,12 +15,13 @@ namespace Granite.Core.Modeling;
 /// weights at a fraction of memory bandwidth, and its OpenMP parallel regions stall whenever a worker thread is
 /// descheduled on a shared machine. This kernel streams each weight row once with 256-bit SIMD (a BF16 value is the
 /// top half of a float32, so widening is a shift/mask) and splits rows over the .NET thread pool with work stealing.
-/// The activations are not rounded to BF16 (more accurate than BF16×BF16).
+/// The activations are not rounded to BF16 (more accurate than BF16×BF16). One instance per <see cref="GraniteKernels"/>:
+/// the instruction set and the worker count are chosen at model load; <see cref="KernelIsa.Scalar"/> runs portable loops.
 /// </remarks>
-internal static unsafe class Bf16Gemv
+internal sealed unsafe class Bf16Gemv
 {
     /// <summary>
-    /// Most input rows the kernel handles (more rows ⇒ an upcast float32 GEMM, see <see cref="Ops.Linear"/>). The kernel
+    /// Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="GraniteKernels.Linear"/>). The kernel
     /// reads each BF16 weight once whatever the row count, and keeps beating upcast + MKL GEMM up to about this many rows on
     /// the 2-vCPU AVX2 box (measured per shape in docs/benchmarks.md: 32 rows of a 1024×1536 expert 2.8 vs 4.7 ms, of the
     /// 6448×1536 Mamba in_proj 12.8 vs 37.4 ms; at 64 rows roughly even on the smallest weights). This is what makes a
@@ -28,14 +29,19 @@ internal static unsafe class Bf16Gemv
     /// </summary>
     public const int MaxRows = 64;
 
-    /// <summary>
-    /// Degree of parallelism (set by <see cref="GraniteModel.Load"/> to LibTorch's thread count; until then the processor
-    /// count; 1 disables threading). Process-wide, like LibTorch's own setting.
-    /// </summary>
-    public static int Threads { get; set; }
+    private readonly KernelIsa _isa;
+    private readonly KernelWorkers _workers;
+    private readonly long _parallelMinBytes;
 
-    /// <summary>Weights smaller than this (bytes) are computed on the calling thread only.</summary>
-    public static long ParallelMinBytes { get; set; } = 256 * 1024;
+    /// <param name="isa">Instruction set of the inner loops (<see cref="KernelIsa.Avx512"/> and above: 512-bit vectors).</param>
+    /// <param name="workers">Threads the rows are split over.</param>
+    /// <param name="parallelMinBytes">Weights smaller than this (bytes) are computed on the calling thread only.</param>
+    public Bf16Gemv(KernelIsa isa, KernelWorkers workers, long parallelMinBytes)
+    {
+        _isa = isa;
+        _workers = workers;
+        _parallelMinBytes = parallelMinBytes;
+    }
 
     /// <summary>Whether <paramref name="weight"/>/<paramref name="x"/> qualify: CPU, contiguous BF16 [N, K], x with ≤ <see cref="MaxRows"/> rows.</summary>
     public static bool Supports(Tensor x, Tensor weight)
@@ -43,11 +49,11 @@ internal static unsafe class Bf16Gemv
         if (weight.dtype != ScalarType.BFloat16 || weight.dim() != 2 || weight.device_type != DeviceType.CPU || !weight.is_contiguous()) return false;
         if (x.device_type != DeviceType.CPU || x.dim() < 1 || x.shape[^1] != weight.shape[1]) return false;
         long rows = x.numel() / weight.shape[1];
-        return rows >= 1 && rows <= MaxRows && Vector256.IsHardwareAccelerated;
+        return rows >= 1 && rows <= MaxRows;
     }
 
     /// <summary>x [..., K] (any float dtype) · Wᵀ (+ bias) → float32 [..., N].</summary>
-    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
     {
         long n = weight.shape[0], k = weight.shape[1];
         long rows = x.numel() / k;
@@ -70,7 +76,7 @@ internal static unsafe class Bf16Gemv
     /// One call per MoE projection instead of one per expert: the per-call cost (thread wake-up, tensor wrappers) of small
     /// expert matrices exceeds their streaming time on a decode step, and a short prefill touches every expert.
     /// </summary>
-    public static Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts)
+    public Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts)
     {
         ArgumentNullException.ThrowIfNull(weights);
         if (weights.Count != rowCounts.Length) throw new ArgumentException($"{weights.Count} weights for {rowCounts.Length} row groups", nameof(rowCounts));
@@ -102,18 +108,13 @@ internal static unsafe class Bf16Gemv
                 for (int g = 0; g < groups; g++)
                 {
                     var wp = (ushort*)TorchNative.DataPointer(weights[g]);
-                    jobs[g] = new Job(xp + row * k, pp + row * stride, rowCounts[g], wp, (int)n, (int)k, yp + row * n);
+                    jobs[g] = new Job(_isa, xp + row * k, pp + row * stride, rowCounts[g], wp, (int)n, (int)k, yp + row * n);
                     row += rowCounts[g];
                 }
-                int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
-                if (threads == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
+                if (_workers.Count == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
                 int block = (int)Math.Max(64, n / 4);
                 int perGroup = (int)((n + block - 1) / block);
-                Parallel.For(0, groups * perGroup, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
-                {
-                    int start = t % perGroup * block;
-                    jobs[t / perGroup].Rows(start, (int)Math.Min(n, start + block));
-                });
+                _workers.For(groups * perGroup, new GroupedBlocks(jobs, block, perGroup, (int)n));
             }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(perm); }
@@ -140,28 +141,42 @@ internal static unsafe class Bf16Gemv
     }
 
     /// <summary>Computes y[m·N + n] for all m &lt; rows, n &lt; N.</summary>
-    public static void Run(float* x, int rows, ushort* w, int n, int k, float* y)
+    public void Run(float* x, int rows, ushort* w, int n, int k, float* y)
     {
         float[] perm = Permute(x, rows, k);
         try
         {
-            int threads = Threads > 0 ? Threads : Environment.ProcessorCount;
+            int threads = _workers.Count;
             long work = (long)n * k * 2 * Math.Max(1, rows / 4);
             fixed (float* pp = perm)
             {
-                var job = new Job(x, pp, rows, w, n, k, y);
-                if (threads == 1 || work < ParallelMinBytes) { job.Rows(0, n); return; }
+                var job = new Job(_isa, x, pp, rows, w, n, k, y);
+                if (threads == 1 || work < _parallelMinBytes) { job.Rows(0, n); return; }
                 // Blocks of rows, several per thread so a descheduled worker's share is stolen by the others.
                 int block = Math.Max(16, n / (threads * 8));
                 int blocks = (n + block - 1) / block;
-                Parallel.For(0, blocks, new ParallelOptions { MaxDegreeOfParallelism = threads }, b =>
-                {
-                    int start = b * block;
-                    job.Rows(start, Math.Min(n, start + block));
-                });
+                _workers.For(blocks, new Blocks(job, block, n));
             }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(perm); }
+    }
+
+    private readonly struct Blocks(Job job, int block, int n) : IKernelLoop
+    {
+        public void Run(int index)
+        {
+            int start = index * block;
+            job.Rows(start, Math.Min(n, start + block));
+        }
+    }
+
+    private readonly struct GroupedBlocks(Job[] jobs, int block, int perGroup, int n) : IKernelLoop
+    {
+        public void Run(int index)
+        {
+            int start = index % perGroup * block;
+            jobs[index / perGroup].Rows(start, Math.Min(n, start + block));
+        }
     }
 
     private readonly struct Job
@@ -169,14 +184,42 @@ internal static unsafe class Bf16Gemv
         private readonly float* _x, _perm, _y;
         private readonly ushort* _w;
         private readonly int _rows, _n, _k;
+        private readonly KernelIsa _isa;
 
-        public Job(float* x, float* perm, int rows, ushort* w, int n, int k, float* y)
+        public Job(KernelIsa isa, float* x, float* perm, int rows, ushort* w, int n, int k, float* y)
         {
-            _x = x; _perm = perm; _rows = rows; _w = w; _n = n; _k = k; _y = y;
+            _isa = isa; _x = x; _perm = perm; _rows = rows; _w = w; _n = n; _k = k; _y = y;
+        }
+
+        /// <summary>Computes output columns [from, to) for every input row.</summary>
+        public void Rows(int from, int to)
+        {
+            if (_isa == KernelIsa.Scalar) RowsScalar(from, to);
+            else RowsVector256(from, to);
+        }
+
+        /// <summary>
+        /// The portable reference: one weight row at a time, widened element by element, products summed in double (a
+        /// single float32 running sum over K = 1536 would drift more than the vector paths' partial sums do).
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void RowsScalar(int from, int to)
+        {
+            for (int r = from; r < to; r++)
+            {
+                ushort* wr = _w + (long)r * _k;
+                for (int m = 0; m < _rows; m++)
+                {
+                    float* xr = _x + (long)m * _k;
+                    double s = 0;
+                    for (int i = 0; i < _k; i++) s += (double)(Widen(wr[i]) * xr[i]);
+                    _y[(long)m * _n + r] = (float)s;
+                }
+            }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
-        public void Rows(int from, int to)
+        private void RowsVector256(int from, int to)
         {
             int r = from;
             // Four weight rows at a time: four independent streams, x loaded once per block; two x rows per pass share each
@@ -244,7 +287,9 @@ internal static unsafe class Bf16Gemv
             var mask = Vector256.Create(0xFFFF0000u);
             ushort* w0 = _w + (long)r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
             float* xp = _perm + (long)m * kBlocks * 16;
-            Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+            // Same accumulation order per x row as Dot4x2 (even then odd lanes into one accumulator), so a row's result never
+            // depends on how many rows share the call: a batched decode step equals one-sequence steps (BatchedDecodeTests).
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int b = 0; b < kBlocks; b++)
             {
                 int o = b * 16;
@@ -254,20 +299,16 @@ internal static unsafe class Bf16Gemv
                 var v1 = Vector256.Load((uint*)(w1 + o));
                 var v2 = Vector256.Load((uint*)(w2 + o));
                 var v3 = Vector256.Load((uint*)(w3 + o));
-                a0 = Vector256.FusedMultiplyAdd((v0 << 16).AsSingle(), xe, a0);
-                b0 = Vector256.FusedMultiplyAdd((v0 & mask).AsSingle(), xo, b0);
-                a1 = Vector256.FusedMultiplyAdd((v1 << 16).AsSingle(), xe, a1);
-                b1 = Vector256.FusedMultiplyAdd((v1 & mask).AsSingle(), xo, b1);
-                a2 = Vector256.FusedMultiplyAdd((v2 << 16).AsSingle(), xe, a2);
-                b2 = Vector256.FusedMultiplyAdd((v2 & mask).AsSingle(), xo, b2);
-                a3 = Vector256.FusedMultiplyAdd((v3 << 16).AsSingle(), xe, a3);
-                b3 = Vector256.FusedMultiplyAdd((v3 & mask).AsSingle(), xo, b3);
+                a0 = Vector256.FusedMultiplyAdd((v0 & mask).AsSingle(), xo, Vector256.FusedMultiplyAdd((v0 << 16).AsSingle(), xe, a0));
+                a1 = Vector256.FusedMultiplyAdd((v1 & mask).AsSingle(), xo, Vector256.FusedMultiplyAdd((v1 << 16).AsSingle(), xe, a1));
+                a2 = Vector256.FusedMultiplyAdd((v2 & mask).AsSingle(), xo, Vector256.FusedMultiplyAdd((v2 << 16).AsSingle(), xe, a2));
+                a3 = Vector256.FusedMultiplyAdd((v3 & mask).AsSingle(), xo, Vector256.FusedMultiplyAdd((v3 << 16).AsSingle(), xe, a3));
             }
             float* yr = _y + (long)m * _n + r;
-            yr[0] = Vector256.Sum(a0 + b0);
-            yr[1] = Vector256.Sum(a1 + b1);
-            yr[2] = Vector256.Sum(a2 + b2);
-            yr[3] = Vector256.Sum(a3 + b3);
+            yr[0] = Vector256.Sum(a0);
+            yr[1] = Vector256.Sum(a1);
+            yr[2] = Vector256.Sum(a2);
+            yr[3] = Vector256.Sum(a3);
             if ((k & 15) != 0)
             {
                 yr[0] += Tail(w0, m);
@@ -283,14 +324,15 @@ internal static unsafe class Bf16Gemv
             int k = _k, kBlocks = k / 16;
             var mask = Vector256.Create(0xFFFF0000u);
             float* xp = _perm + (long)m * kBlocks * 16;
-            Vector256<float> a0 = default, b0 = default;
+            // Same order as Dot4/Dot4x2: how output rows fall into 4-row blocks (thread blocking) never changes a result.
+            Vector256<float> a0 = default;
             for (int b = 0; b < kBlocks; b++)
             {
                 var v = Vector256.Load((uint*)(wr + b * 16));
-                a0 = Vector256.FusedMultiplyAdd((v << 16).AsSingle(), Vector256.Load(xp + b * 16), a0);
-                b0 = Vector256.FusedMultiplyAdd((v & mask).AsSingle(), Vector256.Load(xp + b * 16 + 8), b0);
+                a0 = Vector256.FusedMultiplyAdd((v & mask).AsSingle(), Vector256.Load(xp + b * 16 + 8),
+                    Vector256.FusedMultiplyAdd((v << 16).AsSingle(), Vector256.Load(xp + b * 16), a0));
             }
-            return Vector256.Sum(a0 + b0) + Tail(wr, m);
+            return Vector256.Sum(a0) + Tail(wr, m);
         }
 
         /// <summary>Columns past the last full 16-block (none for Granite widths).</summary>

@@ -4,7 +4,7 @@ using Granite.Core.Weights;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Granite.Core.Modeling;
+namespace Granite.Core.Kernels;
 
 /// <summary>
 /// The one-token Mamba-2 recurrence fused in one pass over the float32 SSM state (CPU):
@@ -17,19 +17,16 @@ namespace Granite.Core.Modeling;
 /// </remarks>
 internal static unsafe class SsmStep
 {
-    /// <summary>Switch for side-by-side measurements (default true).</summary>
-    public static bool Enabled { get; set; } = true;
-
-    /// <summary>Whether the fused path applies (enabled, CPU, contiguous float32 state, N a multiple of 8).</summary>
+    /// <summary>Whether the fused path applies (CPU, contiguous float32 state [n_m, P, N], N a multiple of 8).</summary>
     public static bool Supports(Tensor ssm) =>
-        Enabled && ssm.device_type == DeviceType.CPU && ssm.dtype == ScalarType.Float32 && ssm.is_contiguous() && ssm.dim() == 3
-        && ssm.shape[2] % 8 == 0 && Vector256.IsHardwareAccelerated;
+        ssm.device_type == DeviceType.CPU && ssm.dtype == ScalarType.Float32 && ssm.is_contiguous() && ssm.dim() == 3
+        && ssm.shape[2] % 8 == 0;
 
     /// <summary>
     /// Advances <paramref name="ssm"/> [n_m, P, N] in place; <paramref name="xdt"/> [n_m, P], <paramref name="dA"/> [n_m],
     /// <paramref name="b"/>/<paramref name="c"/> [G, N] (float32); returns y float32 [n_m, P].
     /// </summary>
-    public static Tensor Step(Tensor ssm, Tensor xdt, Tensor dA, Tensor b, Tensor c)
+    public static Tensor Step(KernelIsa isa, Tensor ssm, Tensor xdt, Tensor dA, Tensor b, Tensor c)
     {
         int heads = (int)ssm.shape[0], p = (int)ssm.shape[1], n = (int)ssm.shape[2];
         int groups = (int)b.shape[0];
@@ -40,14 +37,35 @@ internal static unsafe class SsmStep
         var y = torch.empty(new long[] { heads, p }, ScalarType.Float32, ssm.device);
         Run((float*)TorchNative.DataPointer(ssm), (float*)TorchNative.DataPointer(x32), (float*)TorchNative.DataPointer(a32),
             (float*)TorchNative.DataPointer(b32), (float*)TorchNative.DataPointer(c32), (float*)TorchNative.DataPointer(y),
-            heads, p, n, groups);
+            heads, p, n, groups, vector: isa >= KernelIsa.Avx2);
         return y;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Run(float* s, float* xdt, float* dA, float* b, float* c, float* y, int heads, int p, int n, int groups)
+    private static void Run(float* s, float* xdt, float* dA, float* b, float* c, float* y, int heads, int p, int n, int groups, bool vector)
     {
         int perGroup = heads / groups;
+        if (!vector)
+        {
+            for (int h = 0; h < heads; h++)
+            {
+                float* bg = b + (long)(h / perGroup) * n, cg = c + (long)(h / perGroup) * n;
+                float decay = dA[h];
+                for (int i = 0; i < p; i++)
+                {
+                    float* row = s + ((long)h * p + i) * n;
+                    float xv = xdt[(long)h * p + i], acc = 0;
+                    for (int j = 0; j < n; j++)
+                    {
+                        float v = row[j] * decay + xv * bg[j];
+                        row[j] = v;
+                        acc += v * cg[j];
+                    }
+                    y[(long)h * p + i] = acc;
+                }
+            }
+            return;
+        }
         for (int h = 0; h < heads; h++)
         {
             float* bg = b + (long)(h / perGroup) * n;

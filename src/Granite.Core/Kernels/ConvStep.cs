@@ -3,7 +3,7 @@ using Granite.Core.Weights;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Granite.Core.Modeling;
+namespace Granite.Core.Kernels;
 
 /// <summary>
 /// The one-token causal depthwise conv of the Mamba mixer in one pass (CPU): shift the conv window
@@ -13,12 +13,9 @@ namespace Granite.Core.Modeling;
 /// <remarks>Replaces ~12 LibTorch ops (≈ 0.9 ms per layer and token on the reference box) with one loop over C.</remarks>
 internal static unsafe class ConvStep
 {
-    /// <summary>Switch for side-by-side measurements (default true).</summary>
-    public static bool Enabled { get; set; } = true;
-
-    /// <summary>Whether the fused path applies: enabled, CPU, contiguous window/weight of BF16 or float32.</summary>
+    /// <summary>Whether the fused path applies: CPU, contiguous window/weight of BF16 or float32.</summary>
     public static bool Supports(Tensor window, Tensor weight, Tensor? bias) =>
-        Enabled && window.device_type == DeviceType.CPU && window.is_contiguous() && weight.is_contiguous()
+        window.device_type == DeviceType.CPU && window.is_contiguous() && weight.is_contiguous()
         && IsSupported(window.dtype) && IsSupported(weight.dtype) && (bias is null || (bias.is_contiguous() && IsSupported(bias.dtype)));
 
     private static bool IsSupported(ScalarType t) => t == ScalarType.BFloat16 || t == ScalarType.Float32;

@@ -1,0 +1,202 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Granite.Core.Kernels;
+
+/// <summary>How multi-row BF16 linears (prefill GEMMs) are computed.</summary>
+internal enum Bf16GemmMode
+{
+    /// <summary>Chosen from the CPU: see <see cref="GraniteKernels.NativeBf16Gemm"/>.</summary>
+    Auto,
+
+    /// <summary>Upcast the weight to float32 and run LibTorch's float32 GEMM (MKL).</summary>
+    Upcast,
+
+    /// <summary>LibTorch's BF16 GEMM on the BF16 weight (activations rounded to BF16, float32 accumulation inside oneDNN).</summary>
+    Native,
+}
+
+/// <summary>Knobs of the kernels (defaults are the measured choices; tests and benchmarks override them per model).</summary>
+internal sealed record KernelTuning
+{
+    /// <summary>
+    /// Most input rows computed by the managed <see cref="Bf16Gemv"/> (more rows: a GEMM). 0 sends every BF16 linear to the
+    /// GEMM path with per-expert matmuls (the reference the kernel path is tested against).
+    /// </summary>
+    public int Bf16GemvMaxRows { get; init; } = Bf16Gemv.MaxRows;
+
+    /// <summary>Weights smaller than this (bytes) are computed by the managed GEMV on the calling thread only.</summary>
+    public long ParallelMinBytes { get; init; } = 256 * 1024;
+
+    /// <summary>Largest weight (elements) upcast for a float32 GEMM (128 Mi ⇒ ≤ 512 MiB transient); bigger ones stay BF16.</summary>
+    public long MaxUpcastElements { get; init; } = 1L << 27;
+
+    /// <summary>Prefill GEMM choice for BF16 weights.</summary>
+    public Bf16GemmMode Bf16Gemm { get; init; } = Bf16GemmMode.Auto;
+
+    /// <summary>Fused one-token Mamba conv (<see cref="ConvStep"/>); false runs the LibTorch ops (for side-by-side measurements).</summary>
+    public bool FusedConvStep { get; init; } = true;
+
+    /// <summary>Fused one-token SSM recurrence (<see cref="SsmStep"/>); false runs the LibTorch ops.</summary>
+    public bool FusedSsmStep { get; init; } = true;
+
+    /// <summary>Upper bound on elements of one float32 attention score block [n_h, rows, S] (long prefills attend in query blocks).</summary>
+    public long MaxScoreElements { get; init; } = 1L << 26;
+}
+
+/// <summary>
+/// The one kernel seam: every speed special case of the model (managed BF16 GEMV, grouped experts, fused decode steps,
+/// GEMM choice, attention blocking) is decided here, once, at model load, from the CPU the process runs on, capped by an
+/// option and the <c>GRANITE_ISA</c> environment variable. Modules hold a reference to their model's instance and call it;
+/// they keep no kernel state of their own. Immutable and shareable; the managed kernels use <see cref="Workers"/>.
+/// </summary>
+internal sealed class GraniteKernels
+{
+    /// <summary>Name of the environment variable capping the instruction set (<c>scalar</c>, <c>avx2</c>, <c>avx512</c>, <c>avx512bf16</c>).</summary>
+    public const string IsaEnvironmentVariable = "GRANITE_ISA";
+
+    /// <summary>Forward passes of at most this many tokens are decode-shaped (attention keeps BF16 operands up to this many query rows).</summary>
+    public const int DecodeMaxTokens = 4;
+
+    private GraniteKernels(CpuFeatures cpu, KernelIsa isa, string capSource, KernelWorkers workers, KernelTuning tuning)
+    {
+        Cpu = cpu;
+        Isa = isa;
+        CapSource = capSource;
+        Workers = workers;
+        Tuning = tuning;
+        Gemv = new Bf16Gemv(isa, workers, tuning.ParallelMinBytes);
+        NativeBf16Gemm = tuning.Bf16Gemm switch
+        {
+            Bf16GemmMode.Native => true,
+            Bf16GemmMode.Upcast => false,
+            _ => false,
+        };
+    }
+
+    /// <summary>
+    /// Kernels for the current CPU: the highest <see cref="KernelIsa"/> it supports, capped by <paramref name="maxIsa"/>
+    /// and <c>GRANITE_ISA</c> (the lower of the two wins), with <paramref name="workers"/> managed-kernel threads.
+    /// </summary>
+    /// <exception cref="ArgumentException"><c>GRANITE_ISA</c> holds an unknown value.</exception>
+    public static GraniteKernels Create(KernelIsa? maxIsa, int workers, KernelTuning? tuning = null, CpuFeatures? cpu = null)
+    {
+        cpu ??= CpuFeatures.Current;
+        var (isa, source) = ResolveIsa(cpu.Highest, maxIsa, Environment.GetEnvironmentVariable(IsaEnvironmentVariable));
+        return new GraniteKernels(cpu, isa, source, new KernelWorkers(workers), tuning ?? new KernelTuning());
+    }
+
+    /// <summary>The effective level: the lowest of <paramref name="detected"/>, the option cap and the environment cap.</summary>
+    internal static (KernelIsa Isa, string Source) ResolveIsa(KernelIsa detected, KernelIsa? option, string? environment)
+    {
+        var isa = detected;
+        string source = "detected";
+        if (option is { } o && o < isa) { isa = o; source = "capped by GraniteModelOptions.MaxIsa"; }
+        if (!string.IsNullOrWhiteSpace(environment))
+        {
+            var e = ParseIsa(environment)
+                ?? throw new ArgumentException($"{IsaEnvironmentVariable}='{environment}' is not one of scalar, avx2, avx512, avx512bf16.");
+            if (e < isa) { isa = e; source = $"capped by {IsaEnvironmentVariable}={environment.Trim()}"; }
+        }
+        return (isa, source);
+    }
+
+    /// <summary>Parses <c>scalar|avx2|avx512|avx512bf16</c> (case-insensitive); null when unknown.</summary>
+    internal static KernelIsa? ParseIsa(string value) => value.Trim().ToLowerInvariant() switch
+    {
+        "scalar" or "none" => KernelIsa.Scalar,
+        "avx2" => KernelIsa.Avx2,
+        "avx512" => KernelIsa.Avx512,
+        "avx512bf16" or "avx512_bf16" => KernelIsa.Avx512Bf16,
+        _ => null,
+    };
+
+    /// <summary>What the CPU supports.</summary>
+    public CpuFeatures Cpu { get; }
+
+    /// <summary>The instruction set the managed kernels use.</summary>
+    public KernelIsa Isa { get; }
+
+    /// <summary>Why <see cref="Isa"/> is what it is (detected, or which cap lowered it).</summary>
+    public string CapSource { get; }
+
+    /// <summary>The managed-kernel threads.</summary>
+    public KernelWorkers Workers { get; }
+
+    /// <summary>The knobs in force.</summary>
+    public KernelTuning Tuning { get; }
+
+    /// <summary>The managed BF16 GEMV.</summary>
+    public Bf16Gemv Gemv { get; }
+
+    /// <summary>Whether multi-row BF16 linears use LibTorch's BF16 GEMM instead of an upcast float32 GEMM.</summary>
+    public bool NativeBf16Gemm { get; }
+
+    /// <summary>One line for logs and benchmark records: ISA, CPU flags, GEMM choice, threads.</summary>
+    public string Description =>
+        $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {(NativeBf16Gemm ? "native" : "upcast to f32")}, "
+        + $"GEMV ≤ {Tuning.Bf16GemvMaxRows} rows, {Workers.Count} kernel threads";
+
+    /// <summary>
+    /// y = x·Wᵀ (+ b). Float32 weights: float32 GEMM/GEMV, result float32 (the input is cast to the weight dtype).
+    /// BF16 weights: the result is always float32 (activations stay float32, only weights are BF16):
+    /// ≤ <see cref="KernelTuning.Bf16GemvMaxRows"/> input rows use <see cref="Bf16Gemv"/> (float32 accumulation, x not
+    /// rounded); more rows run a GEMM: LibTorch's BF16 GEMM when <see cref="NativeBf16Gemm"/> or the weight is above
+    /// <see cref="KernelTuning.MaxUpcastElements"/>, else a float32 GEMM on an upcast copy of the weight.
+    /// </summary>
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        if (weight.dtype != ScalarType.BFloat16)
+        {
+            if (x.dtype != weight.dtype) x = x.to_type(weight.dtype);
+            return F.linear(x, weight, bias);
+        }
+        long rows = x.numel() / x.shape[^1];
+        int maxRows = Tuning.Bf16GemvMaxRows;
+        if (rows <= maxRows && Bf16Gemv.Supports(x, weight)) return Gemv.Linear(x, weight, bias);
+        if (rows > maxRows && !NativeBf16Gemm && weight.numel() <= Tuning.MaxUpcastElements)
+        {
+            var x32 = x.dtype == ScalarType.Float32 ? x : x.to_type(ScalarType.Float32);
+            // Freed at once: left to the forward pass's dispose scope, the upcast copies of every weight (all 64 experts
+            // of every layer in a prefill) would pile up until the pass ends (measured +2 GB on 4 H-Tiny layers).
+            using var w32 = weight.to_type(ScalarType.Float32);
+            using var b32 = bias?.to_type(ScalarType.Float32);
+            return F.linear(x32, w32, b32);
+        }
+        if (x.dtype != weight.dtype) x = x.to_type(weight.dtype);
+        return F.linear(x, weight, bias).to_type(ScalarType.Float32);
+    }
+
+    /// <summary>
+    /// Whether the routed experts of a pass whose largest expert batch has <paramref name="maxRowsPerExpert"/> rows run as
+    /// two grouped managed calls (<see cref="LinearGrouped"/>) instead of one GEMM pair per expert.
+    /// </summary>
+    public bool GroupExperts(Device device, long maxRowsPerExpert) =>
+        device.type == DeviceType.CPU && maxRowsPerExpert <= Math.Min(Bf16Gemv.MaxRows, Tuning.Bf16GemvMaxRows);
+
+    /// <summary>Routed-expert linears in one pass; see <see cref="Bf16Gemv.LinearGrouped"/>.</summary>
+    public Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts) => Gemv.LinearGrouped(x, weights, rowCounts);
+
+    /// <summary>Whether the fused one-token conv applies to this window/weight.</summary>
+    public bool UseConvStep(Tensor window, Tensor weight, Tensor? bias) => Tuning.FusedConvStep && ConvStep.Supports(window, weight, bias);
+
+    /// <summary>Fused one-token conv; see <see cref="ConvStep.Step"/>.</summary>
+    public Tensor ConvStepOne(Tensor window, Tensor column, Tensor weight, Tensor? bias) => ConvStep.Step(window, column, weight, bias);
+
+    /// <summary>Whether the fused one-token SSM recurrence applies to this state.</summary>
+    public bool UseSsmStep(Tensor ssm) => Tuning.FusedSsmStep && SsmStep.Supports(ssm);
+
+    /// <summary>Fused one-token SSM recurrence; see <see cref="SsmStep.Step"/>.</summary>
+    public Tensor SsmStepOne(Tensor ssm, Tensor xdt, Tensor dA, Tensor b, Tensor c) => SsmStep.Step(Isa, ssm, xdt, dA, b, c);
+
+    /// <summary>
+    /// Whether attention upcasts a BF16 KV cache to float32 for a pass with <paramref name="queryRows"/> query rows (all
+    /// heads): decode-sized passes keep BF16 operands; longer ones run float32 batched GEMMs on a copy made once per pass.
+    /// </summary>
+    public bool UpcastAttentionCache(ScalarType cacheDtype, long queryRows) =>
+        cacheDtype == ScalarType.BFloat16 && queryRows > DecodeMaxTokens;
+
+    /// <summary>Upper bound on elements of one float32 attention score block.</summary>
+    public long MaxScoreElements => Tuning.MaxScoreElements;
+}
