@@ -113,10 +113,15 @@ public sealed partial class GraniteChatClient : IChatClient
         if (o.SessionSpillBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionSpillBytes is {o.SessionSpillBytes}; the session spill budget must be ≥ 0.", nameof(o));
         if (o.SessionHostSpillBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.SessionHostSpillBytes is {o.SessionHostSpillBytes}; the session host spill budget must be ≥ 0.", nameof(o));
         if (o.Threads < 0) throw new ArgumentException($"GraniteChatClientOptions.Threads is {o.Threads}; it must be ≥ 0 (0 = the TorchSharp default).", nameof(o));
+        if (o.MaxBatchSize < 1 || o.MaxBatchSize > GraniteEngineOptions.MaxBatchSizeLimit)
+            throw new ArgumentException($"GraniteChatClientOptions.MaxBatchSize is {o.MaxBatchSize}; it must be 1..{GraniteEngineOptions.MaxBatchSizeLimit}.", nameof(o));
+        if (o.PrefillChunkTokens < 1) throw new ArgumentException($"GraniteChatClientOptions.PrefillChunkTokens is {o.PrefillChunkTokens}; it must be ≥ 1.", nameof(o));
         return new()
         {
             Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads, Device = o.Device, ExpertOffload = offload },
             SessionCacheBytes = o.SessionCacheBytes,
+            MaxBatchSize = o.MaxBatchSize,
+            PrefillChunkTokens = o.PrefillChunkTokens,
             SessionStore = new SessionStoreOptions
             {
                 SpillDirectory = string.IsNullOrWhiteSpace(o.SessionSpillDirectory) ? null : o.SessionSpillDirectory,

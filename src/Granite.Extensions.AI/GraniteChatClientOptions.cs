@@ -49,6 +49,14 @@ public sealed class GraniteChatClientOptions
     /// all (default true; the work is a prefill of the turn's tokens that the next turn would otherwise do).</summary>
     public bool RepairSessionSnapshots { get; set; } = true;
 
+    /// <summary>Most requests generating at once, decoded together in one batched forward per step (1..64, default 8;
+    /// 1 = one after another). Further requests wait in arrival order.</summary>
+    public int MaxBatchSize { get; set; } = 8;
+
+    /// <summary>Prompt tokens per prefill pass of a new request, interleaved with the active requests' decode steps
+    /// (default 256).</summary>
+    public int PrefillChunkTokens { get; set; } = 256;
+
     /// <summary>With <c>ToolMode.Auto</c>: constrain a tool call the model opens by itself to a declared tool name and that
     /// tool's parameter schema, so it always parses (default true; per request: the <c>constrain_tool_calls</c> knob).
     /// Required tool calls and <c>ResponseFormat</c> JSON are always constrained (docs/structured-output.md).</summary>

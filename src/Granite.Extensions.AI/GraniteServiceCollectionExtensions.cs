@@ -38,7 +38,7 @@ public static class GraniteServiceCollectionExtensions
 
     /// <summary>Same as <see cref="AddGraniteChatClient(IServiceCollection, Action{GraniteChatClientOptions})"/>, binding
     /// the options from a configuration section (by default <c>"Granite"</c>: ModelPath, ModelId, WeightDtype, Threads,
-    /// Device, ExpertBudget, SessionCacheBytes, spill, defaults).</summary>
+    /// Device, ExpertBudget, SessionCacheBytes, spill, MaxBatchSize, PrefillChunkTokens, defaults).</summary>
     public static ChatClientBuilder AddGraniteChatClient(this IServiceCollection services, IConfiguration configuration, string sectionName = DefaultSectionName)
     {
         ArgumentNullException.ThrowIfNull(services);

@@ -77,15 +77,32 @@ public sealed record GraniteEngineOptions
 
     /// <summary>Spill folder/budgets and snapshot dtype of the session store.</summary>
     public SessionStoreOptions SessionStore { get; init; } = new();
+
+    /// <summary>Largest allowed <see cref="MaxBatchSize"/>.</summary>
+    public const int MaxBatchSizeLimit = 64;
+
+    /// <summary>
+    /// Most requests generating at once (1..64, default 8): the active ones advance together, one batched forward per
+    /// decode step; further requests wait in arrival order until one finishes (queued, never over budget). 1 runs
+    /// requests one after another.
+    /// </summary>
+    public int MaxBatchSize { get; init; } = 8;
+
+    /// <summary>
+    /// Prompt tokens processed per prefill pass (default 256). A new request's prompt is prefilled in chunks of this
+    /// size, one chunk between two decode steps of the active requests, so they never stall for a whole long prompt.
+    /// </summary>
+    public int PrefillChunkTokens { get; init; } = 256;
 }
 
 /// <summary>
 /// A loaded Granite model with its tokenizer and one inference thread: turns token prompts into streamed tokens.
-/// Thread-safe; requests from many callers are queued fairly (one decode step each in turn).
+/// Thread-safe; concurrent requests are decoded together in batches (see <see cref="GraniteEngineOptions.MaxBatchSize"/>).
 /// </summary>
 public sealed partial class GraniteEngine : IDisposable
 {
     private readonly InferenceWorker _worker;
+    private readonly BatchScheduler _scheduler;
     private readonly ILogger _logger;
     private readonly bool _ownsModel;
     private int _disposed;
@@ -107,14 +124,26 @@ public sealed partial class GraniteEngine : IDisposable
         ModelDirectory = modelDirectory;
         GenerationConfig = generationConfig;
         Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger);
+        ValidateBatching(Options);
         _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
+        _scheduler = new BatchScheduler(this, _worker, _logger, Options.MaxBatchSize, Options.PrefillChunkTokens);
+    }
+
+    private static void ValidateBatching(GraniteEngineOptions options)
+    {
+        if (options.MaxBatchSize < 1 || options.MaxBatchSize > GraniteEngineOptions.MaxBatchSizeLimit)
+            throw new ArgumentException($"GraniteEngineOptions.MaxBatchSize is {options.MaxBatchSize}; it must be 1..{GraniteEngineOptions.MaxBatchSizeLimit}.", nameof(options));
+        if (options.PrefillChunkTokens < 1)
+            throw new ArgumentException($"GraniteEngineOptions.PrefillChunkTokens is {options.PrefillChunkTokens}; it must be ≥ 1.", nameof(options));
     }
 
     /// <summary>Loads model and tokenizer from a Hugging Face checkpoint folder, or from a GGUF file (any name; detected by
     /// its magic), which is first imported into a cached checkpoint folder (docs/gguf.md).</summary>
+    /// <exception cref="ArgumentException">An option is out of range (named in the message).</exception>
     public static GraniteEngine Load(string modelDirectory, GraniteEngineOptions? options = null, ILogger? logger = null)
     {
         options ??= new GraniteEngineOptions();
+        ValidateBatching(options); // before anything is loaded
         logger ??= NullLogger.Instance;
         var sw = Stopwatch.StartNew();
         GraniteRuntime.EnsureLoaded();
@@ -195,10 +224,6 @@ public sealed partial class GraniteEngine : IDisposable
         var stop = new StopConditions(sampling, tokenBudget: contextLimit - prompt.Count);
         var detok = Tokenizer.CreateStreamingDetokenizer(request.SkipSpecialTokens);
         var forced = request.ForcedOutputTokens ?? Array.Empty<int>();
-        var sw = Stopwatch.StartNew();
-        var context = new List<int>(prompt);
-        Sampler? sampler = null;
-        InferenceState? state = null;
         var matcher = request.Constraint?.CreateMatcher(sampling.StopTokenIds);
         var mask = matcher is null ? null : new Constraints.TokenMask(Math.Max(Config.VocabSize, request.Constraint!.Vocabulary.Size));
         if (matcher is not null)
@@ -209,77 +234,43 @@ public sealed partial class GraniteEngine : IDisposable
                 catch (InvalidOperationException ex) { throw new ArgumentException($"ForcedOutputTokens[{i}] is not allowed by the request's Constraint: {ex.Message}", nameof(request), ex); }
             }
         }
-        int Sample(Tensor logits)
-        {
-            if (matcher is null) return sampler!.Next(logits, context, prompt.Count);
-            int id = sampler!.Next(logits, context, prompt.Count, matcher.FillMask(mask!) ? mask : null);
-            matcher.Accept(id);
-            return id;
-        }
-        int cached = 0;
-        TimeSpan ttft = TimeSpan.Zero;
+        cancellationToken.ThrowIfCancellationRequested();
+        // The batch scheduler runs the sequence on the inference thread (batched with the other active requests); this
+        // iterator only relays its updates, so a slow reader never holds up the batch.
+        var sequence = new GenerationSequence(request, prompt, sampling, stop, detok, forced, matcher, mask, cancellationToken);
+        _scheduler.Admit(sequence);
         bool completed = false;
         try
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var lifetime = _worker.Lifetime;
-            int first = await _worker.RunAsync(() =>
+            var reader = sequence.Output.Reader;
+            while (await reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                sampler = new Sampler(sampling);
-                (state, cached) = request.UseSessionCache ? Sessions.Resume(Model, prompt) : (Model.CreateState(), 0);
-                using var scope = torch.NewDisposeScope();
-                using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, lifetime);
-                using var logits = PrefillRemainder(state, prompt, request, linked.Token);
-                return forced.Count > 0 ? forced[0] : Sample(logits);
-            }, cancellationToken).ConfigureAwait(false);
-            ttft = sw.Elapsed;
-            int next = first;
-            while (true)
-            {
-                context.Add(next);
-                var step = stop.Accept(next, stop.IsStopToken(next) ? "" : detok.Append(next));
-                if (step.FinishReason is { } reason)
+                while (reader.TryRead(out var update))
                 {
-                    // Only a length cut flushes a dangling partial character: after a stop token or a stop sequence
-                    // nothing more belongs to the output.
-                    var tail = step.Text + (reason == GenerationFinishReason.Length ? detok.Flush() : "");
-                    // Feed the final token so the stored snapshot covers the whole turn (the next prompt repeats it).
-                    if (request.UseSessionCache && Sessions.Enabled)
-                    {
-                        await _worker.RunAsync(() =>
-                        {
-                            using var scope = torch.NewDisposeScope();
-                            Model.Forward(new[] { next }, state!).Dispose();
-                            Sessions.Store(state!, request.SessionKey);
-                            return true;
-                        }, CancellationToken.None).ConfigureAwait(false);
-                    }
-                    completed = true;
-                    yield return new GenerationUpdate(next, tail, reason, new GenerationUsage(prompt.Count, cached, stop.GeneratedCount, ttft, sw.Elapsed));
-                    yield break;
+                    // Updates already produced are not delivered after a cancellation (the scheduler may run ahead).
+                    cancellationToken.ThrowIfCancellationRequested();
+                    completed = update.FinishReason is not null;
+                    yield return update;
                 }
-                yield return new GenerationUpdate(next, step.Text, null, null);
-                int produced = stop.GeneratedCount;
-                int tokenToFeed = next;
-                next = await _worker.RunAsync(() =>
-                {
-                    using var scope = torch.NewDisposeScope();
-                    using var logits = Model.Forward(new[] { tokenToFeed }, state!);
-                    return produced < forced.Count ? forced[produced] : Sample(logits);
-                }, cancellationToken).ConfigureAwait(false);
             }
         }
         finally
         {
-            if (!completed) _logger.LogDebug("Generation ended early after {Tokens} tokens", stop.GeneratedCount);
-            var s = state; var sm = sampler;
-            if (s is not null || sm is not null)
+            if (!completed)
             {
-                try { await _worker.RunAsync(() => { s?.Dispose(); sm?.Dispose(); return true; }, CancellationToken.None).ConfigureAwait(false); }
-                catch (ObjectDisposedException) { }
+                _logger.LogDebug("Generation ended early after {Tokens} tokens", stop.GeneratedCount);
+                sequence.Abandon();
+                // Returns once the scheduler has released the sequence's state (at its next step, within one decode step).
+                await sequence.Released.Task.ConfigureAwait(false);
             }
         }
     }
+
+    /// <summary>Largest decode batch run so far (diagnostics).</summary>
+    internal int PeakDecodeBatch => _scheduler.PeakBatch;
+
+    /// <summary>Batched decode forwards run so far (diagnostics).</summary>
+    internal long DecodeSteps => _scheduler.DecodeSteps;
 
     /// <summary>
     /// Releases the inference thread, stored sessions and (if owned) the model. Queued work fails with
@@ -289,7 +280,7 @@ public sealed partial class GraniteEngine : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        var error = _worker.Shutdown(() => { Sessions.Clear(); if (_ownsModel) Model.Dispose(); });
+        var error = _worker.Shutdown(() => { _scheduler.Abort(); Sessions.Clear(); if (_ownsModel) Model.Dispose(); });
         if (error is not null) _logger.LogWarning(error, "Error while releasing the Granite model");
     }
 }

@@ -287,7 +287,9 @@ internal sealed unsafe class Bf16Gemv
             var mask = Vector256.Create(0xFFFF0000u);
             ushort* w0 = _w + (long)r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
             float* xp = _perm + (long)m * kBlocks * 16;
-            Vector256<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+            // Same accumulation order per x row as Dot4x2 (even then odd lanes into one accumulator), so a row's result never
+            // depends on how many rows share the call: a batched decode step equals one-sequence steps (BatchedDecodeTests).
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
             for (int b = 0; b < kBlocks; b++)
             {
                 int o = b * 16;
@@ -297,20 +299,16 @@ internal sealed unsafe class Bf16Gemv
                 var v1 = Vector256.Load((uint*)(w1 + o));
                 var v2 = Vector256.Load((uint*)(w2 + o));
                 var v3 = Vector256.Load((uint*)(w3 + o));
-                a0 = Vector256.FusedMultiplyAdd((v0 << 16).AsSingle(), xe, a0);
-                b0 = Vector256.FusedMultiplyAdd((v0 & mask).AsSingle(), xo, b0);
-                a1 = Vector256.FusedMultiplyAdd((v1 << 16).AsSingle(), xe, a1);
-                b1 = Vector256.FusedMultiplyAdd((v1 & mask).AsSingle(), xo, b1);
-                a2 = Vector256.FusedMultiplyAdd((v2 << 16).AsSingle(), xe, a2);
-                b2 = Vector256.FusedMultiplyAdd((v2 & mask).AsSingle(), xo, b2);
-                a3 = Vector256.FusedMultiplyAdd((v3 << 16).AsSingle(), xe, a3);
-                b3 = Vector256.FusedMultiplyAdd((v3 & mask).AsSingle(), xo, b3);
+                a0 = Vector256.FusedMultiplyAdd((v0 & mask).AsSingle(), xo, Vector256.FusedMultiplyAdd((v0 << 16).AsSingle(), xe, a0));
+                a1 = Vector256.FusedMultiplyAdd((v1 & mask).AsSingle(), xo, Vector256.FusedMultiplyAdd((v1 << 16).AsSingle(), xe, a1));
+                a2 = Vector256.FusedMultiplyAdd((v2 & mask).AsSingle(), xo, Vector256.FusedMultiplyAdd((v2 << 16).AsSingle(), xe, a2));
+                a3 = Vector256.FusedMultiplyAdd((v3 & mask).AsSingle(), xo, Vector256.FusedMultiplyAdd((v3 << 16).AsSingle(), xe, a3));
             }
             float* yr = _y + (long)m * _n + r;
-            yr[0] = Vector256.Sum(a0 + b0);
-            yr[1] = Vector256.Sum(a1 + b1);
-            yr[2] = Vector256.Sum(a2 + b2);
-            yr[3] = Vector256.Sum(a3 + b3);
+            yr[0] = Vector256.Sum(a0);
+            yr[1] = Vector256.Sum(a1);
+            yr[2] = Vector256.Sum(a2);
+            yr[3] = Vector256.Sum(a3);
             if ((k & 15) != 0)
             {
                 yr[0] += Tail(w0, m);
@@ -326,14 +324,15 @@ internal sealed unsafe class Bf16Gemv
             int k = _k, kBlocks = k / 16;
             var mask = Vector256.Create(0xFFFF0000u);
             float* xp = _perm + (long)m * kBlocks * 16;
-            Vector256<float> a0 = default, b0 = default;
+            // Same order as Dot4/Dot4x2: how output rows fall into 4-row blocks (thread blocking) never changes a result.
+            Vector256<float> a0 = default;
             for (int b = 0; b < kBlocks; b++)
             {
                 var v = Vector256.Load((uint*)(wr + b * 16));
-                a0 = Vector256.FusedMultiplyAdd((v << 16).AsSingle(), Vector256.Load(xp + b * 16), a0);
-                b0 = Vector256.FusedMultiplyAdd((v & mask).AsSingle(), Vector256.Load(xp + b * 16 + 8), b0);
+                a0 = Vector256.FusedMultiplyAdd((v & mask).AsSingle(), Vector256.Load(xp + b * 16 + 8),
+                    Vector256.FusedMultiplyAdd((v << 16).AsSingle(), Vector256.Load(xp + b * 16), a0));
             }
-            return Vector256.Sum(a0 + b0) + Tail(wr, m);
+            return Vector256.Sum(a0) + Tail(wr, m);
         }
 
         /// <summary>Columns past the last full 16-block (none for Granite widths).</summary>

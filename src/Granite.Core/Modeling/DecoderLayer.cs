@@ -48,4 +48,22 @@ internal sealed class DecoderLayer : nn.Module
         if (block_sparse_moe is not null) ffn = block_sparse_moe.Forward(u) + ffn;
         return h + ffn * _residual;
     }
+
+    /// <summary>
+    /// One decode token for each of B sequences: <paramref name="h"/> [B, H], row b advancing <paramref name="states"/>[b]'s
+    /// state of layer <paramref name="layer"/>. Norms, shared MLP and routed experts are row-wise (the MoE routes the B
+    /// tokens together: one pass per active expert over the tokens that chose it).
+    /// </summary>
+    public Tensor ForwardBatch(Tensor h, IReadOnlyList<InferenceState> states, int layer)
+    {
+        var u = input_layernorm.Forward(h);
+        u = mamba is not null
+            ? mamba.ForwardBatch(u, states.Select(s => s.Mamba[layer]!).ToArray())
+            : self_attn!.ForwardBatch(u, states.Select(s => s.Attention[layer]!).ToArray());
+        h = h + u * _residual;
+        u = post_attention_layernorm.Forward(h);
+        var ffn = shared_mlp.Forward(u);
+        if (block_sparse_moe is not null) ffn = block_sparse_moe.Forward(u) + ffn;
+        return h + ffn * _residual;
+    }
 }

@@ -53,11 +53,51 @@ internal sealed class GraniteAttention : nn.Module
         var v = _kernels.Linear(u, v_proj.Weight, v_proj.Bias).reshape(T, _kvHeads, _headDim);
         if (_rope)
         {
-            var (cos, sin) = RopeTables(start, T, q.dtype, u.device);
+            var (cos, sin) = RopeTables(torch.arange(start, start + T, ScalarType.Float32, u.device), q.dtype); // [T, 1, d]
             q = ApplyRope(q, cos, sin);
             k = ApplyRope(k, cos, sin);
         }
         cache.Append(k.permute(1, 0, 2), v.permute(1, 0, 2));
+        return _kernels.Linear(AttendCached(q, start, cache), o_proj.Weight, o_proj.Bias);
+    }
+
+    /// <summary>
+    /// One decode token for each of B sequences: <paramref name="u"/> [B, H] (row b belongs to <paramref name="caches"/>[b],
+    /// at position caches[b].Length). Projections run as [B, ·] GEMMs; each row attends over its own sequence's KV cache
+    /// (lengths differ). Row b equals <see cref="Forward"/> on that sequence alone.
+    /// </summary>
+    public Tensor ForwardBatch(Tensor u, IReadOnlyList<AttentionLayerState> caches)
+    {
+        long n = u.shape[0];
+        var q = _kernels.Linear(u, q_proj.Weight, q_proj.Bias).reshape(n, _heads, _headDim);
+        var k = _kernels.Linear(u, k_proj.Weight, k_proj.Bias).reshape(n, _kvHeads, _headDim);
+        var v = _kernels.Linear(u, v_proj.Weight, v_proj.Bias).reshape(n, _kvHeads, _headDim);
+        var starts = new long[n];
+        for (int b = 0; b < n; b++) starts[b] = caches[b].Length;
+        if (_rope)
+        {
+            var pos = torch.tensor(starts.Select(p => (float)p).ToArray(), device: u.device); // each row at its own position
+            var (cos, sin) = RopeTables(pos, q.dtype);
+            q = ApplyRope(q, cos, sin);
+            k = ApplyRope(k, cos, sin);
+        }
+        var rows = new Tensor[n];
+        for (int b = 0; b < n; b++)
+        {
+            caches[b].Append(k.narrow(0, b, 1).permute(1, 0, 2), v.narrow(0, b, 1).permute(1, 0, 2));
+            rows[b] = AttendCached(q.narrow(0, b, 1), starts[b], caches[b]);
+        }
+        var o = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_h·d]
+        return _kernels.Linear(o, o_proj.Weight, o_proj.Bias);
+    }
+
+    /// <summary>
+    /// Queries <paramref name="q"/> [T, n_h, d] at positions start…start+T−1 against <paramref name="cache"/> (which already
+    /// holds them); returns [T, n_h·d].
+    /// </summary>
+    private Tensor AttendCached(Tensor q, long start, AttentionLayerState cache)
+    {
+        long T = q.shape[0];
         var keys = cache.Keys;                                                      // [n_kv, S, d]
         var values = cache.Values;
         long S = keys.shape[1];
@@ -73,22 +113,18 @@ internal sealed class GraniteAttention : nn.Module
         // Long prefills attend in query blocks so the float32 score matrix stays bounded; each block's intermediates
         // (scores, probabilities: ~2 × KernelTuning.MaxScoreElements floats) are freed before the next block starts.
         long rowsPerBlock = Math.Max(1, _kernels.MaxScoreElements / ((long)_heads * S));
-        Tensor o;
-        if (T <= rowsPerBlock) o = AttendBlock(q, start, keys, values);
-        else
+        if (T <= rowsPerBlock) return AttendBlock(q, start, keys, values);
+        var parts = new List<Tensor>();
+        for (long qs = 0; qs < T; qs += rowsPerBlock)
         {
-            var parts = new List<Tensor>();
-            for (long qs = 0; qs < T; qs += rowsPerBlock)
-            {
-                using var blockScope = torch.NewDisposeScope();
-                long n = Math.Min(rowsPerBlock, T - qs);
-                long visible = start + qs + n;                                      // later keys are all masked
-                parts.Add(AttendBlock(q.narrow(0, qs, n), start + qs, keys.narrow(1, 0, visible), values.narrow(1, 0, visible)).MoveToOuterDisposeScope());
-            }
-            o = torch.cat(parts, 0);
-            foreach (var p in parts) p.Dispose();
+            using var blockScope = torch.NewDisposeScope();
+            long n = Math.Min(rowsPerBlock, T - qs);
+            long visible = start + qs + n;                                          // later keys are all masked
+            parts.Add(AttendBlock(q.narrow(0, qs, n), start + qs, keys.narrow(1, 0, visible), values.narrow(1, 0, visible)).MoveToOuterDisposeScope());
         }
-        return _kernels.Linear(o, o_proj.Weight, o_proj.Bias);
+        var o = torch.cat(parts, 0);
+        foreach (var p in parts) p.Dispose();
+        return o;
     }
 
     /// <summary>
@@ -120,10 +156,10 @@ internal sealed class GraniteAttention : nn.Module
             .reshape(_heads, T, _headDim).permute(1, 0, 2).reshape(T, (long)_heads * _headDim);
     }
 
-    private (Tensor Cos, Tensor Sin) RopeTables(long start, long T, ScalarType dtype, Device device)
+    /// <summary>cos/sin [T, 1, d] for float32 positions <paramref name="pos"/> [T].</summary>
+    private (Tensor Cos, Tensor Sin) RopeTables(Tensor pos, ScalarType dtype)
     {
-        var inv = torch.tensor(_invFreq, device: device);                           // [d/2] float32
-        var pos = torch.arange(start, start + T, ScalarType.Float32, device);       // [T]
+        var inv = torch.tensor(_invFreq, device: pos.device);                       // [d/2] float32
         var ang = pos.unsqueeze(1) * inv.unsqueeze(0);                              // [T, d/2]
         var emb = torch.cat(new[] { ang, ang }, 1);                                 // [T, d]
         return (emb.cos().to_type(dtype).unsqueeze(1), emb.sin().to_type(dtype).unsqueeze(1)); // [T, 1, d]

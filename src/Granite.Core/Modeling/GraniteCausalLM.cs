@@ -52,6 +52,14 @@ internal sealed class GraniteCausalLM : nn.Module
         var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
         return logits / _logitsScaling;
     }
+
+    /// <summary>One decode token per sequence: <paramref name="ids"/> [B], row b advancing <paramref name="states"/>[b]; float32 logits [B, V].</summary>
+    public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
+    {
+        var h = model.ForwardBatch(ids, states, cancellationToken);
+        var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        return logits / _logitsScaling;
+    }
 }
 
 /// <summary><c>model.*</c>: embeddings, decoder layers, final norm.</summary>
@@ -97,5 +105,18 @@ internal sealed class GraniteBackbone : nn.Module
         h = norm.Forward(h);
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         return h;
+    }
+
+    /// <summary>Batched decode step over B sequences (see <see cref="DecoderLayer.ForwardBatch"/>); returns the normed [B, H].</summary>
+    public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
+    {
+        var h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
+        for (int i = 0; i < layers.Count; i++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var layerScope = torch.NewDisposeScope();
+            h = layers[i].ForwardBatch(h, states, i).MoveToOuterDisposeScope();
+        }
+        return norm.Forward(h);
     }
 }

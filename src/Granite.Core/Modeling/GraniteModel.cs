@@ -272,6 +272,62 @@ public sealed class GraniteModel : IDisposable
         return logits.MoveToOuterDisposeScope();
     }
 
+    /// <summary>
+    /// One batched decode step: feeds <paramref name="ids"/>[b] after the tokens of <paramref name="states"/>[b] for every b
+    /// and advances all states in one forward pass (projections as [B, ·] GEMMs, experts grouped over the B tokens, each
+    /// sequence attending over its own cache). Returns float32 logits [B, vocab]; row b equals
+    /// <see cref="Forward(ReadOnlySpan{int}, InferenceState, bool)"/> of that token on that state alone (up to float
+    /// rounding). The caller disposes the returned tensor.
+    /// </summary>
+    /// <exception cref="ArgumentException">Counts differ, no sequence, a state appears twice, is from another model, or is full.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id is outside the vocabulary.</exception>
+    /// <exception cref="InvalidOperationException">A state is faulted.</exception>
+    public Tensor ForwardBatch(ReadOnlySpan<int> ids, IReadOnlyList<InferenceState> states) => ForwardBatch(ids, states, default);
+
+    /// <inheritdoc cref="ForwardBatch(ReadOnlySpan{int}, IReadOnlyList{InferenceState})"/>
+    /// <remarks>The pass stops between layers when <paramref name="cancellationToken"/> is cancelled (every state is then faulted).</remarks>
+    internal Tensor ForwardBatch(ReadOnlySpan<int> ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(states);
+        if (states.Count == 0) throw new ArgumentException("At least one sequence is required.", nameof(states));
+        if (ids.Length != states.Count) throw new ArgumentException($"{ids.Length} token ids for {states.Count} sequences: one token per sequence is required.", nameof(ids));
+        var c = Config;
+        var seen = new HashSet<InferenceState>(ReferenceEqualityComparer.Instance);
+        var longs = new long[ids.Length];
+        for (int b = 0; b < states.Count; b++)
+        {
+            var state = states[b] ?? throw new ArgumentNullException(nameof(states), $"states[{b}] is null.");
+            state.ThrowIfDisposed();
+            if (state.IsFaulted) throw new InvalidOperationException($"The inference state states[{b}] is faulted (an earlier forward pass failed midway); discard it.");
+            if (!ReferenceEquals(state.Owner, _identity))
+                throw new ArgumentException($"The inference state states[{b}] was created by a different model instance.", nameof(states));
+            if (!seen.Add(state)) throw new ArgumentException($"states[{b}] appears more than once in the batch.", nameof(states));
+            if (state.Length + 1L > c.MaxPositionEmbeddings)
+                throw new ArgumentException($"Sequence {b} already holds {state.Length} tokens, the context limit (max_position_embeddings = {c.MaxPositionEmbeddings}).", nameof(states));
+            int id = ids[b];
+            if ((uint)id >= (uint)c.VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} at index {b} is outside the vocabulary [0, {c.VocabSize}).");
+            longs[b] = id;
+        }
+
+        using var noGrad = torch.no_grad();
+        using var scope = torch.NewDisposeScope();
+        var idsT = torch.tensor(longs, ScalarType.Int64, _device);
+        Tensor logits;
+        try
+        {
+            logits = _module.ForwardBatch(idsT, states, cancellationToken);
+        }
+        catch
+        {
+            foreach (var s in states) s.MarkFaulted();
+            throw;
+        }
+        for (int b = 0; b < states.Count; b++) states[b].AppendTokens(ids.Slice(b, 1));
+        return logits.MoveToOuterDisposeScope();
+    }
+
     /// <summary>Releases the weights.</summary>
     public void Dispose()
     {

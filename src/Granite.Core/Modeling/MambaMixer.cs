@@ -101,6 +101,14 @@ internal sealed class MambaMixer : nn.Module
     /// <summary>SSM scan (recurrent or chunked), D skip, gated RMSNorm, out_proj.</summary>
     private Tensor Mix(long T, Tensor z, Tensor xBCa, Tensor dtRaw, MambaLayerState state)
     {
+        var (x, B, C, dt, A) = SplitSsmInputs(T, xBCa, dtRaw);
+        var y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+        return Finish(T, y, x, z);
+    }
+
+    /// <summary>x [T, n_m, P], B/C [T, G, N], dt [T, n_m] (clamped softplus), A [n_m], all float32.</summary>
+    private (Tensor X, Tensor B, Tensor C, Tensor Dt, Tensor A) SplitSsmInputs(long T, Tensor xBCa, Tensor dtRaw)
+    {
         var x = xBCa.narrow(1, 0, _inner).to_type(_acc).reshape(T, _heads, _headDim);
         var B = xBCa.narrow(1, _inner, _groups * _dState).to_type(_acc).reshape(T, _groups, _dState);
         var C = xBCa.narrow(1, _inner + _groups * _dState, _groups * _dState).to_type(_acc).reshape(T, _groups, _dState);
@@ -108,16 +116,49 @@ internal sealed class MambaMixer : nn.Module
         var dt = F.softplus(dtRaw.to_type(_acc) + dt_bias);           // [T, n_m]
         if (_dtMin > 0 || !double.IsPositiveInfinity(_dtMax)) dt = dt.clamp(_dtMin, _dtMax);
         var A = -torch.exp(A_log);                                                  // [n_m]
+        return (x, B, C, dt, A);
+    }
 
-        var y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+    /// <summary>D skip, per-group gated RMSNorm (gate before normalising, float32), out_proj; rows are independent.</summary>
+    private Tensor Finish(long T, Tensor y, Tensor x, Tensor z)
+    {
         y = y + x * D.unsqueeze(1);
-
-        // Gated RMSNorm, per group, gate before normalising (float32).
         var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
         var vg = v.reshape(T, _groups, _inner / _groups);
         vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
         var normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);      // float32; out_proj casts
         return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias);
+    }
+
+    /// <summary>
+    /// One decode token for each of B sequences: <paramref name="u"/> [B, H] (row b belongs to <paramref name="states"/>[b]),
+    /// each state advanced in place. The projections run as [B, ·] GEMMs; the conv and SSM recurrences step each
+    /// sequence's own state where it lives (the fused kernels work in place, so stacking B states into one tensor and
+    /// writing them back would only add two copies of the largest tensors of the step). Row b equals
+    /// <see cref="Forward"/> on that sequence alone.
+    /// </summary>
+    public Tensor ForwardBatch(Tensor u, IReadOnlyList<MambaLayerState> states)
+    {
+        long n = u.shape[0];
+        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias);                // [B, D_in]
+        var z = proj.narrow(1, 0, _inner);
+        var xBC = proj.narrow(1, _inner, _convDim);
+        var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
+
+        var rows = new Tensor[n];
+        for (int b = 0; b < n; b++)
+        {
+            var state = states[b];
+            rows[b] = _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias)
+                ? _kernels.ConvStepOne(state.Conv, xBC[b], conv1d.Weight, conv1d.Bias)
+                : ConvAndSilu(xBC.narrow(0, b, 1), state);
+        }
+        var xBCa = n == 1 ? rows[0] : torch.cat(rows, 0);                           // [B, C] float32
+        var (x, B, C, dt, A) = SplitSsmInputs(n, xBCa, dtRaw);
+        for (int b = 0; b < n; b++)
+            rows[b] = StepRecurrent(x.narrow(0, b, 1), B.narrow(0, b, 1), C.narrow(0, b, 1), dt.narrow(0, b, 1), A, states[b].Ssm);
+        var y = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_m, P]
+        return Finish(n, y, x, z);
     }
 
     /// <summary>Per-head view of group-shared B/C: [T, G, N] → [T, n_m, N].</summary>
