@@ -19,7 +19,9 @@ namespace Granite.Extensions.AI;
 /// <remarks>
 /// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/> (a value of the wrong type is an
 /// <see cref="ArgumentException"/>): <c>repetition_penalty</c> (float, Hugging Face semantics), <c>session_cache</c>
-/// (bool, default true), <c>skip_special_tokens</c> (bool, default true), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
+/// (bool, default true), <c>skip_special_tokens</c> (bool, default true), <c>constrain_tool_calls</c> (bool: constrain a
+/// tool call the model opens under <c>ToolMode.Auto</c>; see <c>docs/structured-output.md</c>, which also covers
+/// <see cref="ChatOptions.ResponseFormat"/> JSON and JSON Schema), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
 /// start with, tokenized as template text so <c>&lt;tool_call&gt;</c> becomes its token — never put user text in it;
 /// ignored when the last message is not a user message, so automatic tool loops end). Conversations: stateless by
 /// default (no <see cref="ChatResponse.ConversationId"/>; the caller resends the history and the resent prefix is resumed
