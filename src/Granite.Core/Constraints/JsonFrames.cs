@@ -280,9 +280,9 @@ internal sealed class KeyFrame : Frame
     private readonly ObjectFrame _obj; // the object, phase before the key
     private readonly int _lo, _hi, _pos;
     private readonly StrLex _lex;
-    private readonly byte[]? _acc; // free mode: key bytes so far
+    private readonly KeyBytes? _acc; // free mode: key bytes so far (shared prefix list: O(1) per byte)
 
-    private KeyFrame(ObjectFrame obj, int lo, int hi, int pos, StrLex lex, byte[]? acc) : base(obj)
+    private KeyFrame(ObjectFrame obj, int lo, int hi, int pos, StrLex lex, KeyBytes? acc) : base(obj)
     {
         _obj = obj;
         _lo = lo;
@@ -293,7 +293,7 @@ internal sealed class KeyFrame : Frame
     }
 
     public static KeyFrame Start(ObjectFrame obj) =>
-        new(obj, 0, obj.Branch.Names.Length, 0, default, obj.Branch.Additional is null ? null : Array.Empty<byte>());
+        new(obj, 0, obj.Branch.Names.Length, 0, default, obj.Branch.Additional is null ? null : KeyBytes.Empty);
 
     public override int PlainBudget => _acc is not null && _lex.IsBase ? int.MaxValue : -1;
 
@@ -323,21 +323,46 @@ internal sealed class KeyFrame : Frame
         if (r < 0) return;
         if (r == StrLex.Closed)
         {
-            int idx = Array.BinarySearch(o.Names, _acc, ByteArrayComparer.Instance);
+            byte[] key = _acc.ToArray();
+            int idx = Array.BinarySearch(o.Names, key, ByteArrayComparer.Instance);
             if (idx >= 0)
             {
                 if (_obj.KeyAllowed(idx)) output.Add(_obj.WithKey(idx, _obj.Extras));
             }
-            else if (_obj.Extras is null || !_obj.Extras.Contains(_acc))
+            else if (_obj.Extras is null || !_obj.Extras.Contains(key))
             {
-                output.Add(_obj.WithKey(-1, new ExtraKey(_acc, _obj.Extras)));
+                output.Add(_obj.WithKey(-1, new ExtraKey(key, _obj.Extras)));
             }
             return;
         }
-        var acc = new byte[_acc.Length + 1];
-        _acc.CopyTo(acc, 0);
-        acc[^1] = b;
-        output.Add(new KeyFrame(_obj, 0, 0, 0, next, acc));
+        output.Add(new KeyFrame(_obj, 0, 0, 0, next, new KeyBytes(b, _acc)));
+    }
+}
+
+/// <summary>Bytes of a key as a persistent list (last byte first).</summary>
+internal sealed class KeyBytes
+{
+    public static readonly KeyBytes Empty = new();
+
+    private readonly byte _b;
+    private readonly KeyBytes? _prev;
+    private readonly int _length;
+
+    private KeyBytes() { }
+
+    public KeyBytes(byte b, KeyBytes prev)
+    {
+        _b = b;
+        _prev = prev;
+        _length = prev._length + 1;
+    }
+
+    public byte[] ToArray()
+    {
+        var a = new byte[_length];
+        var k = this;
+        for (int i = _length - 1; i >= 0; i--, k = k._prev!) a[i] = k._b;
+        return a;
     }
 }
 

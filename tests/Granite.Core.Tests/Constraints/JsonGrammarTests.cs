@@ -214,4 +214,14 @@ public class JsonGrammarTests
         Prefix(g, "{\"name\": \"other").Should().BeFalse();
         Prefix(g, "{\"arguments\"").Should().BeFalse("name comes first");
     }
+
+    [Fact]
+    public void Absent_additionalProperties_with_declared_properties_generates_declared_ones_only_unless_allowed()
+    {
+        const string schema = """{"type":"object","properties":{"a":{"type":"integer"}}}""";
+        Prefix(JsonGrammar.FromSchema(schema), "{\"b").Should().BeFalse();
+        Accepts(JsonGrammar.FromSchema(schema), "{\"a\":1}").Should().BeTrue();
+        Accepts(JsonGrammar.FromSchema(schema, new JsonGrammarOptions { AllowUndeclaredProperties = true }), "{\"b\":[true],\"a\":1}").Should().BeTrue();
+        Accepts(JsonGrammar.FromSchema("""{"type":"object"}"""), "{\"b\":1}").Should().BeTrue("no declared properties: any keys");
+    }
 }

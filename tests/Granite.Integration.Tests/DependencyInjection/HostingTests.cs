@@ -59,6 +59,37 @@ public class HostingTests
         response.FinishReason.Should().Be(ChatFinishReason.Length);
     }
 
+    [Theory]
+    [InlineData(null)]
+    [InlineData("true")]
+    public async Task StoreConversations_Binds_From_Configuration(string? store)
+    {
+        var settings = new Dictionary<string, string?>
+        {
+            ["Granite:ModelPath"] = TinyEngineFixture.ModelDir,
+            ["Granite:WeightDtype"] = "Float32",
+            ["Granite:DefaultMaxOutputTokens"] = "3",
+            ["Granite:MaxStoredConversations"] = "4",
+        };
+        if (store is not null) settings["Granite:StoreConversations"] = store;
+        var services = new ServiceCollection();
+        services.AddGraniteChatClient(new ConfigurationBuilder().AddInMemoryCollection(settings).Build()).UseFunctionInvocation();
+        using var sp = services.BuildServiceProvider();
+        var client = sp.GetRequiredService<IChatClient>();
+
+        var first = await client.GetResponseAsync("Hello");
+        if (store is null)
+        {
+            first.ConversationId.Should().BeNull("stateless by default");
+            return;
+        }
+        first.ConversationId.Should().StartWith("granite-conv-");
+        var second = await client.GetResponseAsync("And then?", new ChatOptions { ConversationId = first.ConversationId });
+        second.Usage!.InputTokenCount.Should().BeGreaterThan(first.Usage!.InputTokenCount!.Value + first.Usage.OutputTokenCount!.Value - 1, "the stored history is in front");
+        var act = () => client.GetResponseAsync("Hi", new ChatOptions { ConversationId = "granite-conv-unknown" });
+        (await act.Should().ThrowAsync<InvalidOperationException>()).Which.Message.Should().Contain("MaxStoredConversations = 4");
+    }
+
     [Fact]
     public async Task Session_Spill_Snapshot_Dtype_And_Expert_Budget_Bind_From_Configuration()
     {
