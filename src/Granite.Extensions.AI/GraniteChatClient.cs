@@ -116,12 +116,14 @@ public sealed partial class GraniteChatClient : IChatClient
         if (o.MaxBatchSize < 1 || o.MaxBatchSize > GraniteEngineOptions.MaxBatchSizeLimit)
             throw new ArgumentException($"GraniteChatClientOptions.MaxBatchSize is {o.MaxBatchSize}; it must be 1..{GraniteEngineOptions.MaxBatchSizeLimit}.", nameof(o));
         if (o.PrefillChunkTokens < 1) throw new ArgumentException($"GraniteChatClientOptions.PrefillChunkTokens is {o.PrefillChunkTokens}; it must be ≥ 1.", nameof(o));
+        if (o.MaxBatchStateBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.MaxBatchStateBytes is {o.MaxBatchStateBytes}; it must be ≥ 0 (0 = no byte limit).", nameof(o));
         return new()
         {
             Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads, Device = o.Device, ExpertOffload = offload },
             SessionCacheBytes = o.SessionCacheBytes,
             MaxBatchSize = o.MaxBatchSize,
             PrefillChunkTokens = o.PrefillChunkTokens,
+            MaxBatchStateBytes = o.MaxBatchStateBytes,
             SessionStore = new SessionStoreOptions
             {
                 SpillDirectory = string.IsNullOrWhiteSpace(o.SessionSpillDirectory) ? null : o.SessionSpillDirectory,
