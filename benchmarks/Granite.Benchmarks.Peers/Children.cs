@@ -114,7 +114,7 @@ internal static class LlamaChild
         sw.Restart();
         int afterFollowup = Decode(ctx, followup, promptTokens + decodeTokens);
         double ttft = sw.Elapsed.TotalSeconds;
-        var info = NativeApi.llama_print_system_info();
+        var info = System.Runtime.InteropServices.Marshal.PtrToStringUTF8((IntPtr)NativeApi.llama_print_system_info()) ?? "";
         return GraniteChild.Result("llama.cpp", load, promptTokens, prefill, decodeTokens, decode, ttft, greedy, afterFollowup, rssBefore,
             $"threads {threads}; {info}".Trim() + (log.Count > 0 ? "; warnings: " + string.Join(" | ", log.Distinct().Take(3)) : ""));
     }

@@ -1,13 +1,12 @@
-using System.ComponentModel;
-using System.Globalization;
 using Granite.Core;
+using Granite.Demo;
 using Granite.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.SemanticKernel;
 using Microsoft.SemanticKernel.ChatCompletion;
 
-// A Semantic Kernel tool-calling agent on an in-process Granite 4.0 model: Kernel + two plugins + IChatCompletionService
+// A Semantic Kernel tool-calling agent on an in-process Granite 4.0 model: Kernel + five plugins (DemoPlugins.cs) + IChatCompletionService
 // with FunctionChoiceBehavior.Auto(), streaming the answer to the console.
 //   dotnet run --project samples/Granite.Samples.Agent                 (embedded tiny test checkpoint)
 //   dotnet run --project samples/Granite.Samples.Agent -- --model DIR  (a real Granite 4.0 checkpoint folder)
@@ -57,14 +56,14 @@ builder.AddGraniteChatClient(o =>
     o.ModelPath = modelDir;
     o.DefaultMaxOutputTokens = embedded ? 64 : 512;
 });
-builder.Plugins.AddFromType<TimePlugin>("Time");
-builder.Plugins.AddFromType<UnitsPlugin>("Units");
+var tools = new DemoToolContext(TimeProvider.System, AppContext.BaseDirectory);
+DemoAgent.AddPlugins(builder.Plugins, tools);
 builder.Services.AddSingleton<IAutoFunctionInvocationFilter, ConsoleToolFilter>();
 var kernel = builder.Build();
 try
 {
     var chat = kernel.GetRequiredService<IChatCompletionService>();
-    var history = new ChatHistory("You are a precise assistant. Use the tools for times and unit conversions.");
+    var history = new ChatHistory(DemoAgent.SystemPrompt);
     history.AddUserMessage(question);
     Console.WriteLine($"user> {question}");
 
@@ -87,8 +86,8 @@ try
     }
     Console.WriteLine();
     history.AddAssistantMessage(answer.ToString());
-    Console.WriteLine($"tools invoked: {(Invocations.Names.Count == 0 ? "none" : string.Join(", ", Invocations.Names))}");
-    if (embedded && Invocations.Names.Count == 0)
+    Console.WriteLine($"tools invoked: {(tools.Calls.Count == 0 ? "none" : string.Join(", ", tools.Calls))}");
+    if (embedded && tools.Calls.Count == 0)
     {
         Console.Error.WriteLine("The forced tool call was not invoked: the function-calling pipeline is broken.");
         return 1;
@@ -98,38 +97,6 @@ try
 finally
 {
     (kernel.Services as IDisposable)?.Dispose();
-}
-
-/// <summary>Time and date functions.</summary>
-public sealed class TimePlugin
-{
-    /// <summary>Current UTC time.</summary>
-    [KernelFunction, Description("Returns the current date and time in UTC, ISO 8601.")]
-    public string GetUtcTime()
-    {
-        Invocations.Names.Add("Time.GetUtcTime");
-        return DateTimeOffset.UtcNow.ToString("O", CultureInfo.InvariantCulture);
-    }
-}
-
-/// <summary>Unit conversions.</summary>
-public sealed class UnitsPlugin
-{
-    /// <summary>Miles to kilometres.</summary>
-    [KernelFunction, Description("Converts a distance in miles to kilometres.")]
-    public double MilesToKilometres([Description("distance in miles")] double miles)
-    {
-        Invocations.Names.Add("Units.MilesToKilometres");
-        return Math.Round(miles * 1.609344, 3);
-    }
-
-    /// <summary>Celsius to Fahrenheit.</summary>
-    [KernelFunction, Description("Converts a temperature in degrees Celsius to Fahrenheit.")]
-    public double CelsiusToFahrenheit([Description("temperature in °C")] double celsius)
-    {
-        Invocations.Names.Add("Units.CelsiusToFahrenheit");
-        return celsius * 9 / 5 + 32;
-    }
 }
 
 /// <summary>Prints each automatic tool call and its result.</summary>
@@ -143,9 +110,4 @@ internal sealed class ConsoleToolFilter : IAutoFunctionInvocationFilter
         Console.WriteLine($"  [tool result] {context.Result}");
         Console.Write("assistant> ");
     }
-}
-
-internal static class Invocations
-{
-    public static readonly List<string> Names = new();
 }

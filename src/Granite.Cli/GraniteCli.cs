@@ -19,6 +19,9 @@ internal static partial class GraniteCli
           bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--expert-budget off|BYTES|N%] [--json]
           bench      --tokenizer --model DIR [--megabytes N] [--json]
           export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32] [--json]   write a llama.cpp GGUF v3 file (default type: as stored)
+          train-demo --out DIR [--seed S] [--minutes M] [--json] [--steps N] [--batch B] [--hidden H] [--layers mmamma] [--eval N]
+                     train the demo tool-calling model (resumes from DIR/checkpoint); writes a Hugging Face folder to DIR
+          eval-demo  --model DIR [--seed S] [--count N] [--json]   held-out tool-calling accuracy through GraniteChatClient
           chat       --model DIR --script FILE [--json] [--no-reuse] [--store-conversations] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line; stateless resend unless --store-conversations)
 
         common options: --verbose (stack traces on errors), --threads N (at most 4 per CPU, min 64),

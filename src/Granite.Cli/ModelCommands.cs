@@ -22,6 +22,8 @@ internal static partial class GraniteCli
             "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout)),
             "export-gguf" => Task.FromResult(ExportGguf(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse", "store-conversations", "check-weights" }), stdout, ct),
+            "train-demo" => Demo.DemoCommands.TrainAsync(new CliArgs(args, new HashSet<string> { "json" }), stdout, stderr, ct),
+            "eval-demo" => Demo.DemoCommands.EvalAsync(new CliArgs(args, new HashSet<string> { "json" }), stdout, stderr, ct),
             _ => null,
         };
     }
