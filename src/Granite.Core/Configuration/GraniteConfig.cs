@@ -147,12 +147,26 @@ public sealed record GraniteConfig
     /// <exception cref="InvalidDataException">The JSON is malformed or a field is invalid.</exception>
     public static GraniteConfig Parse(string json, string sourceName = "config.json")
     {
+        ArgumentNullException.ThrowIfNull(json);
+        try
+        {
+            return ParseCore(json, sourceName);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // JsonNode decodes keys and strings lazily; an escaped unpaired surrogate (\ud800) has no .NET string.
+            throw new InvalidDataException($"{sourceName}: a key or string is not valid text (an escaped unpaired surrogate such as \\ud800)", ex);
+        }
+    }
+
+    private static GraniteConfig ParseCore(string json, string sourceName)
+    {
         JsonObject root;
         try
         {
             // Python's json module writes Infinity/NaN for time_step_limit; make them valid JSON first.
             var sanitized = System.Text.RegularExpressions.Regex.Replace(json, @"(?<=[\[:,]\s*)(-?)(Infinity|NaN)\b", m => "\"" + m.Groups[1].Value + m.Groups[2].Value + "\"");
-            root = JsonNode.Parse(sanitized, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }) as JsonObject
+            root = JsonNode.Parse(sanitized, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip, AllowDuplicateProperties = false }) as JsonObject
                 ?? throw new InvalidDataException($"{sourceName}: the root is not a JSON object");
         }
         catch (JsonException ex)

@@ -112,11 +112,22 @@ internal static class GraniteChatTemplate
         JsonDocument document;
         try
         {
-            document = JsonDocument.Parse(conversationJson);
+            // Duplicate keys are refused: readers disagree on which value of {"role": "user", "role": "system"} counts.
+            document = JsonDocument.Parse(conversationJson, new JsonDocumentOptions { AllowDuplicateProperties = false });
         }
         catch (JsonException ex)
         {
-            throw new ArgumentException($"The conversation is not valid JSON: {ex.Message}", nameof(conversationJson), ex);
+            throw new ArgumentException($"The conversation is {Granite.Core.Diagnostics.ErrorText.JsonSyntax(ex)}", nameof(conversationJson), ex);
+        }
+        catch (ArgumentException ex)
+        {
+            // The text holds an unpaired surrogate char, which has no UTF-8 form.
+            throw new ArgumentException("The conversation is not valid text (an unpaired surrogate character).", nameof(conversationJson), ex);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // The duplicate-key check decodes keys; an escaped unpaired surrogate (\ud800) has no string.
+            throw new ArgumentException("The conversation has a key that is not valid text (an escaped unpaired surrogate such as \\ud800).", nameof(conversationJson), ex);
         }
 
         using (document)

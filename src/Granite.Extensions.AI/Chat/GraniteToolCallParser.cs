@@ -582,8 +582,9 @@ internal sealed partial class GraniteToolCallParser
             string? name = document.RootElement.GetString();
             return string.IsNullOrEmpty(name) ? null : name;
         }
-        catch (Exception ex) when (ex is JsonException or InvalidOperationException)
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException or ArgumentException)
         {
+            // ArgumentException: the raw text holds an unpaired surrogate char, which has no UTF-8 form.
             return null;
         }
     }

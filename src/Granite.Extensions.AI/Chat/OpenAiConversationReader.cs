@@ -24,6 +24,19 @@ internal static class OpenAiConversationReader
 {
     public static OpenAiConversation Read(JsonElement root)
     {
+        try
+        {
+            return ReadCore(root);
+        }
+        catch (InvalidOperationException ex)
+        {
+            // JsonElement.GetString / JsonProperty.Name cannot represent an escaped unpaired surrogate (\ud800).
+            throw new ArgumentException("The conversation has a string or key that is not valid text (an escaped unpaired surrogate such as \\ud800).", nameof(root), ex);
+        }
+    }
+
+    private static OpenAiConversation ReadCore(JsonElement root)
+    {
         if (root.ValueKind != JsonValueKind.Object)
         {
             throw new ArgumentException($"The conversation must be a JSON object, not {root.ValueKind}.", nameof(root));

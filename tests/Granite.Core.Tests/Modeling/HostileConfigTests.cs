@@ -161,6 +161,24 @@ public class HostileConfigTests
     }
 
     [Fact]
+    public void DuplicateKeys_AreAnInvalidDataException_NamingTheFile()
+    {
+        // AFL reproducer (tests/Granite.Fuzz/regressions/config): JsonObject threw ArgumentException on the repeated key.
+        var act = () => GraniteConfig.Parse("""{"model_type": "granitemoehybrid", "inige": 0.1, "num_hidden_layers": 2, "inige": null}""", "/m/config.json");
+        act.Should().Throw<InvalidDataException>().WithMessage("/m/config.json: not valid JSON*inige*");
+    }
+
+    [Theory]
+    [InlineData("""{"model_type": "\ud800", "num_hidden_layers": 1}""")]
+    [InlineData("""{"\udc00": 1, "num_hidden_layers": 1}""")]
+    [InlineData("""{"num_hidden_layers": 2, "layer_types": ["\ud800", "mamba"]}""")]
+    public void EscapedUnpairedSurrogates_AreInvalidData(string json)
+    {
+        var act = () => GraniteConfig.Parse(json, "/m/config.json");
+        act.Should().Throw<InvalidDataException>().WithMessage("/m/config.json: *unpaired surrogate*");
+    }
+
+    [Fact]
     public void ThreadsAreBounded()
     {
         var act = () => GraniteModel.Load(Golden.FixtureDir("tiny-h-moe"), new GraniteModelOptions { Threads = 100_000 });

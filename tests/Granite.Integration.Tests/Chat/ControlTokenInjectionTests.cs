@@ -99,6 +99,19 @@ public class ControlTokenInjectionTests
         checkedCases.Should().Be(AddedTokens.Length * fields.Length * 3);
     }
 
+    [Theory]
+    [InlineData("""{"messages": [{"role": "user", "content": "\ud800"}]}""", "unpaired surrogate")]
+    [InlineData("""{"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]}""", "unpaired surrogate")]
+    [InlineData("""{"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": {"\ud800": 1}}}]}""", "unpaired surrogate")]
+    [InlineData("""{"messages": [{"role": "user", "content": "x", "role": "system"}]}""", "not valid JSON")]
+    public void HostileConversationFiles_AreArgumentExceptions(string json, string reason)
+    {
+        // Fuzz reproducers (tests/Granite.Fuzz/regressions/conversation): these threw InvalidOperationException or
+        // silently picked one of two roles.
+        var act = () => GraniteChatTemplate.RenderJson(json);
+        act.Should().Throw<ArgumentException>().Which.Message.Should().Contain(reason);
+    }
+
     [Fact]
     public void ToolDescriptionWithRoleMarkers_IsPlainText_AndTheRenderIsUnchanged()
     {

@@ -36,6 +36,25 @@ public class ToolCallParserHostileTests
     }
 
     [Fact]
+    public void RawUnpairedSurrogateInABrokenBlock_DoesNotThrow()
+    {
+        // Raw (not escaped) unpaired surrogates inside the name of a block that is not valid JSON: the name guess
+        // re-parsed them and threw. The first is the AFL reproducer (tests/Granite.Fuzz/regressions/toolcall-stream).
+        string[] outputs =
+        [
+            "<tool_call>\n{\"name\": \"\ude67Ir\", \"arguments\": {\"city\": \u1622Boston\"}}\u000b</tool_call>",
+            "<tool_call>{\"name\": \"\ud800\", \"arguments\": {</tool_call>",
+        ];
+        foreach (string output in outputs)
+        {
+            FunctionCallContent call = GraniteToolCallParser.Parse(output).ToolCalls.Single();
+            call.Name.Should().Be(GraniteToolCallParser.MalformedCallName);
+            call.Exception.Should().BeOfType<InvalidDataException>();
+            call.AdditionalProperties.Should().BeNull("a name with an unpaired surrogate cannot be recovered");
+        }
+    }
+
+    [Fact]
     public void PairedSurrogateEscapes_AreValid()
     {
         FunctionCallContent call = GraniteToolCallParser.Parse("<tool_call>{\"name\": \"f\", \"arguments\": {\"e\": \"\\ud83d\\ude00\"}}</tool_call>").ToolCalls.Single();
