@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using Granite.Core.Configuration;
+using Granite.Core.Generation;
 using Granite.Core.Modeling;
 using Granite.Core.Weights;
 using TorchSharp;
@@ -22,6 +23,9 @@ internal static partial class GraniteCli
         int promptTokens = a.Int("prompt-tokens", 1) ?? 512;
         int decodeTokens = a.Int("decode-tokens", 1) ?? 32;
         bool json = a.Flag("json");
+        int? sessions = a.Int("sessions", 1);
+        int chunk = a.Int("prefill-chunk", 1) ?? 256;
+        if (sessions > GraniteEngineOptions.MaxBatchSizeLimit) throw new CliUsageException($"--sessions is at most {GraniteEngineOptions.MaxBatchSizeLimit}");
         string? dir = synthetic is null ? ModelDir(a) : null;
         var options = ModelOptions(a, WeightDtypePolicy.AsStored);
         a.EnsureAllUsed();
@@ -97,7 +101,16 @@ internal static partial class GraniteCli
                 rss_file_bytes = rssFile,
                 rss_anon_bytes = rssAnon,
             };
-            if (json) stdout.WriteLine(JsonSerializer.Serialize(report, Json));
+            var node = JsonSerializer.SerializeToNode(report, Json)!.AsObject();
+            node["cpu_flags"] = CpuFlags();
+            Dictionary<string, object?>? batched = null;
+            if (sessions is int k)
+            {
+                batched = BenchSessions(model, options, dir!, k, promptTokens, decodeTokens, chunk);
+                foreach (var (key, value) in batched) node[key] = JsonSerializer.SerializeToNode(value, Json);
+                node["load_average_after"] = LoadAverage();
+            }
+            if (json) stdout.WriteLine(node.ToJsonString(Json));
             else
             {
                 stdout.WriteLine($"model      {report.model} ({report.weight_dtype}, {report.threads} threads)");
@@ -105,7 +118,9 @@ internal static partial class GraniteCli
                 stdout.WriteLine($"prefill    {report.prefill_tokens_per_s} tokens/s ({promptTokens} tokens)");
                 stdout.WriteLine($"decode     {report.decode_tokens_per_s} tokens/s ({report.decode_ms_per_token} ms/token)");
                 stdout.WriteLine($"bound      {report.decode_bound_tokens_per_s} tokens/s = {activeBytes:N0} active bytes/token at {report.gemv_bandwidth_gb_per_s} GB/s GEMV (model path {report.gemv_model_path_gb_per_s}, torch F.linear {report.gemv_torch_linear_gb_per_s}); decode at {report.decode_fraction_of_bound:P0} of it");
-                stdout.WriteLine($"machine    load average {report.load_average}");
+                stdout.WriteLine($"machine    load average {report.load_average}; cpu flags {node["cpu_flags"]}");
+                if (batched is not null)
+                    stdout.WriteLine("sessions   " + string.Join(", ", batched.Select(kv => $"{kv.Key} {kv.Value}")));
                 stdout.WriteLine($"memory     peak RSS {report.peak_rss_bytes / 1048576.0:F0} MiB (before load {rssBeforeLoad / 1048576.0:F0} MiB; weight files {report.weight_file_bytes / 1048576.0:F0} MiB); after decode: file-backed {rssFile / 1048576.0:F0} MiB, anonymous {rssAnon / 1048576.0:F0} MiB");
             }
             return 0;

@@ -19,7 +19,9 @@ namespace Granite.Extensions.AI;
 /// <remarks>
 /// Granite-specific per-request knobs go in <see cref="ChatOptions.AdditionalProperties"/> (a value of the wrong type is an
 /// <see cref="ArgumentException"/>): <c>repetition_penalty</c> (float, Hugging Face semantics), <c>session_cache</c>
-/// (bool, default true), <c>skip_special_tokens</c> (bool, default true), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
+/// (bool, default true), <c>skip_special_tokens</c> (bool, default true), <c>constrain_tool_calls</c> (bool: constrain a
+/// tool call the model opens under <c>ToolMode.Auto</c>; see <c>docs/structured-output.md</c>, which also covers
+/// <see cref="ChatOptions.ResponseFormat"/> JSON and JSON Schema), <c>forced_prefix</c> (string: application text the assistant's answer to a user message must
 /// start with, tokenized as template text so <c>&lt;tool_call&gt;</c> becomes its token — never put user text in it;
 /// ignored when the last message is not a user message, so automatic tool loops end). Conversations: stateless by
 /// default (no <see cref="ChatResponse.ConversationId"/>; the caller resends the history and the resent prefix is resumed
@@ -114,12 +116,14 @@ public sealed partial class GraniteChatClient : IChatClient
         if (o.MaxBatchSize < 1 || o.MaxBatchSize > GraniteEngineOptions.MaxBatchSizeLimit)
             throw new ArgumentException($"GraniteChatClientOptions.MaxBatchSize is {o.MaxBatchSize}; it must be 1..{GraniteEngineOptions.MaxBatchSizeLimit}.", nameof(o));
         if (o.PrefillChunkTokens < 1) throw new ArgumentException($"GraniteChatClientOptions.PrefillChunkTokens is {o.PrefillChunkTokens}; it must be ≥ 1.", nameof(o));
+        if (o.MaxBatchStateBytes < 0) throw new ArgumentException($"GraniteChatClientOptions.MaxBatchStateBytes is {o.MaxBatchStateBytes}; it must be ≥ 0 (0 = no byte limit).", nameof(o));
         return new()
         {
             Model = new GraniteModelOptions { WeightDtype = o.WeightDtype, Threads = o.Threads, Device = o.Device, ExpertOffload = offload },
             SessionCacheBytes = o.SessionCacheBytes,
             MaxBatchSize = o.MaxBatchSize,
             PrefillChunkTokens = o.PrefillChunkTokens,
+            MaxBatchStateBytes = o.MaxBatchStateBytes,
             SessionStore = new SessionStoreOptions
             {
                 SpillDirectory = string.IsNullOrWhiteSpace(o.SessionSpillDirectory) ? null : o.SessionSpillDirectory,

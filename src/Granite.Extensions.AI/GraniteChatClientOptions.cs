@@ -58,6 +58,10 @@ public sealed class GraniteChatClientOptions
     /// (default 256).</summary>
     public int PrefillChunkTokens { get; set; } = 256;
 
+    /// <summary>Byte budget of the active requests' inference states (default 2 GiB; 0 = only MaxBatchSize limits);
+    /// requests beyond it wait in arrival order.</summary>
+    public long MaxBatchStateBytes { get; set; } = 2L << 30;
+
     /// <summary>With <c>ToolMode.Auto</c>: constrain a tool call the model opens by itself to a declared tool name and that
     /// tool's parameter schema, so it always parses (default true; per request: the <c>constrain_tool_calls</c> knob).
     /// Required tool calls and <c>ResponseFormat</c> JSON are always constrained (docs/structured-output.md).</summary>

@@ -158,10 +158,28 @@ internal sealed class DemoCorpus
         return h % 5 == 0;
     }
 
+    /// <summary>
+    /// A seed for <see cref="Random"/> from the parts, the same in every process (SplitMix64 steps; unlike
+    /// <see cref="HashCode"/>, which is randomised per process).
+    /// </summary>
+    internal static int StableSeed(params long[] parts)
+    {
+        ulong h = 0x9E3779B97F4A7C15UL;
+        foreach (long p in parts)
+        {
+            h ^= unchecked((ulong)p);
+            h += 0x9E3779B97F4A7C15UL;
+            h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9UL;
+            h = (h ^ (h >> 27)) * 0x94D049BB133111EBUL;
+            h ^= h >> 31;
+        }
+        return (int)(h & 0x7FFFFFFF);
+    }
+
     /// <summary>Generates conversation <paramref name="index"/> of <paramref name="split"/> for <paramref name="seed"/>.</summary>
     public DemoConversation Generate(long seed, DemoSplit split, long index)
     {
-        var rng = new Random(HashCode.Combine(seed, (int)split, index));
+        var rng = new Random(StableSeed(seed, (long)split, index));
         double kind = rng.NextDouble();
         _tools.SetClock(RandomTime(rng));
         if (kind < 0.55) return new DemoConversation("single", split, new[] { ToolTurn(rng, split) });
@@ -174,7 +192,7 @@ internal sealed class DemoCorpus
     /// <summary>A conversation of a given kind (for evaluation sets with fixed proportions).</summary>
     public DemoConversation Generate(long seed, DemoSplit split, long index, string kind)
     {
-        var rng = new Random(HashCode.Combine(seed, (int)split, index, kind.Length));
+        var rng = new Random(StableSeed(seed, (long)split, index, kind.Length));
         _tools.SetClock(RandomTime(rng));
         return kind switch
         {

@@ -28,13 +28,15 @@ internal sealed class BatchScheduler
     private readonly ILogger _logger;
     private readonly int _maxBatch;
     private readonly int _chunk;
+    private readonly long _stateBudget;
     private readonly ConcurrentQueue<GenerationSequence> _incoming = new();
     private readonly List<GenerationSequence> _waiting = new();
     private readonly List<GenerationSequence> _active = new();
     private int _scheduled;
 
-    public BatchScheduler(GraniteEngine engine, InferenceWorker worker, ILogger logger, int maxBatch, int chunk)
+    public BatchScheduler(GraniteEngine engine, InferenceWorker worker, ILogger logger, int maxBatch, int chunk, long stateBudget)
     {
+        _stateBudget = stateBudget;
         _engine = engine;
         _worker = worker;
         _logger = logger;
@@ -105,6 +107,9 @@ internal sealed class BatchScheduler
             while (_active.Count < _maxBatch && _waiting.Count > 0)
             {
                 var s = _waiting[0];
+                // Memory admission, in arrival order: the active states' estimated peak bytes stay within the budget
+                // (a request that alone exceeds it runs once nothing else is active; the queue never deadlocks).
+                if (_stateBudget > 0 && _active.Count > 0 && _active.Sum(a => a.EstimatedStateBytes) + s.EstimatedStateBytes > _stateBudget) break;
                 _waiting.RemoveAt(0);
                 if (Start(s)) _active.Add(s);
             }
@@ -270,8 +275,10 @@ internal sealed class GenerationSequence
     private int _abandoned;
 
     public GenerationSequence(GenerationRequest request, IReadOnlyList<int> prompt, SamplingOptions sampling, StopConditions stop,
-        StreamingDetokenizer detokenizer, IReadOnlyList<int> forced, ConstraintMatcher? matcher, TokenMask? mask, CancellationToken cancellation)
+        StreamingDetokenizer detokenizer, IReadOnlyList<int> forced, ConstraintMatcher? matcher, TokenMask? mask, CancellationToken cancellation,
+        long estimatedStateBytes)
     {
+        EstimatedStateBytes = estimatedStateBytes;
         Request = request;
         Prompt = prompt;
         Sampling = sampling;
@@ -285,6 +292,9 @@ internal sealed class GenerationSequence
     }
 
     public GenerationRequest Request { get; }
+
+    /// <summary>Peak bytes of this sequence's state (Mamba state + KV cache at its allocated capacity for prompt + max output).</summary>
+    public long EstimatedStateBytes { get; }
     public IReadOnlyList<int> Prompt { get; }
     public SamplingOptions Sampling { get; }
     public StopConditions Stop { get; }

@@ -93,6 +93,14 @@ public sealed record GraniteEngineOptions
     /// size, one chunk between two decode steps of the active requests, so they never stall for a whole long prompt.
     /// </summary>
     public int PrefillChunkTokens { get; init; } = 256;
+
+    /// <summary>
+    /// Byte budget of the active requests' inference states (default 2 GiB; 0 = only <see cref="MaxBatchSize"/> limits).
+    /// A request is admitted when the estimated peak state bytes of the active ones plus its own (Mamba state + KV cache
+    /// for prompt + max output tokens) fit; otherwise it waits in arrival order. A request that alone exceeds the budget
+    /// runs once nothing else is active.
+    /// </summary>
+    public long MaxBatchStateBytes { get; init; } = 2L << 30;
 }
 
 /// <summary>
@@ -126,7 +134,7 @@ public sealed partial class GraniteEngine : IDisposable
         Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger);
         ValidateBatching(Options);
         _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
-        _scheduler = new BatchScheduler(this, _worker, _logger, Options.MaxBatchSize, Options.PrefillChunkTokens);
+        _scheduler = new BatchScheduler(this, _worker, _logger, Options.MaxBatchSize, Options.PrefillChunkTokens, Options.MaxBatchStateBytes);
     }
 
     private static void ValidateBatching(GraniteEngineOptions options)
@@ -135,6 +143,8 @@ public sealed partial class GraniteEngine : IDisposable
             throw new ArgumentException($"GraniteEngineOptions.MaxBatchSize is {options.MaxBatchSize}; it must be 1..{GraniteEngineOptions.MaxBatchSizeLimit}.", nameof(options));
         if (options.PrefillChunkTokens < 1)
             throw new ArgumentException($"GraniteEngineOptions.PrefillChunkTokens is {options.PrefillChunkTokens}; it must be ≥ 1.", nameof(options));
+        if (options.MaxBatchStateBytes < 0)
+            throw new ArgumentException($"GraniteEngineOptions.MaxBatchStateBytes is {options.MaxBatchStateBytes}; it must be ≥ 0 (0 = no byte limit).", nameof(options));
     }
 
     /// <summary>Loads model and tokenizer from a Hugging Face checkpoint folder, or from a GGUF file (any name; detected by
@@ -237,7 +247,8 @@ public sealed partial class GraniteEngine : IDisposable
         cancellationToken.ThrowIfCancellationRequested();
         // The batch scheduler runs the sequence on the inference thread (batched with the other active requests); this
         // iterator only relays its updates, so a slow reader never holds up the batch.
-        var sequence = new GenerationSequence(request, prompt, sampling, stop, detok, forced, matcher, mask, cancellationToken);
+        var sequence = new GenerationSequence(request, prompt, sampling, stop, detok, forced, matcher, mask, cancellationToken,
+            EstimateStateBytes(prompt.Count + (stop.MaxNewTokens ?? contextLimit - prompt.Count)));
         _scheduler.Admit(sequence);
         bool completed = false;
         try
@@ -264,6 +275,21 @@ public sealed partial class GraniteEngine : IDisposable
                 await sequence.Released.Task.ConfigureAwait(false);
             }
         }
+    }
+
+    /// <summary>
+    /// Peak bytes of one sequence's state covering <paramref name="tokens"/> tokens: the Mamba state plus the KV cache at
+    /// the capacity its geometric growth reaches (see <c>AttentionLayerState</c>).
+    /// </summary>
+    internal long EstimateStateBytes(int tokens)
+    {
+        var c = Config;
+        tokens = Math.Min(tokens, c.MaxPositionEmbeddings);
+        long capacity = 64;
+        while (capacity < tokens) capacity *= 2;
+        capacity = Math.Max(tokens, Math.Min(capacity, c.MaxPositionEmbeddings));
+        int element = Model.WeightDtype switch { TorchSharp.torch.ScalarType.Float32 => 4, TorchSharp.torch.ScalarType.Float64 => 8, _ => 2 };
+        return c.MambaStateBytesPerSequence(element, Model.WeightDtype == TorchSharp.torch.ScalarType.Float64 ? 8 : 4) + c.KvBytesPerToken(element) * capacity;
     }
 
     /// <summary>Largest decode batch run so far (diagnostics).</summary>

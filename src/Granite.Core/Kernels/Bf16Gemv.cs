@@ -11,10 +11,11 @@ namespace Granite.Core.Kernels;
 /// <c>[out, in]</c> layout), x float32 [M, K] for a few rows, float32 accumulation and a float32 result.
 /// </summary>
 /// <remarks>
-/// Why: LibTorch 2.10's CPU BF16 GEMV on this box (no AVX-512 exposed to the VM, so no oneDNN BF16 kernels) reads
-/// weights at a fraction of memory bandwidth, and its OpenMP parallel regions stall whenever a worker thread is
-/// descheduled on a shared machine. This kernel streams each weight row once with 256-bit SIMD (a BF16 value is the
-/// top half of a float32, so widening is a shift/mask) and splits rows over the .NET thread pool with work stealing.
+/// Why: LibTorch 2.10's CPU BF16 GEMV reads weights at a fraction of memory bandwidth (measured on an AVX2-only VM), and
+/// its OpenMP parallel regions stall whenever a worker thread is descheduled on a shared machine. This kernel streams
+/// each weight row once with 512-bit (AVX-512) or 256-bit (AVX2) SIMD, chosen at load from the CPU (a BF16 value is the
+/// top half of a float32, so widening is a shift/mask; .NET 10 exposes no AVX512-BF16 dot-product intrinsic), and
+/// splits rows over the kernel workers with work stealing.
 /// The activations are not rounded to BF16 (more accurate than BF16×BF16). One instance per <see cref="GraniteKernels"/>:
 /// the instruction set and the worker count are chosen at model load; <see cref="KernelIsa.Scalar"/> runs portable loops.
 /// </remarks>
@@ -97,14 +98,15 @@ internal sealed unsafe class Bf16Gemv
         var y = torch.empty(new long[] { total, n }, ScalarType.Float32, x.device);
         var xp = (float*)TorchNative.DataPointer(x32);
         var yp = (float*)TorchNative.DataPointer(y);
-        var perm = Permute(xp, (int)total, (int)k);
+        int width = BlockWidth(_isa);
+        var perm = Permute(xp, (int)total, (int)k, width);
         try
         {
             fixed (float* pp = perm)
             {
                 int groups = rowCounts.Length;
                 var jobs = new Job[groups];
-                long row = 0, stride = k / 16 * 16;
+                long row = 0, stride = k / width * width;
                 for (int g = 0; g < groups; g++)
                 {
                     var wp = (ushort*)TorchNative.DataPointer(weights[g]);
@@ -121,21 +123,25 @@ internal sealed unsafe class Bf16Gemv
         return y;
     }
 
+    /// <summary>Columns per permuted block: one vector load of BF16 weights (32 for 512-bit vectors, else 16).</summary>
+    private static int BlockWidth(KernelIsa isa) => isa >= KernelIsa.Avx512 ? 32 : 16;
+
     /// <summary>
-    /// x rows permuted per 16-column block into [8 even | 8 odd], so one 256-bit load of 16 BF16 values splits into two
-    /// float vectors (even = word &lt;&lt; 16, odd = word &amp; 0xFFFF0000) that line up with it.
+    /// x rows permuted per <paramref name="width"/>-column block into [even | odd] halves, so one vector load of
+    /// <paramref name="width"/> BF16 values splits into two float vectors (even = word &lt;&lt; 16, odd = word &amp;
+    /// 0xFFFF0000) that line up with it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
-    private static float[] Permute(float* x, int rows, int k)
+    private static float[] Permute(float* x, int rows, int k, int width)
     {
-        int kBlocks = k / 16;
-        float[] perm = System.Buffers.ArrayPool<float>.Shared.Rent(Math.Max(1, rows * kBlocks * 16));
+        int kBlocks = k / width, half = width / 2;
+        float[] perm = System.Buffers.ArrayPool<float>.Shared.Rent(Math.Max(1, rows * kBlocks * width));
         for (int m = 0; m < rows; m++)
             for (int b = 0; b < kBlocks; b++)
-                for (int i = 0; i < 8; i++)
+                for (int i = 0; i < half; i++)
                 {
-                    perm[(m * kBlocks + b) * 16 + i] = x[(long)m * k + b * 16 + 2 * i];
-                    perm[(m * kBlocks + b) * 16 + 8 + i] = x[(long)m * k + b * 16 + 2 * i + 1];
+                    perm[(m * kBlocks + b) * width + i] = x[(long)m * k + b * width + 2 * i];
+                    perm[(m * kBlocks + b) * width + half + i] = x[(long)m * k + b * width + 2 * i + 1];
                 }
         return perm;
     }
@@ -143,7 +149,7 @@ internal sealed unsafe class Bf16Gemv
     /// <summary>Computes y[m·N + n] for all m &lt; rows, n &lt; N.</summary>
     public void Run(float* x, int rows, ushort* w, int n, int k, float* y)
     {
-        float[] perm = Permute(x, rows, k);
+        float[] perm = Permute(x, rows, k, BlockWidth(_isa));
         try
         {
             int threads = _workers.Count;
@@ -194,8 +200,129 @@ internal sealed unsafe class Bf16Gemv
         /// <summary>Computes output columns [from, to) for every input row.</summary>
         public void Rows(int from, int to)
         {
-            if (_isa == KernelIsa.Scalar) RowsScalar(from, to);
-            else RowsVector256(from, to);
+            if (_isa >= KernelIsa.Avx512) RowsVector512(from, to);
+            else if (_isa == KernelIsa.Avx2) RowsVector256(from, to);
+            else RowsScalar(from, to);
+        }
+
+        /// <summary>
+        /// 512-bit variant of <see cref="RowsVector256"/>: 32 BF16 weights per load (one cache line per two loads), x
+        /// permuted per 32-column block; same blocking (4 weight rows × 2 input rows per pass).
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private void RowsVector512(int from, int to)
+        {
+            int r = from;
+            for (; r + 4 <= to; r += 4)
+            {
+                int m = 0;
+                for (; m + 2 <= _rows; m += 2) Dot4x2W(r, m);
+                for (; m < _rows; m++) Dot4W(r, m);
+            }
+            for (; r < to; r++)
+                for (int m = 0; m < _rows; m++) _y[(long)m * _n + r] = Dot1W(_w + (long)r * _k, m);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Dot4x2W(int r, int m)
+        {
+            int k = _k, kBlocks = k / 32;
+            var mask = Vector512.Create(0xFFFF0000u);
+            ushort* w0 = _w + (long)r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            float* xp = _perm + (long)m * kBlocks * 32, xq = xp + kBlocks * 32;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, c0 = default, c1 = default, c2 = default, c3 = default;
+            for (int b = 0; b < kBlocks; b++)
+            {
+                int o = b * 32;
+                var xe = Vector512.Load(xp + o);
+                var xo = Vector512.Load(xp + o + 16);
+                var ye = Vector512.Load(xq + o);
+                var yo = Vector512.Load(xq + o + 16);
+                var v = Vector512.Load((uint*)(w0 + o));
+                var ev = (v << 16).AsSingle();
+                var od = (v & mask).AsSingle();
+                a0 = Vector512.FusedMultiplyAdd(od, xo, Vector512.FusedMultiplyAdd(ev, xe, a0));
+                c0 = Vector512.FusedMultiplyAdd(od, yo, Vector512.FusedMultiplyAdd(ev, ye, c0));
+                v = Vector512.Load((uint*)(w1 + o));
+                ev = (v << 16).AsSingle();
+                od = (v & mask).AsSingle();
+                a1 = Vector512.FusedMultiplyAdd(od, xo, Vector512.FusedMultiplyAdd(ev, xe, a1));
+                c1 = Vector512.FusedMultiplyAdd(od, yo, Vector512.FusedMultiplyAdd(ev, ye, c1));
+                v = Vector512.Load((uint*)(w2 + o));
+                ev = (v << 16).AsSingle();
+                od = (v & mask).AsSingle();
+                a2 = Vector512.FusedMultiplyAdd(od, xo, Vector512.FusedMultiplyAdd(ev, xe, a2));
+                c2 = Vector512.FusedMultiplyAdd(od, yo, Vector512.FusedMultiplyAdd(ev, ye, c2));
+                v = Vector512.Load((uint*)(w3 + o));
+                ev = (v << 16).AsSingle();
+                od = (v & mask).AsSingle();
+                a3 = Vector512.FusedMultiplyAdd(od, xo, Vector512.FusedMultiplyAdd(ev, xe, a3));
+                c3 = Vector512.FusedMultiplyAdd(od, yo, Vector512.FusedMultiplyAdd(ev, ye, c3));
+            }
+            float* yr = _y + (long)m * _n + r, ys = yr + _n;
+            yr[0] = Vector512.Sum(a0); yr[1] = Vector512.Sum(a1); yr[2] = Vector512.Sum(a2); yr[3] = Vector512.Sum(a3);
+            ys[0] = Vector512.Sum(c0); ys[1] = Vector512.Sum(c1); ys[2] = Vector512.Sum(c2); ys[3] = Vector512.Sum(c3);
+            if ((k & 31) != 0)
+            {
+                yr[0] += Tail(w0, m); yr[1] += Tail(w1, m); yr[2] += Tail(w2, m); yr[3] += Tail(w3, m);
+                ys[0] += Tail(w0, m + 1); ys[1] += Tail(w1, m + 1); ys[2] += Tail(w2, m + 1); ys[3] += Tail(w3, m + 1);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Dot4W(int r, int m)
+        {
+            int k = _k, kBlocks = k / 32;
+            var mask = Vector512.Create(0xFFFF0000u);
+            ushort* w0 = _w + (long)r * k, w1 = w0 + k, w2 = w1 + k, w3 = w2 + k;
+            float* xp = _perm + (long)m * kBlocks * 32;
+            Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+            for (int b = 0; b < kBlocks; b++)
+            {
+                int o = b * 32;
+                var xe = Vector512.Load(xp + o);
+                var xo = Vector512.Load(xp + o + 16);
+                var v0 = Vector512.Load((uint*)(w0 + o));
+                var v1 = Vector512.Load((uint*)(w1 + o));
+                var v2 = Vector512.Load((uint*)(w2 + o));
+                var v3 = Vector512.Load((uint*)(w3 + o));
+                a0 = Vector512.FusedMultiplyAdd((v0 << 16).AsSingle(), xe, a0);
+                b0 = Vector512.FusedMultiplyAdd((v0 & mask).AsSingle(), xo, b0);
+                a1 = Vector512.FusedMultiplyAdd((v1 << 16).AsSingle(), xe, a1);
+                b1 = Vector512.FusedMultiplyAdd((v1 & mask).AsSingle(), xo, b1);
+                a2 = Vector512.FusedMultiplyAdd((v2 << 16).AsSingle(), xe, a2);
+                b2 = Vector512.FusedMultiplyAdd((v2 & mask).AsSingle(), xo, b2);
+                a3 = Vector512.FusedMultiplyAdd((v3 << 16).AsSingle(), xe, a3);
+                b3 = Vector512.FusedMultiplyAdd((v3 & mask).AsSingle(), xo, b3);
+            }
+            float* yr = _y + (long)m * _n + r;
+            yr[0] = Vector512.Sum(a0 + b0);
+            yr[1] = Vector512.Sum(a1 + b1);
+            yr[2] = Vector512.Sum(a2 + b2);
+            yr[3] = Vector512.Sum(a3 + b3);
+            if ((k & 31) != 0)
+            {
+                yr[0] += Tail(w0, m);
+                yr[1] += Tail(w1, m);
+                yr[2] += Tail(w2, m);
+                yr[3] += Tail(w3, m);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private float Dot1W(ushort* wr, int m)
+        {
+            int k = _k, kBlocks = k / 32;
+            var mask = Vector512.Create(0xFFFF0000u);
+            float* xp = _perm + (long)m * kBlocks * 32;
+            Vector512<float> a0 = default, b0 = default;
+            for (int b = 0; b < kBlocks; b++)
+            {
+                var v = Vector512.Load((uint*)(wr + b * 32));
+                a0 = Vector512.FusedMultiplyAdd((v << 16).AsSingle(), Vector512.Load(xp + b * 32), a0);
+                b0 = Vector512.FusedMultiplyAdd((v & mask).AsSingle(), Vector512.Load(xp + b * 32 + 16), b0);
+            }
+            return Vector512.Sum(a0 + b0) + Tail(wr, m);
         }
 
         /// <summary>
@@ -335,12 +462,13 @@ internal sealed unsafe class Bf16Gemv
             return Vector256.Sum(a0) + Tail(wr, m);
         }
 
-        /// <summary>Columns past the last full 16-block (none for Granite widths).</summary>
+        /// <summary>Columns past the last full vector block (none for Granite widths).</summary>
         private float Tail(ushort* wr, int m)
         {
             float s = 0;
             float* xr = _x + (long)m * _k;
-            for (int i = _k / 16 * 16; i < _k; i++) s += Widen(wr[i]) * xr[i];
+            int width = BlockWidth(_isa);
+            for (int i = _k / width * width; i < _k; i++) s += Widen(wr[i]) * xr[i];
             return s;
         }
 

@@ -7,7 +7,7 @@ namespace Granite.Core.Kernels;
 /// <summary>How multi-row BF16 linears (prefill GEMMs) are computed.</summary>
 internal enum Bf16GemmMode
 {
-    /// <summary>Chosen from the CPU: see <see cref="GraniteKernels.NativeBf16Gemm"/>.</summary>
+    /// <summary>Chosen from the CPU and a probe: see <see cref="Bf16GemmProbe"/>.</summary>
     Auto,
 
     /// <summary>Upcast the weight to float32 and run LibTorch's float32 GEMM (MKL).</summary>
@@ -41,6 +41,13 @@ internal sealed record KernelTuning
     /// <summary>Fused one-token SSM recurrence (<see cref="SsmStep"/>); false runs the LibTorch ops.</summary>
     public bool FusedSsmStep { get; init; } = true;
 
+    /// <summary>
+    /// Use the 512-bit GEMV on AVX-512 CPUs (default false: measured only +6 % GB per CPU-second over the 256-bit kernel on
+    /// an AVX-512 Xeon VM, the GEMV being memory-bound at ≈ 11–12 GB/s per core there, while its different float32
+    /// summation order moved a chaotic fixture's logits past the kernel-vs-GEMM parity bound; docs/benchmarks.md).
+    /// </summary>
+    public bool Wide512Gemv { get; init; }
+
     /// <summary>Upper bound on elements of one float32 attention score block [n_h, rows, S] (long prefills attend in query blocks).</summary>
     public long MaxScoreElements { get; init; } = 1L << 26;
 }
@@ -66,14 +73,13 @@ internal sealed class GraniteKernels
         CapSource = capSource;
         Workers = workers;
         Tuning = tuning;
-        Gemv = new Bf16Gemv(isa, workers, tuning.ParallelMinBytes);
-        NativeBf16Gemm = tuning.Bf16Gemm switch
-        {
-            Bf16GemmMode.Native => true,
-            Bf16GemmMode.Upcast => false,
-            _ => false,
-        };
+        GemvIsa = isa >= KernelIsa.Avx512 && !tuning.Wide512Gemv ? KernelIsa.Avx2 : isa;
+        Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes);
+        // Decided on first use (a probe on AVX512-BF16 CPUs), so float32 models never pay for it.
+        _bf16Gemm = new Lazy<(bool Native, string Reason)>(() => Bf16GemmProbe.Decide(isa, tuning.Bf16Gemm));
     }
+
+    private readonly Lazy<(bool Native, string Reason)> _bf16Gemm;
 
     /// <summary>
     /// Kernels for the current CPU: the highest <see cref="KernelIsa"/> it supports, capped by <paramref name="maxIsa"/>
@@ -127,16 +133,23 @@ internal sealed class GraniteKernels
     /// <summary>The knobs in force.</summary>
     public KernelTuning Tuning { get; }
 
+    /// <summary>The instruction set of the managed GEMV (AVX-512 CPUs use the 256-bit kernel unless <see cref="KernelTuning.Wide512Gemv"/>).</summary>
+    public KernelIsa GemvIsa { get; }
+
     /// <summary>The managed BF16 GEMV.</summary>
     public Bf16Gemv Gemv { get; }
 
-    /// <summary>Whether multi-row BF16 linears use LibTorch's BF16 GEMM instead of an upcast float32 GEMM.</summary>
-    public bool NativeBf16Gemm { get; }
+    /// <summary>
+    /// Whether multi-row BF16 linears use LibTorch's BF16 GEMM instead of an upcast float32 GEMM (see
+    /// <see cref="Bf16GemmProbe"/>: forced by <see cref="KernelTuning.Bf16Gemm"/> or <c>GRANITE_BF16_GEMM</c>, else
+    /// upcast without AVX512-BF16 and a load-time probe with it).
+    /// </summary>
+    public bool NativeBf16Gemm => _bf16Gemm.Value.Native;
 
     /// <summary>One line for logs and benchmark records: ISA, CPU flags, GEMM choice, threads.</summary>
     public string Description =>
-        $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {(NativeBf16Gemm ? "native" : "upcast to f32")}, "
-        + $"GEMV ≤ {Tuning.Bf16GemvMaxRows} rows, {Workers.Count} kernel threads";
+        $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {_bf16Gemm.Value.Reason}, "
+        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")} ≤ {Tuning.Bf16GemvMaxRows} rows, {Workers.Count} kernel threads";
 
     /// <summary>
     /// y = x·Wᵀ (+ b). Float32 weights: float32 GEMM/GEMV, result float32 (the input is cast to the weight dtype).

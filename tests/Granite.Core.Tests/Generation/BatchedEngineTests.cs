@@ -23,7 +23,7 @@ public class BatchedEngineTests
         _out = output;
     }
 
-    private static GraniteEngine Load(int maxBatch = 8, int chunk = 16, long sessionBytes = 0, ExpertOffloadOptions? offload = null) =>
+    private static GraniteEngine Load(int maxBatch = 8, int chunk = 16, long sessionBytes = 0, ExpertOffloadOptions? offload = null, long stateBytes = 2L << 30) =>
         GraniteEngine.Load(SessionTestSupport.ModelDir, new GraniteEngineOptions
         {
             // As stored (BF16 for this fixture): the batched step's rows are then computed exactly like single steps.
@@ -31,6 +31,7 @@ public class BatchedEngineTests
             SessionCacheBytes = sessionBytes,
             MaxBatchSize = maxBatch,
             PrefillChunkTokens = chunk,
+            MaxBatchStateBytes = stateBytes,
         });
 
     private static readonly string[] Questions =
@@ -170,6 +171,24 @@ public class BatchedEngineTests
     }
 
     [Fact]
+    public async Task The_state_byte_budget_queues_requests_instead_of_allocating_past_it()
+    {
+        using var probe = Load();
+        var requests = Enumerable.Range(0, 6).Select(i => Request(probe, i)).ToArray();
+        long one = requests.Min(r => probe.EstimateStateBytes(r.PromptTokens.Count + r.Sampling.MaxNewTokens!.Value));
+        one.Should().BeGreaterThan(probe.Config.MambaStateBytesPerSequence(2, 4), "the KV cache is counted too");
+        var sequential = await Sequential(probe, requests);
+        // Room for about two states at a time: at most two run together, the rest wait (and all finish).
+        using var engine = Load(stateBytes: 2 * one + one / 2);
+        var together = await Task.WhenAll(requests.Select(r => Task.Run(() => Collect(engine.GenerateAsync(r)))));
+        ShouldEqual(together, sequential);
+        engine.PeakDecodeBatch.Should().BeInRange(1, 2);
+        // A request that alone exceeds the budget still runs (alone).
+        using var tiny = Load(stateBytes: 1);
+        (await Collect(tiny.GenerateAsync(requests[0]))).Tokens.Should().Equal(sequential[0].Tokens);
+    }
+
+    [Fact]
     public async Task Concurrent_conversations_reuse_their_sessions_like_sequential_ones()
     {
         async Task<Outcome[][]> Conversations(GraniteEngine e, bool concurrent)
@@ -248,9 +267,10 @@ public class BatchedEngineTests
     [InlineData(0, 256, "MaxBatchSize")]
     [InlineData(65, 256, "MaxBatchSize")]
     [InlineData(4, 0, "PrefillChunkTokens")]
+    [InlineData(4, 16, "MaxBatchStateBytes")]
     public void Bad_batching_options_are_rejected_by_name(int maxBatch, int chunk, string name)
     {
-        var act = () => Load(maxBatch, chunk).Dispose();
+        var act = () => Load(maxBatch, chunk, stateBytes: name == "MaxBatchStateBytes" ? -1 : 1L << 30).Dispose();
         act.Should().Throw<ArgumentException>().WithMessage($"*GraniteEngineOptions.{name}*");
     }
 }

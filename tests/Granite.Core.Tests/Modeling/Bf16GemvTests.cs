@@ -14,11 +14,12 @@ public class Bf16GemvTests
 {
     public Bf16GemvTests() => GraniteRuntime.EnsureLoaded();
 
-    /// <summary>The GEMV of kernels capped at <paramref name="isa"/> (the CPU's own level if lower) with <paramref name="threads"/> workers.</summary>
+    /// <summary>The GEMV of kernels capped at <paramref name="isa"/> (the CPU's own level if lower) with <paramref name="threads"/> workers (512-bit path on).</summary>
     private static Bf16Gemv Gemv(KernelIsa isa, int threads)
     {
-        var kernels = GraniteKernels.Create(isa, threads);
+        var kernels = GraniteKernels.Create(isa, threads, new KernelTuning { Wide512Gemv = true });
         ((int)kernels.Isa).Should().BeLessThanOrEqualTo((int)isa);
+        kernels.GemvIsa.Should().Be(kernels.Isa, "with Wide512Gemv every level runs its own GEMV path");
         return kernels.Gemv;
     }
 

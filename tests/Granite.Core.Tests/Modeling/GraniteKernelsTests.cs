@@ -68,6 +68,28 @@ public class GraniteKernelsTests
         native.Should().Be(Environment.GetEnvironmentVariable(ThreadPolicy.WaitPolicyVariable));
     }
 
+    [Fact]
+    public void PrefillGemmChoiceFollowsCpuFeaturesOrTheProbe()
+    {
+        Bf16GemmProbe.Decide(KernelIsa.Avx512Bf16, Bf16GemmMode.Native).Should().Be((true, "native (forced)"));
+        Bf16GemmProbe.Decide(KernelIsa.Scalar, Bf16GemmMode.Upcast).Native.Should().BeFalse();
+        if (Environment.GetEnvironmentVariable(Bf16GemmProbe.EnvironmentVariable) is { Length: > 0 }) return; // overridden run
+        Bf16GemmProbe.Decide(KernelIsa.Avx512, Bf16GemmMode.Auto).Should().Be((false, "upcast to f32 (no AVX512-BF16)"));
+        Bf16GemmProbe.Decide(KernelIsa.Avx2, Bf16GemmMode.Auto).Native.Should().BeFalse();
+        var (native, reason) = Bf16GemmProbe.Decide(KernelIsa.Avx512Bf16, Bf16GemmMode.Auto);
+        reason.Should().MatchRegex(@"^(native|upcast to f32) \(probe: native [0-9.]+ ms, upcast [0-9.]+ ms CPU\)$");
+        reason.Should().StartWith(native ? "native" : "upcast");
+    }
+
+    [Fact]
+    public void AvxFiveTwelveCpusUseTheMeasuredGemvWidth()
+    {
+        var kernels = GraniteKernels.Create(null, 1);
+        if (kernels.Isa >= KernelIsa.Avx512) kernels.GemvIsa.Should().Be(KernelIsa.Avx2, "the 512-bit GEMV is opt-in (KernelTuning.Wide512Gemv)");
+        else kernels.GemvIsa.Should().Be(kernels.Isa);
+        GraniteKernels.Create(null, 1, new KernelTuning { Wide512Gemv = true }).GemvIsa.Should().Be(kernels.Isa);
+    }
+
     [DllImport("libc", EntryPoint = "getenv")]
     private static extern IntPtr getenv([MarshalAs(UnmanagedType.LPStr)] string name);
 }

@@ -1,0 +1,87 @@
+// Kernel micro-benchmarks for the seam's choices (docs/benchmarks.md, "Kernel seam and levers"), measured in CPU time so
+// that a shared, loaded machine still gives per-CPU-second efficiency (wall time there mostly measures the scheduler):
+//   gemv [--threads 1] [--isas avx2,avx512] [--rows 1]   managed BF16 GEMV per ISA, GB of weights per CPU-second,
+//                                                         interleaved rounds, 256 MiB of distinct weights per shape set
+//   gemm [--threads 1]                                    LibTorch native BF16 GEMM vs upcast + float32 GEMM, GFLOP per CPU-second
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Granite.Core;
+using Granite.Core.Kernels;
+using TorchSharp;
+using static TorchSharp.torch;
+
+var opts = new Dictionary<string, string>();
+for (int i = 1; i + 1 < args.Length; i += 2) opts[args[i].TrimStart('-')] = args[i + 1];
+string mode = args.Length > 0 ? args[0] : "gemv";
+int threads = int.Parse(opts.GetValueOrDefault("threads", "1"), CultureInfo.InvariantCulture);
+GraniteRuntime.EnsureLoaded();
+torch.set_num_threads(threads);
+Console.WriteLine($"cpu: {CpuFeatures.Current}; {threads} thread(s); load average {File.ReadAllText("/proc/loadavg").Trim()}");
+using var noGrad = torch.no_grad();
+
+if (mode == "gemv")
+{
+    var isas = opts.GetValueOrDefault("isas", "avx2,avx512").Split(',').Select(s => GraniteKernels.ParseIsa(s) ?? throw new ArgumentException(s)).ToArray();
+    int rows = int.Parse(opts.GetValueOrDefault("rows", "1"), CultureInfo.InvariantCulture);
+    // (N, K, copies): tied head, the bench probe's shape, routed expert gate/up, Mamba in_proj.
+    foreach (var (n, k, copies) in new[] { (100352L, 1536L, 1), (8192L, 2048L, 8), (1024L, 1536L, 64), (6448L, 1536L, 8) })
+    {
+        using var scope = NewDisposeScope();
+        var ws = Enumerable.Range(0, copies).Select(_ => { using var r = randn(n, k); return r.to_type(ScalarType.BFloat16); }).ToArray();
+        var x = randn(rows, k);
+        var kernels = isas.ToDictionary(i => i, i => GraniteKernels.Create(i, threads));
+        var results = isas.ToDictionary(i => i, _ => new List<double>());
+        long bytes = n * k * 2 * copies;
+        int reps = Math.Max(1, (int)(400_000_000L / bytes));
+        for (int round = 0; round < 7; round++)
+            foreach (var isa in isas)
+            {
+                var gemv = kernels[isa].Gemv;
+                foreach (var w in ws) gemv.Linear(x, w, null).Dispose();
+                double t0 = Cpu.Seconds();
+                for (int r = 0; r < reps; r++) foreach (var w in ws) gemv.Linear(x, w, null).Dispose();
+                results[isa].Add(bytes * (double)reps / (Cpu.Seconds() - t0) / 1e9);
+            }
+        foreach (var isa in isas)
+        {
+            var l = results[isa].Order().ToList();
+            Console.WriteLine($"W[{n},{k}] x{copies}, {rows} row(s), {kernels[isa].Isa,-10}: median {l[l.Count / 2]:F1} GB per CPU-s (range {l[0]:F1}-{l[^1]:F1})");
+        }
+    }
+}
+else if (mode == "gemm")
+{
+    foreach (var (m, n, k) in new[] { (512L, 6448L, 1536L), (512L, 1536L, 1024L), (128L, 1024L, 1536L), (48L, 1024L, 1536L) })
+    {
+        using var scope = NewDisposeScope();
+        var w = randn(n, k).to_type(ScalarType.BFloat16);
+        var x = randn(m, k);
+        var up = new List<double>();
+        var native = new List<double>();
+        for (int round = 0; round < 5; round++)
+        {
+            double t0 = Cpu.Seconds();
+            using (var w32 = w.to_type(ScalarType.Float32)) nn.functional.linear(x, w32).Dispose();
+            up.Add(Cpu.Seconds() - t0);
+            t0 = Cpu.Seconds();
+            using (var xb = x.to_type(ScalarType.BFloat16)) using (var y = nn.functional.linear(xb, w)) y.to_type(ScalarType.Float32).Dispose();
+            native.Add(Cpu.Seconds() - t0);
+        }
+        double flop = 2.0 * m * n * k, mu = up.Order().ElementAt(2), mn = native.Order().ElementAt(2);
+        Console.WriteLine($"[{m}x{k}]·[{n}x{k}]ᵀ: upcast+f32 {mu * 1e3:F2} ms CPU ({flop / mu / 1e9:F0} GFLOP per CPU-s), native BF16 {mn * 1e3:F2} ms CPU ({flop / mn / 1e9:F0} GFLOP per CPU-s)");
+    }
+}
+else throw new ArgumentException($"unknown mode '{mode}' (gemv, gemm)");
+
+/// <summary>Process CPU time (all threads).</summary>
+internal static class Cpu
+{
+    [StructLayout(LayoutKind.Sequential)]
+    private struct TimeSpec { public long Sec, Nsec; }
+
+    [DllImport("libc")]
+    private static extern int clock_gettime(int clock, out TimeSpec ts);
+
+    public static double Seconds() => clock_gettime(2, out var t) == 0 ? t.Sec + t.Nsec * 1e-9 : Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
+}
