@@ -97,8 +97,8 @@ public sealed partial class GraniteChatClient : IChatClient
         ArgumentNullException.ThrowIfNull(options);
         if (string.IsNullOrWhiteSpace(options.ModelPath))
             throw new ArgumentException("GraniteChatClientOptions.ModelPath is not set.", nameof(options));
-        if (!Directory.Exists(options.ModelPath))
-            throw new DirectoryNotFoundException($"Granite model folder not found: {options.ModelPath}");
+        if (!Directory.Exists(options.ModelPath) && !File.Exists(options.ModelPath)) // a GGUF file is imported by GraniteEngine.Load
+            throw new DirectoryNotFoundException($"Granite model folder (or GGUF file) not found: {options.ModelPath}");
         return GraniteEngine.Load(options.ModelPath, ToEngineOptions(options), loggerFactory?.CreateLogger<GraniteEngine>());
     }
 

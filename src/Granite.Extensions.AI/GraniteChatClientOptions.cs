@@ -7,7 +7,8 @@ namespace Granite.Extensions.AI;
 /// <c>AddGraniteChatClient(IConfiguration)</c>).</summary>
 public sealed class GraniteChatClientOptions
 {
-    /// <summary>Folder of a Hugging Face Granite 4.0 checkpoint (config.json, *.safetensors, tokenizer.json).</summary>
+    /// <summary>Folder of a Hugging Face Granite 4.0 checkpoint (config.json, *.safetensors, tokenizer.json), or a llama.cpp
+    /// GGUF file of one (any name, e.g. an Ollama blob; imported once into a cached folder, see docs/gguf.md).</summary>
     public string? ModelPath { get; set; }
 
     /// <summary>Model id reported in responses and metadata (default: the folder name).</summary>

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -9,9 +8,12 @@ namespace Granite.Core.Kernels;
 /// <summary>
 /// Decides, once per kernels object, whether prefill GEMMs on BF16 weights run LibTorch's native BF16 GEMM or a float32
 /// GEMM on an upcast copy. CPU flags alone do not tell: LibTorch's BF16 GEMM was 3–3.7× the upcast path on an AMD EPYC
-/// with AVX512-BF16, but 0.6–0.8× of it on an Intel Xeon VM with AVX512-BF16 (no AMX exposed), both measured per CPU-second.
-/// So on CPUs with AVX512-BF16 a probe times both on an H-Tiny expert shape (128 × 1536 · 1024 × 1536ᵀ, best of 3 each,
-/// interleaved, in process CPU time so a descheduled thread does not bias it) and native wins only if ≥ 10 % faster.
+/// with AVX512-BF16 (issue #11), but 0.6–0.8× of it per CPU-second on an Intel Xeon VM with AVX512-BF16 (no AMX exposed),
+/// and yet 1.4× faster in wall time on whole 512-token prefills there (2 interleaved `granite bench` rounds under load;
+/// the cause is not profiled).
+/// So on CPUs with AVX512-BF16 a probe times both on an H-Tiny expert shape (128 × 1536 · 1024 × 1536ᵀ) with the
+/// threads in force, in wall time, best of 5 each, interleaved (the minimum filters out rounds where a thread was
+/// descheduled), and native wins only if ≥ 10 % faster.
 /// Without AVX512-BF16 LibTorch has no fast BF16 kernels (measured 4–7× slower than upcast on AVX2): upcast, no probe.
 /// <c>GRANITE_BF16_GEMM=native|upcast</c> overrides the automatic choice (for A/B runs and tests).
 /// </summary>
@@ -36,7 +38,7 @@ internal static class Bf16GemmProbe
         if (isa < KernelIsa.Avx512Bf16) return (false, "upcast to f32 (no AVX512-BF16)");
         var (native, upcast) = Measure();
         bool useNative = native < 0.9 * upcast;
-        return (useNative, $"{(useNative ? "native" : "upcast to f32")} (probe: native {native * 1e3:F1} ms, upcast {upcast * 1e3:F1} ms CPU)");
+        return (useNative, $"{(useNative ? "native" : "upcast to f32")} (probe: native {native * 1e3:F1} ms, upcast {upcast * 1e3:F1} ms, best of 5)");
     }
 
     private static (double Native, double Upcast) Measure()
@@ -48,22 +50,22 @@ internal static class Bf16GemmProbe
         var x = torch.randn(new long[] { 128, 1536 }, generator: gen);
         double Native()
         {
-            double t0 = CpuSeconds();
+            double t0 = WallSeconds();
             using var xb = x.to_type(ScalarType.BFloat16);
             using var y = F.linear(xb, w);
             using var y32 = y.to_type(ScalarType.Float32);
-            return CpuSeconds() - t0;
+            return WallSeconds() - t0;
         }
         double Upcast()
         {
-            double t0 = CpuSeconds();
+            double t0 = WallSeconds();
             using var w32 = w.to_type(ScalarType.Float32);
             using var y = F.linear(x, w32);
-            return CpuSeconds() - t0;
+            return WallSeconds() - t0;
         }
         Native(); Upcast();                                                         // first calls initialise the kernels
         double bestNative = double.MaxValue, bestUpcast = double.MaxValue;
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < 5; i++)
         {
             bestNative = Math.Min(bestNative, Native());
             bestUpcast = Math.Min(bestUpcast, Upcast());
@@ -71,27 +73,5 @@ internal static class Bf16GemmProbe
         return (bestNative, bestUpcast);
     }
 
-    /// <summary>Process CPU time (all threads) where the OS gives it precisely, else wall time.</summary>
-    private static double CpuSeconds()
-    {
-        if (OperatingSystem.IsLinux())
-        {
-            try
-            {
-                if (clock_gettime(2 /* CLOCK_PROCESS_CPUTIME_ID */, out var ts) == 0) return ts.Seconds + ts.Nanoseconds * 1e-9;
-            }
-            catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException) { }
-        }
-        return Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
-    }
-
-    [StructLayout(LayoutKind.Sequential)]
-    private struct TimeSpec
-    {
-        public long Seconds;
-        public long Nanoseconds;
-    }
-
-    [DllImport("libc", EntryPoint = "clock_gettime")]
-    private static extern int clock_gettime(int clock, out TimeSpec ts);
+    private static double WallSeconds() => Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
 }

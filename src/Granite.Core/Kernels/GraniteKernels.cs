@@ -42,9 +42,10 @@ internal sealed record KernelTuning
     public bool FusedSsmStep { get; init; } = true;
 
     /// <summary>
-    /// Use the 512-bit GEMV on AVX-512 CPUs (default false: measured only +6 % GB per CPU-second over the 256-bit kernel on
-    /// an AVX-512 Xeon VM, the GEMV being memory-bound at ≈ 11–12 GB/s per core there, while its different float32
-    /// summation order moved a chaotic fixture's logits past the kernel-vs-GEMM parity bound; docs/benchmarks.md).
+    /// Use the 512-bit GEMV on AVX-512 CPUs (default false: no measurable gain over the 256-bit kernel on an AVX-512 Xeon
+    /// VM, −5 … +6 % GB per CPU-second in two runs, the GEMV being memory-bound at ≈ 10–12 GB/s per core there, while its
+    /// different float32 summation order moved a chaotic fixture's logits past the kernel-vs-GEMM parity bound;
+    /// docs/benchmarks.md).
     /// </summary>
     public bool Wide512Gemv { get; init; }
 

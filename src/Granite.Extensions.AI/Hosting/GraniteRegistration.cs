@@ -65,8 +65,8 @@ internal sealed class GraniteModelHolder(string name, GraniteChatClientOptions o
             {
                 if (string.IsNullOrWhiteSpace(Options.ModelPath))
                     throw new InvalidOperationException($"The Granite model '{Name}' has no ModelPath (configuration key Granite:ModelPath, or GraniteChatClientOptions.ModelPath).");
-                if (!Directory.Exists(Options.ModelPath))
-                    throw new DirectoryNotFoundException($"Granite model folder not found: {Options.ModelPath}");
+                if (!Directory.Exists(Options.ModelPath) && !File.Exists(Options.ModelPath)) // a GGUF file is imported by GraniteEngine.Load
+                    throw new DirectoryNotFoundException($"Granite model folder (or GGUF file) not found: {Options.ModelPath}");
                 _engine = GraniteEngine.Load(Options.ModelPath, GraniteChatClient.ToEngineOptions(Options), loggerFactory?.CreateLogger<GraniteEngine>());
                 return _engine;
             }

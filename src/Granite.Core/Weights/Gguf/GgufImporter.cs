@@ -166,7 +166,7 @@ internal static class GgufImporter
         Tensor hf = m0.Transform switch
         {
             GgufTransform.FirstHalf => cat(new[] { Get(m0), Get(parts[1]) }, -2),
-            GgufTransform.NegExp => f.GetTensor(m0.GgufName).to_type(ScalarType.Float32).neg().log().reshape(m0.HfShape),
+            GgufTransform.NegExp => ALogFromA(f.GetTensor(m0.GgufName).to_type(ScalarType.Float32).reshape(m0.HfShape)),
             GgufTransform.PermuteQ => GraniteGgufLayout.Permute(Get(m0), c.NumAttentionHeads, inverse: true),
             GgufTransform.PermuteK => GraniteGgufLayout.Permute(Get(m0), c.NumKeyValueHeads, inverse: true),
             GgufTransform.Reshape => Get(m0).reshape(m0.HfShape),
@@ -176,6 +176,18 @@ internal static class GgufImporter
         if (parts.Count != (m0.Transform == GgufTransform.FirstHalf ? 2 : 1) || (parts.Count == 2 && parts[1].Transform != GgufTransform.SecondHalf))
             throw new InvalidDataException($"{f.Path}: tensor '{m0.HfName}': unexpected GGUF parts {string.Join(", ", parts.Select(p => p.GgufName))}");
         return hf.contiguous().MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// A_log from the stored A = −exp(A_log) (F32). Where the BF16 rounding of log(−A) reproduces A exactly it is used —
+    /// the original value of a BF16 checkpoint, so such a round trip is bit-exact — otherwise log(−A) in F32. Either way
+    /// −exp(A_log), all the model computes from it, gives back the stored A.
+    /// </summary>
+    private static Tensor ALogFromA(Tensor a)
+    {
+        var log = a.neg().log();
+        var bf = log.to_type(ScalarType.BFloat16).to_type(ScalarType.Float32);
+        return where(bf.exp().neg().eq(a), bf, log);
     }
 
     /// <summary>
