@@ -14,7 +14,7 @@ internal static partial class GraniteCli
         result = command switch
         {
             "logits" => Task.FromResult(Logits(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout)),
-            "generate" => Generate(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout, ct),
+            "generate" => Generate(new CliArgs(args, new HashSet<string> { "json", "check-weights", "special" }), stdout, ct),
             "tokenize" => Task.FromResult(Tokenize(new CliArgs(args, new HashSet<string> { "json", "special" }), stdout)),
             "detokenize" => Task.FromResult(Detokenize(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "prompt" => Task.FromResult(Prompt(new CliArgs(args, new HashSet<string> { "json" }), stdout)),

@@ -270,14 +270,30 @@ public sealed partial class GraniteChatClient : IChatClient
 
     private static List<AIContent> MergeText(List<AIContent> contents)
     {
+        // Runs of streamed text pieces become one TextContent; linear in the response length (one builder per run).
         var merged = new List<AIContent>();
+        var run = new System.Text.StringBuilder();
+        int runLength = 0;
+        void Flush()
+        {
+            if (runLength > 0) merged.Add(new TextContent(run.ToString()));
+            run.Clear();
+            runLength = 0;
+        }
         foreach (var c in contents)
         {
-            if (c is TextContent t && merged.Count > 0 && merged[^1] is TextContent prev)
-                merged[^1] = new TextContent(prev.Text + t.Text);
+            if (c is TextContent t)
+            {
+                run.Append(t.Text);
+                runLength++;
+            }
             else
+            {
+                Flush();
                 merged.Add(c);
+            }
         }
+        Flush();
         return merged;
     }
 

@@ -67,6 +67,17 @@ public class CliTests
     }
 
     [Fact]
+    public async Task GenerateTakesSpecialAsATrailingFlag()
+    {
+        var c = Golden("tiny-dense").GetProperty("cases")[1];
+        var ids = c.GetProperty("input_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        var (code, output, err) = await Run("generate", "--model", Fixture("tiny-dense"), "--ids", string.Join(",", ids), "--max-tokens", "4", "--json", "--special");
+        code.Should().Be(0, err);
+        var j = JsonDocument.Parse(output).RootElement;
+        j.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt32()).Should().Equal(c.GetProperty("greedy_new_tokens").EnumerateArray().Take(4).Select(e => e.GetInt32()));
+    }
+
+    [Fact]
     public async Task TokenizeAndDetokenizeMatchTheGoldens()
     {
         foreach (var t in Golden("tiny-h-moe").GetProperty("tokenizer").GetProperty("cases").EnumerateArray().Take(6))
