@@ -116,9 +116,11 @@ internal static partial class GraniteCli
             }
             return $"unexpected argument '{token}'";
         }
-        foreach (var result in parsed.CommandResult.Children.OfType<OptionResult>())
-            if (!result.Implicit && result.Option.Arity.MinimumNumberOfValues > 0 && result.Tokens.Count == 0)
-                return $"option {result.Option.Name} needs a value";
+        foreach (var result in parsed.CommandResult.Children.OfType<OptionResult>().Where(r => !r.Implicit))
+        {
+            if (result.Option.Arity.MinimumNumberOfValues > 0 && result.Tokens.Count == 0) return $"option {result.Option.Name} needs a value";
+            if (result.IdentifierTokenCount > 1 && result.Option.Arity.MaximumNumberOfValues == 1) return $"option {result.Option.Name} given twice";
+        }
         foreach (var option in command.Options)
             if (option.Required && parsed.GetResult(option) is not { Implicit: false })
                 return $"option {option.Name} is required";

@@ -54,7 +54,9 @@ internal static partial class GraniteCli
                 TopP = (float?)r.GetValue(topP),
                 Seed = r.GetValue(seed),
             };
-            return Generate(ModelDir(r.GetRequiredValue(model)), r.GetValue(ids), r.GetValue(prompt), sampling, r.GetValue(special), r.GetValue(json),
+            // An absent --ids reads as an empty array, not null: ask whether it was given.
+            var promptIds = r.GetResult(ids) is { Implicit: false } ? r.GetRequiredValue(ids) : null;
+            return Generate(ModelDir(r.GetRequiredValue(model)), promptIds, r.GetValue(prompt), sampling, r.GetValue(special), r.GetValue(json),
                 load.Read(r, WeightDtypePolicy.AsStored), r.InvocationConfiguration.Output, ct);
         });
         return command;
