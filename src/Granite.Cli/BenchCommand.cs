@@ -23,6 +23,7 @@ internal static partial class GraniteCli
         int promptTokens = a.Int("prompt-tokens", 1) ?? 512;
         int decodeTokens = a.Int("decode-tokens", 1) ?? 32;
         bool json = a.Flag("json");
+        bool profile = a.Flag("profile");
         int? sessions = a.Int("sessions", 1);
         int chunk = a.Int("prefill-chunk", 1) ?? 256;
         if (sessions > GraniteEngineOptions.MaxBatchSizeLimit) throw new CliUsageException($"--sessions is at most {GraniteEngineOptions.MaxBatchSizeLimit}");
@@ -58,6 +59,9 @@ internal static partial class GraniteCli
             int next;
             using (NewDisposeScope()) next = (int)model.Forward(prompt, state).argmax().item<long>();
             double prefillS = sw.Elapsed.TotalSeconds;
+            // --profile: the decode steps below are also broken down per part (the diagnostics switch of the kernel seam).
+            var prof = profile ? model.Kernels.EnableProfile() : null;
+            prof?.Reset();
             sw.Restart();
             for (int i = 0; i < decodeTokens; i++)
             {
@@ -65,6 +69,7 @@ internal static partial class GraniteCli
                 next = (int)model.Forward(new[] { next }, state).argmax().item<long>();
             }
             double decodeS = sw.Elapsed.TotalSeconds;
+            var decodeProfile = prof?.PerPass();
 
             // Memory before the bandwidth probe allocates its own weights.
             long peakRss = ReadStatus("VmHWM"), rssNow = ReadStatus("VmRSS"), rssFile = ReadStatus("RssFile"), rssAnon = ReadStatus("RssAnon");
@@ -103,6 +108,19 @@ internal static partial class GraniteCli
             };
             var node = JsonSerializer.SerializeToNode(report, Json)!.AsObject();
             node["cpu_flags"] = CpuFlags();
+            if (decodeProfile is not null)
+            {
+                double total = decodeProfile.Sum(p => p.Ms);
+                node["decode_profile"] = JsonSerializer.SerializeToNode(decodeProfile.Where(p => p.Ms > 0 || p.Tensors > 0).Select(p => new
+                {
+                    part = p.Part.ToString(),
+                    ms_per_step = Math.Round(p.Ms, 3),
+                    share = Math.Round(p.Ms / total, 4),
+                    tensors_per_step = Math.Round(p.Tensors, 1),
+                    entries_per_step = Math.Round(p.Calls, 1),
+                }).ToArray(), Json);
+                node["decode_profile_tensors_per_step"] = Math.Round(decodeProfile.Sum(p => p.Tensors), 1);
+            }
             Dictionary<string, object?>? batched = null;
             if (sessions is int k)
             {
@@ -121,6 +139,12 @@ internal static partial class GraniteCli
                 stdout.WriteLine($"machine    load average {report.load_average}; cpu flags {node["cpu_flags"]}");
                 if (batched is not null)
                     stdout.WriteLine("sessions   " + string.Join(", ", batched.Select(kv => $"{kv.Key} {kv.Value}")));
+                if (decodeProfile is not null)
+                {
+                    double total = decodeProfile.Sum(p => p.Ms);
+                    foreach (var p in decodeProfile.Where(p => p.Ms > 0))
+                        stdout.WriteLine($"profile    {p.Part,-22} {p.Ms,8:F3} ms/step {p.Ms / total,7:P1}  {p.Tensors,6:F1} tensors/step");
+                }
                 stdout.WriteLine($"memory     peak RSS {report.peak_rss_bytes / 1048576.0:F0} MiB (before load {rssBeforeLoad / 1048576.0:F0} MiB; weight files {report.weight_file_bytes / 1048576.0:F0} MiB); after decode: file-backed {rssFile / 1048576.0:F0} MiB, anonymous {rssAnon / 1048576.0:F0} MiB");
             }
             return 0;

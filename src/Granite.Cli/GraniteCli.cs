@@ -16,7 +16,7 @@ internal static partial class GraniteCli
           tokenize   --model DIR --text T [--json]
           detokenize --model DIR --ids 1,2,3
           prompt     --model DIR --conversation FILE.json [--json]
-          bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--expert-budget off|BYTES|N%] [--sessions K [--prefill-chunk N]] [--json]
+          bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--expert-budget off|BYTES|N%] [--sessions K [--prefill-chunk N]] [--profile] [--json]
           bench      --tokenizer --model DIR [--megabytes N] [--json]
           export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32] [--json]   write a llama.cpp GGUF v3 file (default type: as stored)
           train-demo --out DIR [--seed S] [--minutes M] [--json] [--steps N] [--batch B] [--hidden H] [--layers mmamma] [--eval N]
@@ -25,7 +25,8 @@ internal static partial class GraniteCli
           chat       --model DIR --script FILE [--json] [--no-reuse] [--store-conversations] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line; stateless resend unless --store-conversations)
 
         common options: --verbose (stack traces on errors), --threads N (at most 4 per CPU, min 64),
-          --check-weights (logits/generate/chat/bench: refuse weights holding NaN or Inf, naming the tensor)
+          --check-weights (logits/generate/chat/bench: refuse weights holding NaN or Inf, naming the tensor),
+          --int8-head (compute the LM head from an int8 copy with per-row scales; see docs/benchmarks.md)
         --expert-budget B: MoE expert offload budget: off (default), BYTES (K/M/G suffix allowed) or PERCENT% of the expert bytes
         """;
 

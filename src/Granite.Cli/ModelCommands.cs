@@ -41,7 +41,7 @@ internal static partial class GraniteCli
         int threads = a.Int("threads", 1) ?? 0;
         if (threads > GraniteModelOptions.MaxThreads)
             throw new CliUsageException($"option --threads must be at most {GraniteModelOptions.MaxThreads} on this machine ({Environment.ProcessorCount} CPUs; got {threads})");
-        return new GraniteModelOptions { WeightDtype = policy, Threads = threads, ExpertOffload = ExpertBudget(a), CheckFiniteWeights = a.Flag("check-weights") };
+        return new GraniteModelOptions { WeightDtype = policy, Threads = threads, ExpertOffload = ExpertBudget(a), CheckFiniteWeights = a.Flag("check-weights"), Int8LmHead = a.Flag("int8-head") };
     }
 
     /// <summary><c>--expert-budget off|BYTES|PERCENT%</c> (absent = off).</summary>
