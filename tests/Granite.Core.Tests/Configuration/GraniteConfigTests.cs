@@ -82,7 +82,7 @@ public class GraniteConfigRoundTripTests
     [Fact]
     public void ToJsonRoundTripsEveryField()
     {
-        var c = GraniteConfig.HTinyShaped(12) with { SourcePath = "x" };
+        var c = GraniteConfigPresets.HTinyShaped(12) with { SourcePath = "x" };
         var back = GraniteConfig.Parse(c.ToJson(), "x");
         back.Should().BeEquivalentTo(c);
         back.AttentionLayerCount.Should().Be(1);
@@ -93,17 +93,17 @@ public class GraniteConfigRoundTripTests
     public void BenchmarkShapesAtFortyLayersHaveTheRealParameterCounts()
     {
         // granite-spec §5 totals (tied embeddings counted once).
-        GraniteConfig.HTinyShaped(40).TotalParameterCount.Should().Be(6_939_037_248);
-        GraniteConfig.MicroShaped(40).TotalParameterCount.Should().Be(3_402_836_480);
-        var micro = GraniteConfig.MicroShaped(2) with { SourcePath = "m" };
+        GraniteConfigPresets.HTinyShaped(40).TotalParameterCount.Should().Be(6_939_037_248);
+        GraniteConfigPresets.MicroShaped(40).TotalParameterCount.Should().Be(3_402_836_480);
+        var micro = GraniteConfigPresets.MicroShaped(2) with { SourcePath = "m" };
         micro.Validate();
         GraniteConfig.Parse(micro.ToJson(), "m").Should().BeEquivalentTo(micro);
         micro.HeadDim.Should().Be(64);
         micro.AttentionMultiplier.Should().Be(1.0 / micro.HeadDim);
         micro.LogitsScaling.Should().Be(micro.HiddenSize / 256.0);
-        var none = () => GraniteConfig.MicroShaped(0);
+        var none = () => GraniteConfigPresets.MicroShaped(0);
         none.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*layers*");
-        var negative = () => GraniteConfig.HTinyShaped(-1);
+        var negative = () => GraniteConfigPresets.HTinyShaped(-1);
         negative.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*layers*");
     }
 }
