@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Runtime.CompilerServices;
 using Granite.Core.Configuration;
 using Granite.Core.Modeling;
@@ -78,6 +79,10 @@ public sealed record GraniteEngineOptions
     /// <summary>Spill folder/budgets and snapshot dtype of the session store.</summary>
     public SessionStoreOptions SessionStore { get; init; } = new();
 
+    /// <summary>Creates the meter of the session store's counters (<see cref="Generation.SessionStore.MeterName"/>), e.g. the
+    /// host's <see cref="IMeterFactory"/> from dependency injection; null (default) gives each engine a private meter.</summary>
+    public IMeterFactory? MeterFactory { get; init; }
+
     /// <summary>Largest allowed <see cref="MaxBatchSize"/>.</summary>
     public const int MaxBatchSizeLimit = 64;
 
@@ -131,7 +136,7 @@ public sealed partial class GraniteEngine : IDisposable
         _ownsModel = ownsModel;
         ModelDirectory = modelDirectory;
         GenerationConfig = generationConfig;
-        Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger);
+        Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger, Options.MeterFactory);
         ValidateBatching(Options);
         _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
         _scheduler = new BatchScheduler(this, _worker, _logger, Options.MaxBatchSize, Options.PrefillChunkTokens, Options.MaxBatchStateBytes);
@@ -306,7 +311,7 @@ public sealed partial class GraniteEngine : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        var error = _worker.Shutdown(() => { _scheduler.Abort(); Sessions.Clear(); if (_ownsModel) Model.Dispose(); });
+        var error = _worker.Shutdown(() => { _scheduler.Abort(); Sessions.Dispose(); if (_ownsModel) Model.Dispose(); });
         if (error is not null) _logger.LogWarning(error, "Error while releasing the Granite model");
     }
 }
