@@ -323,8 +323,7 @@ public sealed partial class GraniteChatClient : IChatClient
         var prompt = InsertSchemaTags(GraniteChatTemplate.Render(AddSchemaInstruction(list, structured), mapped.Tools, documents: null, addGenerationPrompt: true), structured);
         var ids = _engine.Tokenizer.Encode(prompt.Segments);
         int limit = _engine.Config.MaxPositionEmbeddings;
-        if (ids.Count >= limit)
-            throw new ArgumentException($"The prompt has {ids.Count} tokens; the model's context limit is {limit} tokens (max_position_embeddings), leaving no room to generate.", nameof(messages));
+        TokenLimits.CheckContext(ids.Count, 1, limit, "The prompt and its first generated token", nameof(messages));
 
         var forced = string.IsNullOrEmpty(mapped.ForcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(mapped.ForcedText, true) });
         ChatOptionsMapper.CheckForcedTokens(mapped, options, forced?.Count ?? 0, ids.Count, limit);

@@ -225,11 +225,8 @@ public sealed partial class GraniteEngine : IDisposable
         var prompt = request.PromptTokens ?? throw new ArgumentException("PromptTokens is required.", nameof(request));
         if (prompt.Count == 0) throw new ArgumentException("The prompt has no tokens.", nameof(request));
         int contextLimit = Config.MaxPositionEmbeddings;
-        if (prompt.Count >= contextLimit)
-            throw new ArgumentException($"The prompt has {prompt.Count} tokens; the model's context limit is {contextLimit} (max_position_embeddings), leaving no room to generate.", nameof(request));
-        foreach (var id in prompt)
-            if ((uint)id >= (uint)Config.VocabSize)
-                throw new ArgumentException($"Prompt token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).", nameof(request));
+        TokenLimits.CheckContext(prompt.Count, 1, contextLimit, "The prompt and its first generated token", nameof(request));
+        TokenLimits.CheckInVocabulary(prompt, Config.VocabSize, nameof(request), "Prompt token id");
 
         var sampling = request.Sampling with
         {

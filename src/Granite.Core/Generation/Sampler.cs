@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Granite.Core.Constraints;
+using Granite.Core.Modeling;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace Granite.Core.Generation;
@@ -142,8 +143,7 @@ internal sealed class Sampler
             for (int i = repetition ? 0 : generatedStart; i < context.Count; i++)
             {
                 int id = context[i];
-                if ((uint)id >= (uint)vocab)
-                    throw new ArgumentException($"contextTokens[{i}] = {id} is outside the vocabulary [0, {vocab}).", "contextTokens");
+                TokenLimits.CheckInVocabulary(id, i, vocab, "contextTokens", "Context token id");
                 if (id >= n)
                     continue; // masked anyway
                 if (!_seen[id])

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using Granite.Core.Generation;
+using Granite.Core.Modeling;
 using Microsoft.Extensions.AI;
 
 namespace Granite.Extensions.AI.Chat;
@@ -100,8 +101,7 @@ internal static class ChatOptionsMapper
         string budget = options?.MaxOutputTokens is not null ? "ChatOptions.MaxOutputTokens" : "GraniteChatClientOptions.DefaultMaxOutputTokens";
         if (forcedCount > mapped.Sampling.MaxNewTokens)
             throw new ArgumentException($"{source} is {forcedCount} tokens, more than {budget} ({mapped.Sampling.MaxNewTokens}); forced tokens count as output tokens. Raise {budget.Split('.')[^1]} or shorten the prefix.", nameof(options));
-        if (promptCount + forcedCount > contextLimit)
-            throw new ArgumentException($"{source} is {forcedCount} tokens; with the {promptCount}-token prompt it exceeds the model's context limit of {contextLimit} tokens (max_position_embeddings).", nameof(options));
+        TokenLimits.CheckContext(promptCount, forcedCount, contextLimit, $"{source} ({forcedCount} tokens) after the prompt", nameof(options));
     }
 
     /// <summary>Checks the sampling options, naming the public option a bad value came from (<c>ChatOptions.MaxOutputTokens</c>,

@@ -78,7 +78,7 @@ public class SamplerTests
         sampler.Invoking(s => Next(s, ok, new[] { 0, 3 })).Should().Throw<ArgumentException>()
             .Which.ParamName.Should().Be("contextTokens");
         sampler.Invoking(s => Next(s, ok, new[] { 0, -1 })).Should().Throw<ArgumentException>()
-            .WithMessage("contextTokens[1] = -1 is outside the vocabulary [0, 3).*");
+            .WithMessage("Context token id -1 at index 1 is outside the vocabulary [0, 3).*");
         sampler.Invoking(s => Next(s, ok, new[] { 0, 1 }, 3)).Should().Throw<ArgumentOutOfRangeException>()
             .Which.ParamName.Should().Be("generatedStart");
         sampler.Invoking(s => s.Next(Span<float>.Empty, NoContext, 0)).Should().Throw<ArgumentException>()
