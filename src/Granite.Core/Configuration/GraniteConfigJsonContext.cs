@@ -10,4 +10,6 @@ namespace Granite.Core.Configuration;
 /// </summary>
 [JsonSourceGenerationOptions(AllowTrailingCommas = true, ReadCommentHandling = JsonCommentHandling.Skip, AllowDuplicateProperties = false)]
 [JsonSerializable(typeof(Dictionary<string, JsonElement>))]
-internal sealed partial class GraniteConfigJsonContext : JsonSerializerContext;
+internal sealed partial class GraniteConfigJsonContext : JsonSerializerContext
+{
+}

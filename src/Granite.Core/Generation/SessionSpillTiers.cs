@@ -1,7 +1,6 @@
 using Granite.Core.State;
 using Microsoft.Extensions.Logging;
 using TorchSharp;
-using static TorchSharp.torch;
 
 namespace Granite.Core.Generation;
 
