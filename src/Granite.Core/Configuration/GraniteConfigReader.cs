@@ -73,10 +73,41 @@ internal static partial class GraniteConfigReader
         {
             throw UnpairedSurrogate(sourceName, ex);
         }
+        catch (JsonException ex) when (RepeatedKey(sanitized) is { } key)
+        {
+            throw new InvalidDataException($"{sourceName}: {ErrorText.JsonSyntax(ex)}; the key '{ErrorText.Excerpt(key)}' is repeated", ex);
+        }
         catch (JsonException ex)
         {
             throw new InvalidDataException($"{sourceName}: {ErrorText.JsonSyntax(ex)}", ex);
         }
+    }
+
+    /// <summary>The first key that repeats within one object (the serializer's duplicate error does not name it), or null.</summary>
+    private static string? RepeatedKey(string json)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(System.Text.Encoding.UTF8.GetBytes(json), new JsonReaderOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip });
+            var open = new Stack<HashSet<string>?>();
+            while (reader.Read())
+            {
+                switch (reader.TokenType)
+                {
+                    case JsonTokenType.StartObject: open.Push(new HashSet<string>(StringComparer.Ordinal)); break;
+                    case JsonTokenType.StartArray: open.Push(null); break;
+                    case JsonTokenType.EndObject or JsonTokenType.EndArray: open.Pop(); break;
+                    case JsonTokenType.PropertyName:
+                        string name = reader.GetString()!;
+                        if (open.Peek() is { } keys && !keys.Add(name)) return name;
+                        break;
+                }
+            }
+        }
+        catch (Exception ex) when (ex is JsonException or InvalidOperationException)
+        {
+        }
+        return null;
     }
 
     private static GraniteConfig Build(Dictionary<string, JsonElement> root, string sourceName)

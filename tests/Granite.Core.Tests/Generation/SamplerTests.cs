@@ -33,6 +33,24 @@ public class SamplerTests
         return result;
     }
 
+    /// <summary>The choice at each point u = (j + ½)/m of a grid over [0, 1): deterministic "draws" whose count for each
+    /// token is within 1 of m times its probability.</summary>
+    private static int[] Sweep(SamplingOptions options, float[] logits, int m)
+    {
+        var sampler = new Sampler(options);
+        var work = new float[logits.Length];
+        var result = new int[m];
+        for (int j = 0; j < m; j++)
+        {
+            logits.CopyTo(work, 0);
+            result[j] = sampler.Choose(work, (j + 0.5) / m);
+        }
+        return result;
+    }
+
+    /// <summary>The choice at the largest u below 1: the last kept token in the order the inverse CDF walks them.</summary>
+    private static int AtTop(SamplingOptions options, float[] logits) => new Sampler(options).Choose((float[])logits.Clone(), Math.BitDecrement(1.0));
+
     private static int[] Counts(int[] draws, int vocab)
     {
         var counts = new int[vocab];
@@ -177,8 +195,10 @@ public class SamplerTests
         new Random(5).Shuffle(order);
         for (int rank = 0; rank < vocab; rank++) logits[order[rank]] = 1f - rank * 1e-3f;
         var expected = order.Take(k).Order().ToArray();
-        var draws = Draw(new SamplingOptions { Temperature = 1f, TopK = k, Seed = 31 }, logits, 5000);
-        draws.Distinct().Order().Should().Equal(expected);
+        var options = new SamplingOptions { Temperature = 1f, TopK = k };
+        Sweep(options, logits, 500).Distinct().Order().Should().Equal(expected);
+        AtTop(options, logits).Should().Be(order[k - 1], "the inverse CDF walks the kept tokens by decreasing logit");
+        Draw(options with { Seed = 31 }, logits, 300).Should().OnlyContain(id => expected.Contains(id));
 
         // Ties at the k-th place: equal logits keep the lower ids.
         var flat = new float[64];
@@ -212,10 +232,13 @@ public class SamplerTests
         var nucleus = Draw(new SamplingOptions { Temperature = 1f, TopP = 0.35f, Seed = 6 }, flat, 2000);
         nucleus.Distinct().Order().Should().Equal(3, 8, 11, 15);
 
-        // Same rule when 5000 tied tokens exceed the fast path (histogram path): p = 0.35 keeps ids 0..1749.
+        // Same rule when 5000 tied tokens exceed the fast path (histogram path): p = 0.35 keeps exactly ids 0..1749.
         var wide = Enumerable.Range(0, 8192).Select(i => i < 5000 ? 0f : -30f).ToArray();
-        var wideDraws = Draw(new SamplingOptions { Temperature = 1f, TopP = 0.35f, Seed = 8 }, wide, 4000);
-        wideDraws.Max().Should().BeInRange(1740, 1749);
+        var wideOptions = new SamplingOptions { Temperature = 1f, TopP = 0.35f };
+        AtTop(wideOptions, wide).Should().Be(1749);
+        var wideSweep = Sweep(wideOptions, wide, 70);
+        wideSweep.Should().OnlyContain(id => id < 1750);
+        wideSweep.Distinct().Count().Should().Be(70, "1750 equally likely members, one grid point per 25 of them");
     }
 
     [Theory]
@@ -242,13 +265,14 @@ public class SamplerTests
         float p = (float)((cumBefore + cumAt) / 2); // strictly between the masses of the first `target` and `target+1` tokens
         (cumAt - cumBefore).Should().BeGreaterThan(2e-5);
 
-        var draws = Draw(new SamplingOptions { Temperature = 1f, TopP = p, Seed = 77 }, shuffled, 4000);
+        var options = new SamplingOptions { Temperature = 1f, TopP = p };
         var inverse = new int[vocab];
         for (int i = 0; i < vocab; i++) inverse[perm[i]] = i;
-        var ranks = draws.Select(id => inverse[id]).ToArray();
-        // Ranks just past the target carry as much mass as those just before it: an overshoot of the nucleus shows up.
+        // The inverse CDF ends on the lightest kept token: exactly rank `target`, so the nucleus is ranks 0..target.
+        inverse[AtTop(options, shuffled)].Should().Be(target);
+        var ranks = Sweep(options, shuffled, 100).Select(id => inverse[id]).ToArray();
         ranks.Should().OnlyContain(r => r <= target, "the nucleus is ranks 0..target");
-        ranks.Should().Contain(r => r > target - 100, "members near the edge are kept (~1–2 % of the draws)");
+        ranks.Distinct().Count().Should().Be(100, "no kept token holds 1 % of the mass");
     }
 
     [Fact]
@@ -336,6 +360,12 @@ public class SamplerTests
         double z = w.Sum();
         for (int i = 0; i < logits.Length; i++)
             ((double)observed[i] / n).Should().BeApproximately(w[i] / z, 0.015, $"token {i}");
+
+        // Exactly, on a grid of uniforms: each token's share of the grid is its probability to within one grid point.
+        const int m = 4000;
+        var swept = Counts(Sweep(new SamplingOptions { Temperature = temperature }, logits, m), logits.Length);
+        for (int i = 0; i < logits.Length; i++)
+            ((double)swept[i]).Should().BeApproximately(m * w[i] / z, 1.0, $"token {i}");
     }
 
     [Fact]
@@ -360,12 +390,18 @@ public class SamplerTests
     {
         // Large vocabulary, peaked: the fast path. Nucleus for p = 0.8 is {0, 1, 2} (0.5 + 0.25 < 0.8 ≤ 0.5 + 0.25 + 0.15).
         var logits = Distribution(1000, (0, 0.5), (1, 0.25), (2, 0.15), (3, 0.1));
-        const int n = 10000;
-        var counts = Counts(Draw(new SamplingOptions { Temperature = 1f, TopP = 0.8f, Seed = 17 }, logits, n), logits.Length);
-        counts.Skip(3).Should().OnlyContain(x => x == 0);
         double[] expected = { 0.5 / 0.9, 0.25 / 0.9, 0.15 / 0.9 };
-        double chi = expected.Select((p, i) => Math.Pow(counts[i] - n * p, 2) / (n * p)).Sum();
-        chi.Should().BeLessThan(18.4); // 2 degrees of freedom, P ≈ 1e-4
+        var options = new SamplingOptions { Temperature = 1f, TopP = 0.8f };
+        const int m = 900;
+        var counts = Counts(Sweep(options, logits, m), logits.Length);
+        counts.Skip(3).Should().OnlyContain(x => x == 0);
+        for (int i = 0; i < 3; i++) ((double)counts[i]).Should().BeApproximately(m * expected[i], 1.0, $"token {i}");
+
+        // Seeded draws: the same nucleus, frequencies within χ² bounds (2 degrees of freedom, P ≈ 1e-4).
+        const int n = 2000;
+        var drawn = Counts(Draw(options with { Seed = 17 }, logits, n), logits.Length);
+        drawn.Skip(3).Should().OnlyContain(x => x == 0);
+        expected.Select((p, i) => Math.Pow(drawn[i] - n * p, 2) / (n * p)).Sum().Should().BeLessThan(18.4);
     }
 
     [Fact]
