@@ -44,9 +44,9 @@ public sealed partial record GraniteConfig
     }
 
     /// <summary>Bytes of the constant per-sequence Mamba state (conv window of K columns + SSM state).</summary>
-    public long MambaStateBytesPerSequence(int convElementBytes, int ssmElementBytes) =>
+    internal long MambaStateBytesPerSequence(int convElementBytes, int ssmElementBytes) =>
         MambaLayerCount * ((long)MambaConvDim * MambaDConv * convElementBytes + (long)MambaNHeads * MambaDHead * MambaDState * ssmElementBytes);
 
     /// <summary>KV-cache bytes per token of context (keys and values of every attention layer).</summary>
-    public long KvBytesPerToken(int elementBytes) => AttentionLayerCount * 2L * NumKeyValueHeads * HeadDim * elementBytes;
+    internal long KvBytesPerToken(int elementBytes) => AttentionLayerCount * 2L * NumKeyValueHeads * HeadDim * elementBytes;
 }

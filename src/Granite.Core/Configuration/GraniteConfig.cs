@@ -89,7 +89,7 @@ public sealed partial record GraniteConfig
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<GraniteConfig, string[]> s_defaulted = new();
 
     /// <summary>Upper bound on <c>num_hidden_layers</c> checked before anything is sized by it (real models have ≤ 100).</summary>
-    public const int MaxLayers = 10_000;
+    internal const int MaxLayers = 10_000;
 
     // ---- derived ----
     /// <summary>Attention head dimension H / n_h.</summary>
@@ -123,8 +123,8 @@ public sealed partial record GraniteConfig
 
     /// <summary>Serialises the configuration as a Hugging Face <c>config.json</c> (the fields <see cref="Parse"/> reads).</summary>
     /// <param name="storedDtype">The <c>torch_dtype</c> value to write (e.g. <c>"bfloat16"</c>); defaults to <see cref="TorchDtype"/>.</param>
-    public string ToJson(string? storedDtype = null) => GraniteConfigWriter.ToJson(this, storedDtype);
+    internal string ToJson(string? storedDtype = null) => GraniteConfigWriter.ToJson(this, storedDtype);
 
     /// <summary>Checks the invariants of the architecture; throws <see cref="InvalidDataException"/> naming the field.</summary>
-    public void Validate() => GraniteConfigValidator.Validate(this);
+    internal void Validate() => GraniteConfigValidator.Validate(this);
 }
