@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 
 namespace Granite.Core.Modeling;
@@ -9,9 +10,7 @@ namespace Granite.Core.Modeling;
 /// </summary>
 internal sealed class RmsNorm : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly Parameter weight;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "weight")] private readonly Parameter _weight;
     private readonly double _eps;
     private readonly ScalarType _acc;
 
@@ -19,17 +18,17 @@ internal sealed class RmsNorm : nn.Module
     {
         _eps = eps;
         _acc = Precision.Islands(dtype);
-        weight = ParamBlock.NewParameter(new[] { size }, dtype, device);
+        _weight = ParamBlock.NewParameter(new[] { size }, dtype, device);
         RegisterComponents();
     }
 
-    public Tensor Weight => weight;
+    public Tensor Weight => _weight;
 
     /// <summary>Normalises the last dimension of <paramref name="x"/>; returns the input dtype.</summary>
     public Tensor Forward(Tensor x)
     {
         var x32 = x.to_type(_acc);
         var normed = x32 * torch.rsqrt(x32.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-        return weight * normed.to_type(x.dtype);
+        return _weight * normed.to_type(x.dtype);
     }
 }
