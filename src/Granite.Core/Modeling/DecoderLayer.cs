@@ -19,13 +19,15 @@ internal sealed class DecoderLayer : nn.Module
     [ComponentName(Name = "block_sparse_moe")] private readonly MoeBlock? _blockSparseMoe;
     [ComponentName(Name = "shared_mlp")] private readonly SharedMlp _sharedMlp;
     private readonly double _residual;
+    private readonly GraniteKernels _kernels;
 
     public DecoderLayer(GraniteConfig c, int index, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts) : base($"layer{index}")
     {
         Kind = c.LayerTypes[index];
         _residual = c.ResidualMultiplier;
-        _inputLayernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
-        _postAttentionLayernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        _kernels = kernels;
+        _inputLayernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
+        _postAttentionLayernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
         if (Kind == LayerKind.Mamba) _mamba = new MambaMixer(c, dtype, device, kernels);
         else _selfAttn = new GraniteAttention(c, dtype, device, kernels);
         if (c.IsMoe) _blockSparseMoe = new MoeBlock(c, dtype, device, kernels, offloadExperts);
@@ -42,11 +44,12 @@ internal sealed class DecoderLayer : nn.Module
     {
         var u = _inputLayernorm.Forward(h);
         u = _mamba is not null ? _mamba.Forward(u, mambaState!) : _selfAttn!.Forward(u, kv!);
-        h = h + u * _residual;
+        h = _kernels.Residual(h, u, null, _residual);
         u = _postAttentionLayernorm.Forward(h);
-        var ffn = _sharedMlp.Forward(u);
-        if (_blockSparseMoe is not null) ffn = _blockSparseMoe.Forward(u) + ffn;
-        return h + ffn * _residual;
+        var shared = _sharedMlp.Forward(u);
+        return _blockSparseMoe is null
+            ? _kernels.Residual(h, shared, null, _residual)
+            : _kernels.Residual(h, _blockSparseMoe.Forward(u), shared, _residual);
     }
 
     /// <summary>
@@ -60,10 +63,11 @@ internal sealed class DecoderLayer : nn.Module
         u = _mamba is not null
             ? _mamba.ForwardBatch(u, states.Select(s => s.Mamba[layer]!).ToArray())
             : _selfAttn!.ForwardBatch(u, states.Select(s => s.Attention[layer]!).ToArray());
-        h = h + u * _residual;
+        h = _kernels.Residual(h, u, null, _residual);
         u = _postAttentionLayernorm.Forward(h);
-        var ffn = _sharedMlp.Forward(u);
-        if (_blockSparseMoe is not null) ffn = _blockSparseMoe.Forward(u) + ffn;
-        return h + ffn * _residual;
+        var shared = _sharedMlp.Forward(u);
+        return _blockSparseMoe is null
+            ? _kernels.Residual(h, shared, null, _residual)
+            : _kernels.Residual(h, _blockSparseMoe.Forward(u), shared, _residual);
     }
 }

@@ -61,16 +61,19 @@ internal sealed class MambaMixer : nn.Module
     public Tensor Forward(Tensor u, MambaLayerState state)
     {
         long T = u.shape[0];
-        var proj = _kernels.Linear(u, _inProj.Weight, _inProj.Bias);                     // [T, D_in]
+        var proj = _kernels.Linear(u, _inProj.Weight, _inProj.Bias, KernelPart.MambaInProj); // [T, D_in]
         var z = proj.narrow(1, 0, _inner);                                          // gate
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
         Tensor xBCa;                                                                // [T, C] float32, after SiLU
-        if (T == 1 && _kernels.UseConvStep(state.Conv, _conv1d.Weight, _conv1d.Bias))
-            xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], _conv1d.Weight, _conv1d.Bias);  // decode: fused shift + conv + SiLU
-        else
-            xBCa = ConvAndSilu(xBC, state);
+        using (_kernels.Time(KernelPart.MambaConv))
+        {
+            if (T == 1 && _kernels.UseConvStep(state.Conv, _conv1d.Weight, _conv1d.Bias))
+                xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], _conv1d.Weight, _conv1d.Bias);  // decode: fused shift + conv + SiLU
+            else
+                xBCa = ConvAndSilu(xBC, state);
+        }
         return Mix(T, z, xBCa, dtRaw, state);
     }
 
@@ -100,8 +103,12 @@ internal sealed class MambaMixer : nn.Module
     /// <summary>SSM scan (recurrent or chunked), D skip, gated RMSNorm, out_proj.</summary>
     private Tensor Mix(long T, Tensor z, Tensor xBCa, Tensor dtRaw, MambaLayerState state)
     {
-        var (x, B, C, dt, A) = SplitSsmInputs(T, xBCa, dtRaw);
-        var y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+        Tensor x, y;
+        using (_kernels.Time(KernelPart.MambaSsm))
+        {
+            (x, var B, var C, var dt, var A) = SplitSsmInputs(T, xBCa, dtRaw);
+            y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+        }
         return Finish(T, y, x, z);
     }
 
@@ -121,12 +128,18 @@ internal sealed class MambaMixer : nn.Module
     /// <summary>D skip, per-group gated RMSNorm (gate before normalising, float32), out_proj; rows are independent.</summary>
     private Tensor Finish(long T, Tensor y, Tensor x, Tensor z)
     {
-        y = y + x * _d.unsqueeze(1);
-        var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
-        var vg = v.reshape(T, _groups, _inner / _groups);
-        vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-        var normed = vg.reshape(T, _inner) * _norm.Weight.to_type(_acc);      // float32; out_proj casts
-        return _kernels.Linear(normed, _outProj.Weight, _outProj.Bias);
+        Tensor normed;
+        using (_kernels.Time(KernelPart.MambaGateNorm))
+        {
+            if (_acc == ScalarType.Float32 && _kernels.GatedNorm(y, x, _d, z, _norm.Weight, _groups, _eps) is { } fused)
+                return _kernels.Linear(fused, _outProj.Weight, _outProj.Bias, KernelPart.MambaOutProj);
+            y = y + x * _d.unsqueeze(1);
+            var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
+            var vg = v.reshape(T, _groups, _inner / _groups);
+            vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
+            normed = vg.reshape(T, _inner) * _norm.Weight.to_type(_acc);          // float32; out_proj casts
+        }
+        return _kernels.Linear(normed, _outProj.Weight, _outProj.Bias, KernelPart.MambaOutProj);
     }
 
     /// <summary>
@@ -139,7 +152,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<MambaLayerState> states)
     {
         long n = u.shape[0];
-        var proj = _kernels.Linear(u, _inProj.Weight, _inProj.Bias);                // [B, D_in]
+        var proj = _kernels.Linear(u, _inProj.Weight, _inProj.Bias, KernelPart.MambaInProj); // [B, D_in]
         var z = proj.narrow(1, 0, _inner);
         var xBC = proj.narrow(1, _inner, _convDim);
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);

@@ -1,3 +1,4 @@
+using Granite.Core.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -13,9 +14,11 @@ internal sealed class RmsNorm : nn.Module
     [ComponentName(Name = "weight")] private readonly Parameter _weight;
     private readonly double _eps;
     private readonly ScalarType _acc;
+    private readonly GraniteKernels _kernels;
 
-    public RmsNorm(long size, double eps, ScalarType dtype, Device device) : base(nameof(RmsNorm))
+    public RmsNorm(long size, double eps, ScalarType dtype, Device device, GraniteKernels kernels) : base(nameof(RmsNorm))
     {
+        _kernels = kernels;
         _eps = eps;
         _acc = Precision.Islands(dtype);
         _weight = ParamBlock.NewParameter(new[] { size }, dtype, device);
@@ -25,10 +28,5 @@ internal sealed class RmsNorm : nn.Module
     public Tensor Weight => _weight;
 
     /// <summary>Normalises the last dimension of <paramref name="x"/>; returns the input dtype.</summary>
-    public Tensor Forward(Tensor x)
-    {
-        var x32 = x.to_type(_acc);
-        var normed = x32 * torch.rsqrt(x32.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-        return _weight * normed.to_type(x.dtype);
-    }
+    public Tensor Forward(Tensor x) => _kernels.RmsNorm(x, _weight, _eps, _acc);
 }

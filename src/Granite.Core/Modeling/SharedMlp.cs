@@ -3,7 +3,6 @@ using Granite.Core.Kernels;
 using TorchSharp;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace Granite.Core.Modeling;
 
@@ -26,8 +25,8 @@ internal sealed class SharedMlp : nn.Module
 
     public Tensor Forward(Tensor u)
     {
-        var a = _kernels.Linear(u, _inputLinear.Weight);
-        var m = F.silu(a.narrow(-1, 0, _inter)) * a.narrow(-1, _inter, _inter);
-        return _kernels.Linear(m, _outputLinear.Weight);
+        var a = _kernels.Linear(u, _inputLinear.Weight, part: KernelPart.SharedIn);
+        var m = _kernels.SiluMul(a, _inter, KernelPart.SharedAct);
+        return _kernels.Linear(m, _outputLinear.Weight, part: KernelPart.SharedOut);
     }
 }
