@@ -1,7 +1,6 @@
 using System.Diagnostics.Metrics;
 using Granite.Core.Experts;
 using Granite.Core.Modeling;
-using Granite.Core.Tests.Modeling;
 using Granite.Core.Weights;
 using TorchSharp;
 using Xunit.Abstractions;

@@ -1,7 +1,6 @@
 using Granite.Core.Configuration;
 using Granite.Core.Modeling;
 using Granite.Core.State;
-using Granite.Core.Tests.Modeling;
 using Xunit.Abstractions;
 
 namespace Granite.Core.Tests.Sessions;

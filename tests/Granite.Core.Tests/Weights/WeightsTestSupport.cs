@@ -43,16 +43,3 @@ internal static class RawSafetensors
     /// <summary>Data bytes 0,1,2,... (mod 251).</summary>
     public static byte[] Data(int n) => Enumerable.Range(0, n).Select(i => (byte)(i % 251)).ToArray();
 }
-
-internal static class Fixtures
-{
-    public static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "TestData", name);
-
-    public static long ReadRssKiB()
-    {
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
-        throw new InvalidOperationException("VmRSS not found in /proc/self/status");
-    }
-}
