@@ -19,17 +19,19 @@ public static class ChildProcess
     public static readonly TimeSpan DefaultTimeout = TimeSpan.FromMinutes(3);
 
     /// <summary>
-    /// Runs <c>dotnet <paramref name="dll"/> <paramref name="args"/></c> with no standard input and both output streams
-    /// captured. A process still running after <paramref name="timeout"/> is killed (with its children) and reported as a
-    /// <see cref="TimeoutException"/> carrying what it wrote so far.
+    /// Runs <c>dotnet <paramref name="dll"/> <paramref name="args"/></c> with <paramref name="stdin"/> as its standard
+    /// input (none: closed at once) and both output streams captured. A process still running after
+    /// <paramref name="timeout"/> is killed (with its children) and reported as a <see cref="TimeoutException"/> carrying
+    /// what it wrote so far.
     /// </summary>
-    public static async Task<ProcessResult> RunDotnetAsync(string dll, IEnumerable<string> args, TimeSpan? timeout = null)
+    public static async Task<ProcessResult> RunDotnetAsync(string dll, IEnumerable<string> args, TimeSpan? timeout = null, string? stdin = null)
     {
         if (!System.IO.File.Exists(dll)) throw new FileNotFoundException($"The child program {dll} is not built next to the tests.", dll);
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
         psi.ArgumentList.Add(dll);
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi) ?? throw new InvalidOperationException("dotnet did not start");
+        if (stdin is not null) await p.StandardInput.WriteAsync(stdin);
         p.StandardInput.Close();
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
