@@ -1,5 +1,6 @@
 using Granite.Core.Configuration;
 using Granite.Core.Modeling;
+using Granite.Core.Tests.Modeling;
 using Granite.Core.State;
 using Xunit.Abstractions;
 

@@ -43,3 +43,15 @@ internal static class RawSafetensors
     /// <summary>Data bytes 0,1,2,... (mod 251).</summary>
     public static byte[] Data(int n) => Enumerable.Range(0, n).Select(i => (byte)(i % 251)).ToArray();
 }
+
+/// <summary>Reads this process's resident set size.</summary>
+internal static class ProcessMemory
+{
+    public static long ReadRssKiB()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
+        throw new InvalidOperationException("VmRSS not found in /proc/self/status");
+    }
+}

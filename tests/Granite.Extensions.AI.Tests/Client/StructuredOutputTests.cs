@@ -1,4 +1,3 @@
-using System.ComponentModel;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Granite.Extensions.AI;
@@ -6,13 +5,6 @@ using Json.Schema;
 using Microsoft.Extensions.AI;
 
 namespace Granite.Extensions.AI.Tests.Client;
-
-public enum TemperatureUnit { Celsius, Fahrenheit }
-
-public sealed record Wind(double SpeedKmh, string? Direction);
-
-[Description("A weather report")]
-public sealed record WeatherReport(string City, double Temperature, TemperatureUnit Unit, List<string> Conditions, Wind? Wind, string? Note);
 
 /// <summary>
 /// Structured output through the real client on the random-weights fixture: whatever the weights, constrained decoding
