@@ -107,13 +107,13 @@ public class CliHelpTests
         File.WriteAllText(file, "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"add_generation_prompt\":true}");
         try
         {
-            var (pcode, pout, perr) = await Run("prompt", "--model", Fixture("tiny-h-moe"), "--conversation", file, "--json");
+            var (pcode, pout, perr) = await Run("prompt", "--model", Fixtures.Dir("tiny-h-moe"), "--conversation", file, "--json");
             pcode.Should().Be(0, perr);
             var ids = System.Text.Json.JsonDocument.Parse(pout).RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
             ids.Should().NotBeEmpty();
-            var (code, output, err) = await Run("generate", "--model", Fixture("tiny-h-moe"), "--prompt", "Hello", "--max-tokens", "3", "--json");
+            var (code, output, err) = await Run("generate", "--model", Fixtures.Dir("tiny-h-moe"), "--prompt", "Hello", "--max-tokens", "3", "--json");
             code.Should().Be(0, err);
-            var byIds = await Run("generate", "--model", Fixture("tiny-h-moe"), "--ids", string.Join(",", ids), "--max-tokens", "3", "--json");
+            var byIds = await Run("generate", "--model", Fixtures.Dir("tiny-h-moe"), "--ids", string.Join(",", ids), "--max-tokens", "3", "--json");
             byIds.Code.Should().Be(0, byIds.Err);
             var j = System.Text.Json.JsonDocument.Parse(output).RootElement;
             j.GetProperty("prompt_tokens").GetInt32().Should().Be(ids.Length);
