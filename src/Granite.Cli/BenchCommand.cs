@@ -25,6 +25,7 @@ internal static partial class GraniteCli
         bool json = a.Flag("json");
         int? sessions = a.Int("sessions", 1);
         int chunk = a.Int("prefill-chunk", 1) ?? 256;
+        bool profile = a.Flag("profile");
         if (sessions > GraniteEngineOptions.MaxBatchSizeLimit) throw new CliUsageException($"--sessions is at most {GraniteEngineOptions.MaxBatchSizeLimit}");
         string? dir = synthetic is null ? ModelDir(a) : null;
         var options = ModelOptions(a, WeightDtypePolicy.AsStored);
@@ -103,10 +104,16 @@ internal static partial class GraniteCli
             };
             var node = JsonSerializer.SerializeToNode(report, Json)!.AsObject();
             node["cpu_flags"] = CpuFlags();
+            if (profile)
+            {
+                var stepProfile = ProfileDecode(model, sessions ?? 8, promptTokens, Math.Max(4, decodeTokens), gemvGbps);
+                node["step_profile"] = JsonSerializer.SerializeToNode(stepProfile, Json);
+                if (!json) stdout.WriteLine("profile    " + node["step_profile"]!.ToJsonString());
+            }
             Dictionary<string, object?>? batched = null;
             if (sessions is int k)
             {
-                batched = BenchSessions(model, options, dir!, k, promptTokens, decodeTokens, chunk);
+                batched = BenchSessions(model, options, dir!, k, promptTokens, decodeTokens, chunk, profile);
                 foreach (var (key, value) in batched) node[key] = JsonSerializer.SerializeToNode(value, Json);
                 node["load_average_after"] = LoadAverage();
             }

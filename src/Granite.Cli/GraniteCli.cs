@@ -16,7 +16,7 @@ internal static partial class GraniteCli
           tokenize   --model DIR --text T [--json]
           detokenize --model DIR --ids 1,2,3
           prompt     --model DIR --conversation FILE.json [--json]
-          bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--expert-budget off|BYTES|N%] [--sessions K [--prefill-chunk N]] [--json]
+          bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--expert-budget off|BYTES|N%] [--sessions K [--prefill-chunk N]] [--profile] [--json]
           bench      --tokenizer --model DIR [--megabytes N] [--json]
           export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32] [--json]   write a llama.cpp GGUF v3 file (default type: as stored)
           train-demo --out DIR [--seed S] [--minutes M] [--json] [--steps N] [--batch B] [--hidden H] [--layers mmamma] [--eval N]

@@ -19,7 +19,7 @@ internal static partial class GraniteCli
             "detokenize" => Task.FromResult(Detokenize(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "prompt" => Task.FromResult(Prompt(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "bench" when args.Contains("--tokenizer") => Task.FromResult(BenchTokenizer(new CliArgs(args, new HashSet<string> { "json", "tokenizer" }), stdout)),
-            "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout)),
+            "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json", "check-weights", "profile" }), stdout)),
             "export-gguf" => Task.FromResult(ExportGguf(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
             "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse", "store-conversations", "check-weights" }), stdout, ct),
             "train-demo" => Demo.DemoCommands.TrainAsync(new CliArgs(args, new HashSet<string> { "json" }), stdout, stderr, ct),

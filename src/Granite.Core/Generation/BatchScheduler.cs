@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
 using Granite.Core.Constraints;
+using Granite.Core.Diagnostics;
 using Granite.Core.State;
 using Granite.Core.Tokenization;
 using Microsoft.Extensions.Logging;
@@ -33,6 +34,7 @@ internal sealed class BatchScheduler
     private readonly List<GenerationSequence> _waiting = new();
     private readonly List<GenerationSequence> _active = new();
     private int _scheduled;
+    private long _lastStepEnd;                                                      // for the step profile only
 
     public BatchScheduler(GraniteEngine engine, InferenceWorker worker, ILogger logger, int maxBatch, int chunk, long stateBudget)
     {
@@ -97,6 +99,9 @@ internal sealed class BatchScheduler
     private void Step()
     {
         Volatile.Write(ref _scheduled, 0);
+        var profile = StepProfile.Current;
+        if (profile is not null && _lastStepEnd != 0) StepProfile.AddMilliseconds("sched.between_steps", Stopwatch.GetElapsedTime(_lastStepEnd).TotalMilliseconds);
+        var stepSection = StepProfile.Begin("sched.step");
         try
         {
             while (_incoming.TryDequeue(out var s)) _waiting.Add(s);
@@ -127,7 +132,14 @@ internal sealed class BatchScheduler
             foreach (var s in _active) s.Fail(ex);
             _active.Clear();
         }
+        stepSection.Dispose();
+        if (profile is not null)
+        {
+            profile.EndStep();
+            _lastStepEnd = Stopwatch.GetTimestamp();
+        }
         if (_active.Count > 0 || _waiting.Count > 0 || !_incoming.IsEmpty) Schedule();
+        else _lastStepEnd = 0;
     }
 
     /// <summary>Creates the sequence's state (resuming a session snapshot) and sampler; false if that failed.</summary>
@@ -157,6 +169,8 @@ internal sealed class BatchScheduler
         Tensor logits;
         try
         {
+            using var forward = StepProfile.Begin("sched.decode_forward");
+            StepProfile.Count("sched.decode_rows", batch.Count);
             logits = _engine.Model.ForwardBatch(ids, states, _worker.Lifetime);
         }
         catch (Exception ex)
@@ -166,6 +180,7 @@ internal sealed class BatchScheduler
         }
         DecodeSteps++;
         PeakBatch = Math.Max(PeakBatch, batch.Count);
+        using var sampleSection = StepProfile.Begin("sched.sample_accept");
         for (int i = 0; i < batch.Count; i++)
         {
             var s = batch[i];
@@ -191,6 +206,7 @@ internal sealed class BatchScheduler
 
     private void PrefillChunk(GenerationSequence s)
     {
+        using var section = StepProfile.Begin("sched.prefill_chunk");
         try
         {
             var prompt = s.Prompt;

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Diagnostics;
 using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
@@ -56,14 +57,18 @@ internal sealed class DecoderLayer : nn.Module
     /// </summary>
     public Tensor ForwardBatch(Tensor h, IReadOnlyList<InferenceState> states, int layer)
     {
-        var u = input_layernorm.Forward(h);
+        Tensor u;
+        using (StepProfile.Begin("layer.norms_residuals")) u = input_layernorm.Forward(h);
         u = mamba is not null
             ? mamba.ForwardBatch(u, states.Select(s => s.Mamba[layer]!).ToArray())
             : self_attn!.ForwardBatch(u, states.Select(s => s.Attention[layer]!).ToArray());
+        var normSection = StepProfile.Begin("layer.norms_residuals");
         h = h + u * _residual;
         u = post_attention_layernorm.Forward(h);
-        var ffn = shared_mlp.Forward(u);
+        normSection.Dispose();
+        Tensor ffn;
+        using (StepProfile.Begin("shared_mlp")) ffn = shared_mlp.Forward(u);
         if (block_sparse_moe is not null) ffn = block_sparse_moe.Forward(u) + ffn;
-        return h + ffn * _residual;
+        using (StepProfile.Begin("layer.norms_residuals")) return h + ffn * _residual;
     }
 }

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Diagnostics;
 using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
@@ -69,9 +70,12 @@ internal sealed class GraniteAttention : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<AttentionLayerState> caches)
     {
         long n = u.shape[0];
+        var qkvSection = StepProfile.Begin("attn.qkv_proj");
         var q = _kernels.Linear(u, q_proj.Weight, q_proj.Bias).reshape(n, _heads, _headDim);
         var k = _kernels.Linear(u, k_proj.Weight, k_proj.Bias).reshape(n, _kvHeads, _headDim);
         var v = _kernels.Linear(u, v_proj.Weight, v_proj.Bias).reshape(n, _kvHeads, _headDim);
+        qkvSection.Dispose();
+        var attendSection = StepProfile.Begin("attn.rope_append_attend");
         var starts = new long[n];
         for (int b = 0; b < n; b++) starts[b] = caches[b].Length;
         if (_rope)
@@ -88,7 +92,9 @@ internal sealed class GraniteAttention : nn.Module
             rows[b] = AttendCached(q.narrow(0, b, 1), starts[b], caches[b]);
         }
         var o = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_h·d]
-        return _kernels.Linear(o, o_proj.Weight, o_proj.Bias);
+        attendSection.Dispose();
+        using (StepProfile.Begin("attn.o_proj"))
+            return _kernels.Linear(o, o_proj.Weight, o_proj.Bias);
     }
 
     /// <summary>

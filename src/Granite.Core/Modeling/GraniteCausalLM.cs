@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Diagnostics;
 using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
@@ -57,6 +58,7 @@ internal sealed class GraniteCausalLM : nn.Module
     public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
     {
         var h = model.ForwardBatch(ids, states, cancellationToken);
+        using var head = StepProfile.Begin("head");
         var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
         return logits / _logitsScaling;
     }
@@ -110,13 +112,14 @@ internal sealed class GraniteBackbone : nn.Module
     /// <summary>Batched decode step over B sequences (see <see cref="DecoderLayer.ForwardBatch"/>); returns the normed [B, H].</summary>
     public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
     {
-        var h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
+        Tensor h;
+        using (StepProfile.Begin("embed")) h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
         for (int i = 0; i < layers.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var layerScope = torch.NewDisposeScope();
             h = layers[i].ForwardBatch(h, states, i).MoveToOuterDisposeScope();
         }
-        return norm.Forward(h);
+        using (StepProfile.Begin("layer.norms_residuals")) return norm.Forward(h);
     }
 }

@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Diagnostics;
 using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
@@ -122,12 +123,17 @@ internal sealed class MambaMixer : nn.Module
     /// <summary>D skip, per-group gated RMSNorm (gate before normalising, float32), out_proj; rows are independent.</summary>
     private Tensor Finish(long T, Tensor y, Tensor x, Tensor z)
     {
-        y = y + x * D.unsqueeze(1);
-        var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
-        var vg = v.reshape(T, _groups, _inner / _groups);
-        vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-        var normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);      // float32; out_proj casts
-        return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias);
+        Tensor normed;
+        using (StepProfile.Begin("mamba.gate_norm"))
+        {
+            y = y + x * D.unsqueeze(1);
+            var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
+            var vg = v.reshape(T, _groups, _inner / _groups);
+            vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
+            normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);      // float32; out_proj casts
+        }
+        using (StepProfile.Begin("mamba.out_proj"))
+            return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias);
     }
 
     /// <summary>
@@ -140,24 +146,52 @@ internal sealed class MambaMixer : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<MambaLayerState> states)
     {
         long n = u.shape[0];
-        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias);                // [B, D_in]
+        Tensor proj;
+        using (StepProfile.Begin("mamba.in_proj"))
+            proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias);                // [B, D_in]
         var z = proj.narrow(1, 0, _inner);
         var xBC = proj.narrow(1, _inner, _convDim);
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
-        var rows = new Tensor[n];
-        for (int b = 0; b < n; b++)
+        var windows = new Tensor[n];
+        var ssmStates = new Tensor[n];
+        for (int b = 0; b < n; b++) { windows[b] = states[b].Conv; ssmStates[b] = states[b].Ssm; }
+        if (_kernels.UseStackedMambaStep(windows, ssmStates, conv1d.Weight, conv1d.Bias))
         {
-            var state = states[b];
-            rows[b] = _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias)
-                ? _kernels.ConvStepOne(state.Conv, xBC[b], conv1d.Weight, conv1d.Bias)
-                : ConvAndSilu(xBC.narrow(0, b, 1), state);
+            // Every sequence's conv window and SSM state stepped in one kernel call each (same arithmetic per row as below).
+            Tensor xBCs, ys, xs;
+            using (StepProfile.Begin("mamba.conv")) xBCs = _kernels.ConvStepBatch(windows, xBC, conv1d.Weight, conv1d.Bias); // [B, C]
+            using (StepProfile.Begin("mamba.ssm"))
+            {
+                (xs, var Bs, var Cs, var dts, var As) = SplitSsmInputs(n, xBCs, dtRaw);
+                var dA = torch.exp(dts * As);                                      // [B, n_m]
+                var xdt = xs * dts.unsqueeze(2);                                    // [B, n_m, P]
+                ys = _kernels.SsmStepBatch(ssmStates, xdt, dA, Bs, Cs);            // [B, n_m, P]
+            }
+            return Finish(n, ys, xs, z);
         }
-        var xBCa = n == 1 ? rows[0] : torch.cat(rows, 0);                           // [B, C] float32
-        var (x, B, C, dt, A) = SplitSsmInputs(n, xBCa, dtRaw);
-        for (int b = 0; b < n; b++)
-            rows[b] = StepRecurrent(x.narrow(0, b, 1), B.narrow(0, b, 1), C.narrow(0, b, 1), dt.narrow(0, b, 1), A, states[b].Ssm);
-        var y = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_m, P]
+
+        var rows = new Tensor[n];
+        Tensor xBCa;
+        using (StepProfile.Begin("mamba.conv"))
+        {
+            for (int b = 0; b < n; b++)
+            {
+                var state = states[b];
+                rows[b] = _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias)
+                    ? _kernels.ConvStepOne(state.Conv, xBC[b], conv1d.Weight, conv1d.Bias)
+                    : ConvAndSilu(xBC.narrow(0, b, 1), state);
+            }
+            xBCa = n == 1 ? rows[0] : torch.cat(rows, 0);                           // [B, C] float32
+        }
+        Tensor y, x;
+        using (StepProfile.Begin("mamba.ssm"))
+        {
+            (x, var B, var C, var dt, var A) = SplitSsmInputs(n, xBCa, dtRaw);
+            for (int b = 0; b < n; b++)
+                rows[b] = StepRecurrent(x.narrow(0, b, 1), B.narrow(0, b, 1), C.narrow(0, b, 1), dt.narrow(0, b, 1), A, states[b].Ssm);
+            y = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_m, P]
+        }
         return Finish(n, y, x, z);
     }
 

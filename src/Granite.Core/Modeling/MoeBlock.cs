@@ -1,4 +1,5 @@
 using Granite.Core.Configuration;
+using Granite.Core.Diagnostics;
 using Granite.Core.Experts;
 using Granite.Core.Kernels;
 using TorchSharp;
@@ -45,6 +46,7 @@ internal sealed class MoeBlock : nn.Module
     public Tensor Forward(Tensor u)
     {
         long T = u.shape[0];
+        var routerSection = StepProfile.Begin("moe.router");
         var logits = router.Logits(u).to_type(ScalarType.Float32);                   // [T, E]
         var (topVals, topIdx) = logits.topk(_topK, dim: 1);                        // [T, k]
         var gates = F.softmax(topVals, 1);                                         // softmax over the k only (float32)
@@ -56,6 +58,13 @@ internal sealed class MoeBlock : nn.Module
         var tokenSorted = flatToken.index_select(0, order);
         var gateSorted = flatGate.index_select(0, order);
         var counts = sortedExpert.bincount(null!, _experts).cpu().data<long>().ToArray();
+        routerSection.Dispose();
+        using var expertSection = StepProfile.Begin("moe.experts");
+        if (StepProfile.Current is not null)
+        {
+            StepProfile.Count("moe.active_experts", counts.Count(c => c > 0));
+            StepProfile.Count("moe.layers", 1);
+        }
 
         var output = torch.zeros_like(u);
         var cache = Experts;
