@@ -104,6 +104,10 @@ internal static partial class GraniteCli
         var table = new SortedDictionary<string, object?>(StringComparer.Ordinal);
         foreach (var (p, v) in ms) if (p != "step") table[p] = Math.Round(v, 3);
         table["other (step − parts)"] = Math.Round(step - accounted, 3);
+        var cpu = parts.ToDictionary(p => p, p => Median(runs.Select(r => r.MedianCpuMilliseconds().GetValueOrDefault(p)).ToArray()));
+        var cpuTable = new SortedDictionary<string, object?>(StringComparer.Ordinal);
+        foreach (var (p, v) in cpu) if (p != "step") cpuTable[p] = Math.Round(v, 3);
+        cpuTable["other (step − parts)"] = Math.Round(cpu.GetValueOrDefault("step") - cpu.Where(kv => kv.Key != "step").Sum(kv => kv.Value), 3);
 
         var c = model.Config;
         long elem = model.WeightDtype == ScalarType.Float32 ? 4 : 2;
@@ -132,6 +136,8 @@ internal static partial class GraniteCli
             ["step_ms_p50"] = Math.Round(step, 3),
             ["aggregate_tokens_per_s"] = Math.Round(k * 1000 / step, 2),
             ["parts_ms_p50"] = table,
+            ["step_cpu_ms_p50"] = Math.Round(cpu.GetValueOrDefault("step"), 3),
+            ["parts_cpu_ms_p50"] = cpuTable,
             ["active_experts_per_layer"] = Math.Round(measuredUnion, 2),
             ["expected_expert_union_random_routing"] = Math.Round(expectedUnion, 2),
             ["torch_tensors_created_per_step"] = Math.Round(counts.GetValueOrDefault("torch_tensors_created"), 1),

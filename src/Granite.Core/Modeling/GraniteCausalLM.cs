@@ -117,8 +117,15 @@ internal sealed class GraniteBackbone : nn.Module
         for (int i = 0; i < layers.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            using var layerScope = torch.NewDisposeScope();
-            h = layers[i].ForwardBatch(h, states, i).MoveToOuterDisposeScope();
+            var layerScope = torch.NewDisposeScope();
+            try
+            {
+                h = layers[i].ForwardBatch(h, states, i).MoveToOuterDisposeScope();
+            }
+            finally
+            {
+                using (StepProfile.Begin("layer.dispose")) layerScope.Dispose();
+            }
         }
         using (StepProfile.Begin("layer.norms_residuals")) return norm.Forward(h);
     }

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Granite.Core.Configuration;
+using Granite.Core.Diagnostics;
 using Granite.Core.Experts;
 using Granite.Core.Kernels;
 using Granite.Core.State;
@@ -288,6 +289,7 @@ public sealed class GraniteModel : IDisposable
     /// <remarks>The pass stops between layers when <paramref name="cancellationToken"/> is cancelled (every state is then faulted).</remarks>
     internal Tensor ForwardBatch(ReadOnlySpan<int> ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken)
     {
+        var entry = StepProfile.Begin("forward.checks");
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(states);
         if (states.Count == 0) throw new ArgumentException("At least one sequence is required.", nameof(states));
@@ -314,6 +316,7 @@ public sealed class GraniteModel : IDisposable
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
         var idsT = torch.tensor(longs, ScalarType.Int64, _device);
+        entry.Dispose();
         Tensor logits;
         try
         {
