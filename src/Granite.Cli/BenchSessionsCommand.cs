@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text.Json;
-using Granite.Core.Diagnostics;
 using Granite.Core.Generation;
 using Granite.Core.Modeling;
 using Granite.Core.Tokenization;
@@ -16,7 +15,7 @@ internal static partial class GraniteCli
     /// percentiles; and (K ≥ 2) the TTFT of one request arriving while K−1 others decode.
     /// </summary>
     private static Dictionary<string, object?> BenchSessions(GraniteModel model, GraniteModelOptions modelOptions, string dir, int k, int promptTokens,
-        int decodeTokens, int chunk, bool profile = false)
+        int decodeTokens, int chunk)
     {
         var tokenizer = File.Exists(Path.Combine(dir, "tokenizer.json")) ? GraniteTokenizer.FromDirectory(dir) : WriteByteLevelTokenizer(dir);
         using var engine = new GraniteEngine(model, tokenizer, new GraniteEngineOptions
@@ -60,12 +59,8 @@ internal static partial class GraniteCli
         var unloaded = Enumerable.Range(0, 3).Select(_ => { var t = Run(Request(1)).GetAwaiter().GetResult(); return t[1] - t[0]; }).ToArray();
         double ttftUnloaded = Median(unloaded);
 
-        // K together (with --profile, the scheduler's steps are timed by part on the inference thread).
-        var schedulerProfile = profile
-            ? engine.RunOnInferenceThreadAsync(() => { var p = new StepProfile(); StepProfile.Install(p); return p; }).GetAwaiter().GetResult()
-            : null;
+        // K together.
         var traces = Task.WhenAll(Enumerable.Range(0, k).Select(_ => Task.Run(() => Run(Request(decodeTokens))))).GetAwaiter().GetResult();
-        if (schedulerProfile is not null) engine.RunOnInferenceThreadAsync(() => { StepProfile.Install(null); return 0; }).GetAwaiter().GetResult();
         double windowStart = traces.Max(t => t[1]);                                          // all K are decoding from here
         double windowEnd = traces.Min(t => t[^1]);                                           // until the first one leaves
         int windowTokens = traces.Sum(t => t.Skip(1).Count(x => x > windowStart && x <= windowEnd));
@@ -98,20 +93,6 @@ internal static partial class GraniteCli
             ["ttft_unloaded_ms"] = Math.Round(ttftUnloaded, 1),
             ["chunk_prefill_ms"] = Math.Round(ttftUnloaded * Math.Min(chunk, promptTokens) / promptTokens, 1),
         };
-
-        if (schedulerProfile is not null)
-        {
-            // Steps where all K decoded and nothing prefilled: the scheduler's own cost is the step minus forward and sampling.
-            var sched = schedulerProfile.MedianMilliseconds();
-            report["scheduler_profile_ms_p50"] = sched.Where(kv => kv.Key.StartsWith("sched.", StringComparison.Ordinal))
-                .ToDictionary(kv => kv.Key, kv => (object?)Math.Round(kv.Value, 3));
-            report["scheduler_steps"] = schedulerProfile.Steps;
-            // Per step: what the step costs beyond the batched forward, the sampling and the prefill chunk (admission,
-            // bookkeeping, channel writes), plus the wait before the next step starts.
-            report["scheduler_overhead_ms_p50"] = Math.Round(schedulerProfile.MedianOf(t => t("sched.step") - t("sched.decode_forward")
-                - t("sched.sample_accept") - t("sched.prefill_chunk")), 3);
-            report["scheduler_between_steps_ms_p50"] = Math.Round(schedulerProfile.MedianOf(t => t("sched.between_steps")), 3);
-        }
 
         if (k >= 2)
         {

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
 using Granite.Core.Constraints;
-using Granite.Core.Diagnostics;
 using Granite.Core.State;
 using Granite.Core.Tokenization;
 using Microsoft.Extensions.Logging;
@@ -34,7 +33,6 @@ internal sealed class BatchScheduler
     private readonly List<GenerationSequence> _waiting = new();
     private readonly List<GenerationSequence> _active = new();
     private int _scheduled;
-    private long _lastStepEnd;                                                      // for the step profile only
 
     public BatchScheduler(GraniteEngine engine, InferenceWorker worker, ILogger logger, int maxBatch, int chunk, long stateBudget)
     {
@@ -99,9 +97,6 @@ internal sealed class BatchScheduler
     private void Step()
     {
         Volatile.Write(ref _scheduled, 0);
-        var profile = StepProfile.Current;
-        if (profile is not null && _lastStepEnd != 0) StepProfile.AddMilliseconds("sched.between_steps", Stopwatch.GetElapsedTime(_lastStepEnd).TotalMilliseconds);
-        var stepSection = StepProfile.Begin("sched.step");
         try
         {
             while (_incoming.TryDequeue(out var s)) _waiting.Add(s);
@@ -132,14 +127,7 @@ internal sealed class BatchScheduler
             foreach (var s in _active) s.Fail(ex);
             _active.Clear();
         }
-        stepSection.Dispose();
-        if (profile is not null)
-        {
-            profile.EndStep();
-            _lastStepEnd = Stopwatch.GetTimestamp();
-        }
         if (_active.Count > 0 || _waiting.Count > 0 || !_incoming.IsEmpty) Schedule();
-        else _lastStepEnd = 0;
     }
 
     /// <summary>Creates the sequence's state (resuming a session snapshot) and sampler; false if that failed.</summary>
@@ -169,8 +157,6 @@ internal sealed class BatchScheduler
         Tensor logits;
         try
         {
-            using var forward = StepProfile.Begin("sched.decode_forward");
-            StepProfile.Count("sched.decode_rows", batch.Count);
             logits = _engine.Model.ForwardBatch(ids, states, _worker.Lifetime);
         }
         catch (Exception ex)
@@ -180,7 +166,6 @@ internal sealed class BatchScheduler
         }
         DecodeSteps++;
         PeakBatch = Math.Max(PeakBatch, batch.Count);
-        using var sampleSection = StepProfile.Begin("sched.sample_accept");
         for (int i = 0; i < batch.Count; i++)
         {
             var s = batch[i];
@@ -206,7 +191,6 @@ internal sealed class BatchScheduler
 
     private void PrefillChunk(GenerationSequence s)
     {
-        using var section = StepProfile.Begin("sched.prefill_chunk");
         try
         {
             var prompt = s.Prompt;
@@ -288,6 +272,7 @@ internal sealed class GenerationSequence
 {
     private readonly ConstraintMatcher? _matcher;
     private readonly TokenMask? _mask;
+    private float[] _logits = Array.Empty<float>(); // this sequence's logits of the step, copied out of the tensor
     private int _abandoned;
 
     public GenerationSequence(GenerationRequest request, IReadOnlyList<int> prompt, SamplingOptions sampling, StopConditions stop,
@@ -346,10 +331,12 @@ internal sealed class GenerationSequence
     /// <summary>The caller stopped reading (any thread): the next step releases the sequence.</summary>
     public void Abandon() => Volatile.Write(ref _abandoned, 1);
 
+    /// <summary>Copies the logits out of the tensor (once) and samples the next token.</summary>
     public int Sample(Tensor logits)
     {
-        if (_matcher is null) return Sampler!.Next(logits, Context, Prompt.Count);
-        int id = Sampler!.Next(logits, Context, Prompt.Count, _matcher.FillMask(_mask!) ? _mask : null);
+        var x = LogitsReader.Read(logits, ref _logits);
+        if (_matcher is null) return Sampler!.Next(x, Context, Prompt.Count);
+        int id = Sampler!.Next(x, Context, Prompt.Count, _matcher.FillMask(_mask!) ? _mask : null);
         _matcher.Accept(id);
         return id;
     }
@@ -376,7 +363,6 @@ internal sealed class GenerationSequence
     private void Release()
     {
         State?.Dispose();
-        Sampler?.Dispose();
         State = null;
         Sampler = null;
     }

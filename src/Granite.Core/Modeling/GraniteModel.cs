@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using Granite.Core.Configuration;
-using Granite.Core.Diagnostics;
 using Granite.Core.Experts;
 using Granite.Core.Kernels;
 using Granite.Core.State;
@@ -70,7 +69,9 @@ internal sealed class GraniteModel : IDisposable
         options.CheckThreads();
         var config = GraniteConfig.Load(modelDir);
         var device = options.ResolveDevice(); // option errors before any process-wide setting changes
-        var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), options.KernelTuning); // GRANITE_ISA errors first too
+        var tuning = options.KernelTuning ?? new KernelTuning();
+        if (options.Int8LmHead) tuning = tuning with { Int8Head = true };
+        var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), tuning); // GRANITE_ISA errors first too
         ThreadPolicy.ApplyTorchThreads(options.Threads);
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
 
@@ -106,6 +107,7 @@ internal sealed class GraniteModel : IDisposable
         {
             experts?.Dispose();
             module?.Dispose();
+            kernels.Workers.Dispose();
             throw;
         }
     }
@@ -241,16 +243,10 @@ internal sealed class GraniteModel : IDisposable
             throw new ArgumentException("The inference state was created by a different model instance.", nameof(state));
         if (ids.Length == 0) throw new ArgumentException("At least one token id is required.", nameof(ids));
         var c = Config;
-        if ((long)state.Length + ids.Length > c.MaxPositionEmbeddings)
-            throw new ArgumentException($"The context would hold {state.Length} cached + {ids.Length} new = {state.Length + ids.Length} tokens, more than max_position_embeddings ({c.MaxPositionEmbeddings}).", nameof(ids));
+        TokenLimits.CheckContext(state.Length, ids.Length, c.MaxPositionEmbeddings, "The context (cached + new tokens)", nameof(ids));
+        TokenLimits.CheckInVocabulary(ids, c.VocabSize, nameof(ids));
         var longs = new long[ids.Length];
-        for (int i = 0; i < ids.Length; i++)
-        {
-            int id = ids[i];
-            if ((uint)id >= (uint)c.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} at index {i} is outside the vocabulary [0, {c.VocabSize}).");
-            longs[i] = id;
-        }
+        for (int i = 0; i < ids.Length; i++) longs[i] = ids[i];
 
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
@@ -288,7 +284,6 @@ internal sealed class GraniteModel : IDisposable
     /// <remarks>The pass stops between layers when <paramref name="cancellationToken"/> is cancelled (every state is then faulted).</remarks>
     internal Tensor ForwardBatch(ReadOnlySpan<int> ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken)
     {
-        var entry = StepProfile.Begin("forward.checks");
         ObjectDisposedException.ThrowIf(_disposed, this);
         ArgumentNullException.ThrowIfNull(states);
         if (states.Count == 0) throw new ArgumentException("At least one sequence is required.", nameof(states));
@@ -304,18 +299,14 @@ internal sealed class GraniteModel : IDisposable
             if (!ReferenceEquals(state.Owner, _identity))
                 throw new ArgumentException($"The inference state states[{b}] was created by a different model instance.", nameof(states));
             if (!seen.Add(state)) throw new ArgumentException($"states[{b}] appears more than once in the batch.", nameof(states));
-            if (state.Length + 1L > c.MaxPositionEmbeddings)
-                throw new ArgumentException($"Sequence {b} already holds {state.Length} tokens, the context limit (max_position_embeddings = {c.MaxPositionEmbeddings}).", nameof(states));
-            int id = ids[b];
-            if ((uint)id >= (uint)c.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} at index {b} is outside the vocabulary [0, {c.VocabSize}).");
-            longs[b] = id;
+            TokenLimits.CheckContext(state.Length, 1, c.MaxPositionEmbeddings, $"Sequence {b}", nameof(states));
+            TokenLimits.CheckInVocabulary(ids[b], b, c.VocabSize, nameof(ids));
+            longs[b] = ids[b];
         }
 
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
         var idsT = torch.tensor(longs, ScalarType.Int64, _device);
-        entry.Dispose();
         Tensor logits;
         try
         {
@@ -330,11 +321,12 @@ internal sealed class GraniteModel : IDisposable
         return logits.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Releases the weights.</summary>
+    /// <summary>Releases the weights and joins the managed-kernel helper threads.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
+        Kernels.Workers.Dispose();
         _module.Dispose();
         _experts?.Dispose();
     }

@@ -1,5 +1,4 @@
 using Granite.Core.Configuration;
-using Granite.Core.Diagnostics;
 using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
@@ -63,16 +62,19 @@ internal sealed class MambaMixer : nn.Module
     public Tensor Forward(Tensor u, MambaLayerState state)
     {
         long T = u.shape[0];
-        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias);                     // [T, D_in]
+        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias, KernelPart.MambaInProj); // [T, D_in]
         var z = proj.narrow(1, 0, _inner);                                          // gate
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
         Tensor xBCa;                                                                // [T, C] float32, after SiLU
-        if (T == 1 && _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias))
-            xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
-        else
-            xBCa = ConvAndSilu(xBC, state);
+        using (_kernels.Time(KernelPart.MambaConv))
+        {
+            if (T == 1 && _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias))
+                xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
+            else
+                xBCa = ConvAndSilu(xBC, state);
+        }
         return Mix(T, z, xBCa, dtRaw, state);
     }
 
@@ -102,8 +104,12 @@ internal sealed class MambaMixer : nn.Module
     /// <summary>SSM scan (recurrent or chunked), D skip, gated RMSNorm, out_proj.</summary>
     private Tensor Mix(long T, Tensor z, Tensor xBCa, Tensor dtRaw, MambaLayerState state)
     {
-        var (x, B, C, dt, A) = SplitSsmInputs(T, xBCa, dtRaw);
-        var y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+        Tensor x, y;
+        using (_kernels.Time(KernelPart.MambaSsm))
+        {
+            (x, var B, var C, var dt, var A) = SplitSsmInputs(T, xBCa, dtRaw);
+            y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+        }
         return Finish(T, y, x, z);
     }
 
@@ -124,16 +130,17 @@ internal sealed class MambaMixer : nn.Module
     private Tensor Finish(long T, Tensor y, Tensor x, Tensor z)
     {
         Tensor normed;
-        using (StepProfile.Begin("mamba.gate_norm"))
+        using (_kernels.Time(KernelPart.MambaGateNorm))
         {
+            if (_acc == ScalarType.Float32 && _kernels.GatedNorm(y, x, D, z, norm.Weight, _groups, _eps) is { } fused)
+                return _kernels.Linear(fused, out_proj.Weight, out_proj.Bias, KernelPart.MambaOutProj);
             y = y + x * D.unsqueeze(1);
             var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
             var vg = v.reshape(T, _groups, _inner / _groups);
             vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-            normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);      // float32; out_proj casts
+            normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);          // float32; out_proj casts
         }
-        using (StepProfile.Begin("mamba.out_proj"))
-            return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias);
+        return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias, KernelPart.MambaOutProj);
     }
 
     /// <summary>
@@ -146,9 +153,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<MambaLayerState> states)
     {
         long n = u.shape[0];
-        Tensor proj;
-        using (StepProfile.Begin("mamba.in_proj"))
-            proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias);                // [B, D_in]
+        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias, KernelPart.MambaInProj); // [B, D_in]
         var z = proj.narrow(1, 0, _inner);
         var xBC = proj.narrow(1, _inner, _convDim);
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
@@ -159,9 +164,9 @@ internal sealed class MambaMixer : nn.Module
         if (_kernels.UseStackedMambaStep(windows, ssmStates, conv1d.Weight, conv1d.Bias))
         {
             // Every sequence's conv window and SSM state stepped in one kernel call each (same arithmetic per row as below).
-            Tensor xBCs, ys, xs;
-            using (StepProfile.Begin("mamba.conv")) xBCs = _kernels.ConvStepBatch(windows, xBC, conv1d.Weight, conv1d.Bias); // [B, C]
-            using (StepProfile.Begin("mamba.ssm"))
+            var xBCs = _kernels.ConvStepBatch(windows, xBC, conv1d.Weight, conv1d.Bias); // [B, C] float32
+            Tensor ys, xs;
+            using (_kernels.Time(KernelPart.MambaSsm))
             {
                 (xs, var Bs, var Cs, var dts, var As) = SplitSsmInputs(n, xBCs, dtRaw);
                 var dA = torch.exp(dts * As);                                      // [B, n_m]
@@ -172,26 +177,18 @@ internal sealed class MambaMixer : nn.Module
         }
 
         var rows = new Tensor[n];
-        Tensor xBCa;
-        using (StepProfile.Begin("mamba.conv"))
+        for (int b = 0; b < n; b++)
         {
-            for (int b = 0; b < n; b++)
-            {
-                var state = states[b];
-                rows[b] = _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias)
-                    ? _kernels.ConvStepOne(state.Conv, xBC[b], conv1d.Weight, conv1d.Bias)
-                    : ConvAndSilu(xBC.narrow(0, b, 1), state);
-            }
-            xBCa = n == 1 ? rows[0] : torch.cat(rows, 0);                           // [B, C] float32
+            var state = states[b];
+            rows[b] = _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias)
+                ? _kernels.ConvStepOne(state.Conv, xBC[b], conv1d.Weight, conv1d.Bias)
+                : ConvAndSilu(xBC.narrow(0, b, 1), state);
         }
-        Tensor y, x;
-        using (StepProfile.Begin("mamba.ssm"))
-        {
-            (x, var B, var C, var dt, var A) = SplitSsmInputs(n, xBCa, dtRaw);
-            for (int b = 0; b < n; b++)
-                rows[b] = StepRecurrent(x.narrow(0, b, 1), B.narrow(0, b, 1), C.narrow(0, b, 1), dt.narrow(0, b, 1), A, states[b].Ssm);
-            y = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_m, P]
-        }
+        var xBCa = n == 1 ? rows[0] : torch.cat(rows, 0);                           // [B, C] float32
+        var (x, B, C, dt, A) = SplitSsmInputs(n, xBCa, dtRaw);
+        for (int b = 0; b < n; b++)
+            rows[b] = StepRecurrent(x.narrow(0, b, 1), B.narrow(0, b, 1), C.narrow(0, b, 1), dt.narrow(0, b, 1), A, states[b].Ssm);
+        var y = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_m, P]
         return Finish(n, y, x, z);
     }
 
