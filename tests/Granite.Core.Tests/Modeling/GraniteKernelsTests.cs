@@ -5,6 +5,7 @@ using Granite.Core.Modeling;
 namespace Granite.Core.Tests.Modeling;
 
 /// <summary>Kernel selection at load: CPU features, the ISA caps (option and GRANITE_ISA) and the thread policy.</summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0: LibTorch's thread count is process-wide
 public class GraniteKernelsTests
 {
     public GraniteKernelsTests() => GraniteRuntime.EnsureLoaded();
