@@ -160,10 +160,10 @@ internal sealed class MambaMixer : nn.Module
         var windows = new Tensor[n];
         var ssmStates = new Tensor[n];
         for (int b = 0; b < n; b++) { windows[b] = states[b].Conv; ssmStates[b] = states[b].Ssm; }
-        if (_kernels.UseStackedMambaStep(windows, ssmStates, conv1d.Weight, conv1d.Bias))
+        if (_kernels.UseStackedMambaStep(windows, ssmStates, _conv1d.Weight, _conv1d.Bias))
         {
             // Every sequence's conv window and SSM state stepped in one kernel call each (same arithmetic per row as below).
-            var xBCs = _kernels.ConvStepBatch(windows, xBC, conv1d.Weight, conv1d.Bias); // [B, C] float32
+            var xBCs = _kernels.ConvStepBatch(windows, xBC, _conv1d.Weight, _conv1d.Bias); // [B, C] float32
             Tensor ys, xs;
             using (_kernels.Time(KernelPart.MambaSsm))
             {
