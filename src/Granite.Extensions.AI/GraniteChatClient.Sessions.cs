@@ -44,7 +44,7 @@ public sealed partial class GraniteChatClient
     /// </summary>
     private void CheckSessionAfterTurn(IEnumerable<ChatMessage> historyWithAssistant, ChatOptions? options, GenerationRequest request, GenerationUsage? usage, string conversationId)
     {
-        if (usage is null || !request.UseSessionCache || !_engine.Sessions.Enabled) return;
+        if (usage is null || !request.UseSessionCache || _engine.Options.SessionCacheBytes <= 0) return;
         IReadOnlyList<int> next;
         try
         {
@@ -59,7 +59,7 @@ public sealed partial class GraniteChatClient
         if (next.Count <= tail.Count) return;
         var rendered = next.Take(next.Count - tail.Count).ToArray();
         int afterGeneration = usage.InputTokens + usage.OutputTokens;
-        int covered = _engine.Sessions.LongestPrefixLength(rendered);
+        int covered = _engine.GetCachedPrefixLength(rendered);
         if (covered >= afterGeneration) return;
         _logger.LogDebug("Conversation {Id}: the re-rendered assistant turn differs from the generated tokens ({Rendered} re-rendered tokens, {Generated} generated; stored prefix {Covered})",
             conversationId, rendered.Length - usage.InputTokens, usage.OutputTokens, covered);

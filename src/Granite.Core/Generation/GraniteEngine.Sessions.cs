@@ -69,6 +69,17 @@ public sealed partial class GraniteEngine
         }, cancellationToken);
     }
 
+    /// <summary>
+    /// Length of the longest stored session snapshot that is a prefix of <paramref name="tokens"/> (a snapshot of exactly
+    /// these tokens counts): the tokens a request with this prompt would not process again. 0 when nothing matches or
+    /// session reuse is off. Reads the store's index only (no tensor work); thread-safe.
+    /// </summary>
+    public int GetCachedPrefixLength(IReadOnlyList<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        return Sessions.Enabled ? Sessions.LongestPrefixLength(tokens) : 0;
+    }
+
     private static int[] Slice(IReadOnlyList<int> tokens, int from, int to)
     {
         var a = new int[to - from];

@@ -79,6 +79,25 @@ public sealed class SessionReuseTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public async Task CachedPrefixLengthIsTheLongestStoredPrefix()
+    {
+        using var engine = Load();
+        var prompt = engine.Encode(SystemTurn + User("Hello"));
+        engine.GetCachedPrefixLength(prompt).Should().Be(0);
+        var t1 = await engine.GenerateAsync(prompt, key: null);
+        var next = t1.History(Eos).Concat(engine.Encode(NextUser("Again"))).ToArray();
+        engine.GetCachedPrefixLength(prompt).Should().Be(prompt.Length, "the prompt snapshot covers exactly the prompt");
+        engine.GetCachedPrefixLength(next).Should().Be(t1.Usage.InputTokens + t1.Usage.OutputTokens);
+        engine.GetCachedPrefixLength(engine.Encode(User("Unrelated"))).Should().Be(0);
+        var t2 = await engine.GenerateAsync(next, key: null);
+        t2.Usage.CachedInputTokens.Should().Be(t1.Usage.InputTokens + t1.Usage.OutputTokens, "what the engine reported is what the request reused");
+
+        using var off = Load(budget: 0);
+        await off.GenerateAsync(prompt, key: null);
+        off.GetCachedPrefixLength(prompt).Should().Be(0, "session reuse is off");
+    }
+
+    [Fact]
     public async Task ConversationKeySupersedesOlderTurnsOfThatConversation()
     {
         using var engine = Load();
