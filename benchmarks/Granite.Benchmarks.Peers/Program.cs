@@ -21,7 +21,10 @@ internal static class Program
         if (args.Length > 0 && args[0] == "child")
         {
             var o = Options(args.Skip(1));
-            var result = o["engine"] == "granite" ? GraniteChild.Run(o) : LlamaChild.Run(o);
+            bool batched = o.ContainsKey("sessions");
+            var result = o["engine"] == "granite"
+                ? (batched ? Batched.GraniteChild(o) : GraniteChild.Run(o))
+                : (batched ? Batched.LlamaChild(o) : LlamaChild.Run(o));
             Console.WriteLine(result.ToJsonString());
             return 0;
         }
@@ -33,7 +36,7 @@ internal static class Program
         }
     }
 
-    private const string Usage = "usage: Granite.Benchmarks.Peers [--model DIR | --layers 10] [--work DIR] [--gguf FILE] [--type bf16|f32] [--rounds 3] [--threads 2] [--prompt-tokens 512] [--decode-tokens 64] [--followup-tokens 32] [--out results.json] [--keep]";
+    private const string Usage = "usage: Granite.Benchmarks.Peers [--model DIR | --layers 10] [--work DIR] [--gguf FILE] [--type bf16|f32] [--rounds 3] [--threads 2] [--prompt-tokens 512] [--decode-tokens 64] [--followup-tokens 32] [--sessions K] [--out results.json] [--keep]";
 
     internal static Dictionary<string, string> Options(IEnumerable<string> args)
     {
@@ -80,6 +83,13 @@ internal static class Program
         string gguf = o.TryGetValue("gguf", out var g) ? Path.GetFullPath(g) : Path.Combine(work, Path.GetFileName(model) + "-" + type + ".gguf");
         Setup.Export(model, gguf, type);
         Console.Error.WriteLine($"peers: model {model}, gguf {gguf} ready in {sw.Elapsed.TotalSeconds:F0} s");
+        // --sessions K: parallel decoding of K conversations (BatchedExecutor vs GraniteEngine), see Batched.cs.
+        if (o.ContainsKey("sessions"))
+        {
+            int rc = Batched.Parent(o, model, gguf, Int(o, "sessions", 8));
+            Cleanup(o, model, gguf);
+            return rc;
+        }
 
         var machine = new JsonObject
         {
@@ -95,7 +105,9 @@ internal static class Program
             foreach (var engine in r % 2 == 0 ? engines : engines.Reverse())
             {
                 var load = Machine.LoadAverage();
-                var res = RunChild(engine, model, gguf, threads, promptTokens, decodeTokens, followup);
+                var res = RunChild(engine, new[] { "--model", model, "--gguf", gguf, "--threads", threads.ToString(CultureInfo.InvariantCulture),
+                    "--prompt-tokens", promptTokens.ToString(CultureInfo.InvariantCulture), "--decode-tokens", decodeTokens.ToString(CultureInfo.InvariantCulture),
+                    "--followup-tokens", followup.ToString(CultureInfo.InvariantCulture) });
                 res["round"] = r + 1;
                 res["load_average"] = load;
                 runs.Add(res);
@@ -124,23 +136,26 @@ internal static class Program
         Console.WriteLine(json);
         Console.WriteLine();
         Console.WriteLine(Table(summary, followup));
-        if (!o.ContainsKey("keep") && !o.ContainsKey("model"))
-        {
-            Directory.Delete(model, recursive: true);
-            if (!o.ContainsKey("gguf")) File.Delete(gguf);
-        }
+        Cleanup(o, model, gguf);
         return 0;
     }
 
-    private static JsonObject RunChild(string engine, string model, string gguf, int threads, int prompt, int decode, int followup)
+    /// <summary>Deletes the generated checkpoint and export unless <c>--keep</c> (given ones are never deleted).</summary>
+    private static void Cleanup(Dictionary<string, string> o, string model, string gguf)
+    {
+        if (o.ContainsKey("keep") || o.ContainsKey("model")) return;
+        Directory.Delete(model, recursive: true);
+        if (!o.ContainsKey("gguf")) File.Delete(gguf);
+    }
+
+    /// <summary>Runs one engine in a child process of this program with <paramref name="options"/>; returns its JSON result.</summary>
+    internal static JsonObject RunChild(string engine, IEnumerable<string> options)
     {
         var self = Environment.ProcessPath ?? throw new InvalidOperationException("no process path");
         var psi = new ProcessStartInfo(self) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         var entry = System.Reflection.Assembly.GetEntryAssembly()!.Location;
         if (Path.GetFileNameWithoutExtension(self) == "dotnet") psi.ArgumentList.Add(entry);
-        foreach (var a in new[] { "child", "--engine", engine == "granite" ? "granite" : "llama", "--model", model, "--gguf", gguf,
-                     "--threads", threads.ToString(CultureInfo.InvariantCulture), "--prompt-tokens", prompt.ToString(CultureInfo.InvariantCulture),
-                     "--decode-tokens", decode.ToString(CultureInfo.InvariantCulture), "--followup-tokens", followup.ToString(CultureInfo.InvariantCulture) })
+        foreach (var a in new[] { "child", "--engine", engine == "granite" ? "granite" : "llama" }.Concat(options))
             psi.ArgumentList.Add(a);
         var wall = Stopwatch.StartNew();
         using var p = Process.Start(psi)!;
@@ -155,7 +170,7 @@ internal static class Program
         return res;
     }
 
-    private static double Median(IEnumerable<double> xs)
+    internal static double Median(IEnumerable<double> xs)
     {
         var a = xs.OrderBy(x => x).ToArray();
         return a.Length == 0 ? double.NaN : a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;

@@ -19,7 +19,7 @@ namespace Granite.Core.Kernels;
 /// The activations are not rounded to BF16 (more accurate than BF16×BF16). One instance per <see cref="GraniteKernels"/>:
 /// the instruction set and the worker count are chosen at model load; <see cref="KernelIsa.Scalar"/> runs portable loops.
 /// </remarks>
-internal sealed unsafe class Bf16Gemv
+internal sealed unsafe partial class Bf16Gemv
 {
     /// <summary>
     /// Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="GraniteKernels.Linear"/>). The kernel
@@ -33,16 +33,23 @@ internal sealed unsafe class Bf16Gemv
     private readonly KernelIsa _isa;
     private readonly KernelWorkers _workers;
     private readonly long _parallelMinBytes;
+    private readonly bool _paired512;
 
     /// <param name="isa">Instruction set of the inner loops (<see cref="KernelIsa.Avx512"/> and above: 512-bit vectors).</param>
     /// <param name="workers">Threads the rows are split over.</param>
     /// <param name="parallelMinBytes">Weights smaller than this (bytes) are computed on the calling thread only.</param>
-    public Bf16Gemv(KernelIsa isa, KernelWorkers workers, long parallelMinBytes)
+    /// <param name="paired512">With <paramref name="isa"/> = <see cref="KernelIsa.Avx2"/>: run calls of two or more rows in
+    /// the paired 512-bit form (bit-identical results, see Bf16Gemv.Paired.cs); ignored where the CPU lacks AVX-512.</param>
+    public Bf16Gemv(KernelIsa isa, KernelWorkers workers, long parallelMinBytes, bool paired512 = false)
     {
         _isa = isa;
         _workers = workers;
         _parallelMinBytes = parallelMinBytes;
+        _paired512 = paired512 && isa == KernelIsa.Avx2 && PairedSupported;
     }
+
+    /// <summary>Whether multi-row calls use the paired 512-bit form of the 256-bit kernel.</summary>
+    public bool Paired512 => _paired512;
 
     /// <summary>Whether <paramref name="weight"/>/<paramref name="x"/> qualify: CPU, contiguous BF16 [N, K], x with ≤ <see cref="MaxRows"/> rows.</summary>
     public static bool Supports(Tensor x, Tensor weight)
@@ -110,7 +117,7 @@ internal sealed unsafe class Bf16Gemv
                 for (int g = 0; g < groups; g++)
                 {
                     var wp = (ushort*)TorchNative.DataPointer(weights[g]);
-                    jobs[g] = new Job(_isa, xp + row * k, pp + row * stride, rowCounts[g], wp, (int)n, (int)k, yp + row * n);
+                    jobs[g] = new Job(_isa, xp + row * k, pp + row * stride, rowCounts[g], wp, (int)n, (int)k, yp + row * n, _paired512);
                     row += rowCounts[g];
                 }
                 if (_workers.Count == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
@@ -156,7 +163,7 @@ internal sealed unsafe class Bf16Gemv
             long work = (long)n * k * 2 * Math.Max(1, rows / 4);
             fixed (float* pp = perm)
             {
-                var job = new Job(_isa, x, pp, rows, w, n, k, y);
+                var job = new Job(_isa, x, pp, rows, w, n, k, y, _paired512);
                 if (threads == 1 || work < _parallelMinBytes) { job.Rows(0, n); return; }
                 // Blocks of rows, several per thread so a descheduled worker's share is stolen by the others.
                 int block = Math.Max(16, n / (threads * 8));
@@ -185,22 +192,24 @@ internal sealed unsafe class Bf16Gemv
         }
     }
 
-    private readonly struct Job
+    private readonly partial struct Job
     {
         private readonly float* _x, _perm, _y;
         private readonly ushort* _w;
         private readonly int _rows, _n, _k;
         private readonly KernelIsa _isa;
+        private readonly bool _paired512;
 
-        public Job(KernelIsa isa, float* x, float* perm, int rows, ushort* w, int n, int k, float* y)
+        public Job(KernelIsa isa, float* x, float* perm, int rows, ushort* w, int n, int k, float* y, bool paired512)
         {
-            _isa = isa; _x = x; _perm = perm; _rows = rows; _w = w; _n = n; _k = k; _y = y;
+            _isa = isa; _x = x; _perm = perm; _rows = rows; _w = w; _n = n; _k = k; _y = y; _paired512 = paired512;
         }
 
         /// <summary>Computes output columns [from, to) for every input row.</summary>
         public void Rows(int from, int to)
         {
             if (_isa >= KernelIsa.Avx512) RowsVector512(from, to);
+            else if (_isa == KernelIsa.Avx2 && _paired512 && _rows >= 2) RowsPaired512(from, to);
             else if (_isa == KernelIsa.Avx2) RowsVector256(from, to);
             else RowsScalar(from, to);
         }

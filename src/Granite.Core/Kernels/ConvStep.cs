@@ -37,6 +37,33 @@ internal static unsafe class ConvStep
         return y;
     }
 
+    /// <summary>
+    /// <see cref="Step"/> for B sequences at once: <paramref name="windows"/>[i] [C, K] advanced in place with row i of
+    /// <paramref name="columns"/> [B, C] (any float dtype and strides); returns SiLU(conv) float32 [B, C], each row exactly
+    /// as <see cref="Step"/> computes it, with no per-sequence LibTorch calls.
+    /// </summary>
+    /// <exception cref="ArgumentException">A window does not qualify (<see cref="Supports"/>) or a shape disagrees.</exception>
+    public static Tensor StepBatch(IReadOnlyList<Tensor> windows, Tensor columns, Tensor weight, Tensor? bias)
+    {
+        ArgumentNullException.ThrowIfNull(windows);
+        int batch = windows.Count;
+        if (batch == 0) throw new ArgumentException("no windows", nameof(windows));
+        var shape = windows[0].shape;
+        foreach (var w in windows)
+            if (!Supports(w, weight, bias) || !w.shape.SequenceEqual(shape)) throw new ArgumentException("every window must be a contiguous CPU [C, K] of one shape", nameof(windows));
+        int channels = (int)shape[0], k = (int)shape[1];
+        if (!columns.shape.SequenceEqual(new long[] { batch, channels })) throw new ArgumentException($"columns must be [{batch}, {channels}]", nameof(columns));
+        using var cols = columns.to_type(ScalarType.Float32).contiguous();
+        var y = torch.empty(new long[] { batch, channels }, ScalarType.Float32, columns.device);
+        var wts = TorchNative.DataPointer(weight);
+        var bs = bias is null ? IntPtr.Zero : TorchNative.DataPointer(bias);
+        float* cp = (float*)TorchNative.DataPointer(cols), yp = (float*)TorchNative.DataPointer(y);
+        for (int i = 0; i < batch; i++)
+            Run(TorchNative.DataPointer(windows[i]), windows[i].dtype == ScalarType.BFloat16, cp + (long)i * channels, wts, weight.dtype == ScalarType.BFloat16,
+                bs, bias is not null && bias.dtype == ScalarType.BFloat16, yp + (long)i * channels, channels, k);
+        return y;
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Run(IntPtr window, bool windowBf16, float* column, IntPtr weight, bool weightBf16, IntPtr bias, bool biasBf16,
         float* y, int channels, int k)

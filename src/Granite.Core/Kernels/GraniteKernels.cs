@@ -49,6 +49,20 @@ internal sealed record KernelTuning
     /// </summary>
     public bool Wide512Gemv { get; init; }
 
+    /// <summary>
+    /// On AVX-512 CPUs running the 256-bit GEMV: compute calls of two or more input rows (batched decode steps, grouped
+    /// experts, short prefills) with the same arithmetic in paired 512-bit registers (bit-identical results, half the FMA
+    /// instructions; see Bf16Gemv.Paired.cs). False keeps the plain 256-bit loops (for side-by-side measurements).
+    /// </summary>
+    public bool PairedRows512 { get; init; } = true;
+
+    /// <summary>
+    /// Batched decode steps advance every sequence's Mamba conv window and SSM state in one kernel call each
+    /// (<see cref="ConvStep.StepBatch"/>, <see cref="SsmStep.StepBatch"/>: no per-sequence LibTorch calls, the SSM split
+    /// over the kernel workers) instead of one fused call per sequence. Same results; false for side-by-side measurements.
+    /// </summary>
+    public bool StackedMambaStep { get; init; } = true;
+
     /// <summary>One-token attention runs <see cref="Kernels.DecodeAttention"/> (managed, cache read in place) instead of two
     /// LibTorch batched matmuls whose shape changes every token.</summary>
     public bool ManagedDecodeAttention { get; init; } = true;
@@ -83,6 +97,12 @@ internal sealed class GraniteKernels
     /// <summary>Name of the environment variable capping the instruction set (<c>scalar</c>, <c>avx2</c>, <c>avx512</c>, <c>avx512bf16</c>).</summary>
     public const string IsaEnvironmentVariable = "GRANITE_ISA";
 
+    /// <summary>
+    /// Set to <c>off</c> (or <c>0</c>, <c>false</c>) to turn off the batched-decode kernels (<see cref="KernelTuning.PairedRows512"/>,
+    /// <see cref="KernelTuning.StackedMambaStep"/>) for side-by-side measurements; results are the same either way.
+    /// </summary>
+    public const string BatchKernelsEnvironmentVariable = "GRANITE_BATCH_KERNELS";
+
     /// <summary>Forward passes of at most this many tokens are decode-shaped (attention keeps BF16 operands up to this many query rows).</summary>
     public const int DecodeMaxTokens = 4;
 
@@ -96,7 +116,7 @@ internal sealed class GraniteKernels
         GemvIsa = isa >= KernelIsa.Avx512 && !tuning.Wide512Gemv ? KernelIsa.Avx2 : isa;
         // The int8 head's widening (vpmovsxbd) costs the same per weight at either width; it follows the GEMV's width.
         HeadIsa = GemvIsa;
-        Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes);
+        Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes, paired512: isa >= KernelIsa.Avx512 && tuning.PairedRows512);
         // Decided on first use (a probe on AVX512-BF16 CPUs), so float32 models never pay for it.
         _bf16Gemm = new Lazy<(bool Native, string Reason)>(() => Bf16GemmProbe.Decide(isa, tuning.Bf16Gemm));
     }
@@ -113,6 +133,8 @@ internal sealed class GraniteKernels
         cpu ??= CpuFeatures.Current;
         var (isa, source) = ResolveIsa(cpu.Highest, maxIsa, Environment.GetEnvironmentVariable(IsaEnvironmentVariable));
         tuning ??= new KernelTuning();
+        if (Environment.GetEnvironmentVariable(BatchKernelsEnvironmentVariable)?.Trim().ToLowerInvariant() is "off" or "0" or "false")
+            tuning = tuning with { PairedRows512 = false, StackedMambaStep = false };
         return new GraniteKernels(cpu, isa, source, new KernelWorkers(workers, tuning.PersistentWorkers), tuning);
     }
 
@@ -190,9 +212,9 @@ internal sealed class GraniteKernels
     /// <summary>One line for logs and benchmark records: ISA, CPU flags, GEMM choice, threads.</summary>
     public string Description =>
         $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {_bf16Gemm.Value.Reason}, "
-        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")} ≤ {Tuning.Bf16GemvMaxRows} rows, "
+        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")}{(Gemv.Paired512 ? " (multi-row: paired 512-bit)" : "")} ≤ {Tuning.Bf16GemvMaxRows} rows, "
         + $"{Workers.Count} kernel threads ({(Workers.Persistent ? "persistent pool" : "Parallel.For")}), small ops {(Tuning.ManagedSmallOps ? "managed" : "LibTorch")}, "
-        + $"head {(Tuning.Int8Head ? "int8 (per-row scales)" : "as the weights")}";
+        + $"head {(Tuning.Int8Head ? "int8 (per-row scales)" : "as the weights")}{(Tuning.StackedMambaStep ? "" : ", per-sequence Mamba steps")}";
 
     /// <summary>
     /// y = x·Wᵀ (+ b). Float32 weights: float32 GEMM/GEMV, result float32 (the input is cast to the weight dtype).
@@ -315,6 +337,30 @@ internal sealed class GraniteKernels
 
     /// <summary>Fused one-token conv; see <see cref="ConvStep.Step"/>.</summary>
     public Tensor ConvStepOne(Tensor window, Tensor column, Tensor weight, Tensor? bias) => ConvStep.Step(window, column, weight, bias);
+
+    /// <summary>Whether a batched decode step advances these sequences' conv windows and SSM states in one call each.</summary>
+    public bool UseStackedMambaStep(IReadOnlyList<Tensor> convWindows, IReadOnlyList<Tensor> ssmStates, Tensor convWeight, Tensor? convBias)
+    {
+        if (!Tuning.StackedMambaStep || !Tuning.FusedConvStep || !Tuning.FusedSsmStep || convWindows.Count == 0) return false;
+        for (int i = 0; i < convWindows.Count; i++)
+            if (!ConvStep.Supports(convWindows[i], convWeight, convBias) || !SsmStep.Supports(ssmStates[i])
+                || !convWindows[i].shape.SequenceEqual(convWindows[0].shape) || !ssmStates[i].shape.SequenceEqual(ssmStates[0].shape)) return false;
+        return true;
+    }
+
+    /// <summary>One-token conv of B sequences; see <see cref="ConvStep.StepBatch"/>.</summary>
+    public Tensor ConvStepBatch(IReadOnlyList<Tensor> windows, Tensor columns, Tensor weight, Tensor? bias)
+    {
+        using var time = Time(KernelPart.MambaConv);
+        return ConvStep.StepBatch(windows, columns, weight, bias);
+    }
+
+    /// <summary>One-token SSM recurrence of B sequences over the kernel workers; see <see cref="SsmStep.StepBatch"/>.</summary>
+    public Tensor SsmStepBatch(IReadOnlyList<Tensor> states, Tensor xdt, Tensor dA, Tensor b, Tensor c)
+    {
+        using var time = Time(KernelPart.MambaSsm);
+        return SsmStep.StepBatch(Isa, Workers, states, xdt, dA, b, c);
+    }
 
     /// <summary>Whether the fused one-token SSM recurrence applies to this state.</summary>
     public bool UseSsmStep(Tensor ssm) => Tuning.FusedSsmStep && SsmStep.Supports(ssm);

@@ -157,6 +157,24 @@ internal sealed class MambaMixer : nn.Module
         var xBC = proj.narrow(1, _inner, _convDim);
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
+        var windows = new Tensor[n];
+        var ssmStates = new Tensor[n];
+        for (int b = 0; b < n; b++) { windows[b] = states[b].Conv; ssmStates[b] = states[b].Ssm; }
+        if (_kernels.UseStackedMambaStep(windows, ssmStates, _conv1d.Weight, _conv1d.Bias))
+        {
+            // Every sequence's conv window and SSM state stepped in one kernel call each (same arithmetic per row as below).
+            var xBCs = _kernels.ConvStepBatch(windows, xBC, _conv1d.Weight, _conv1d.Bias); // [B, C] float32
+            Tensor ys, xs;
+            using (_kernels.Time(KernelPart.MambaSsm))
+            {
+                (xs, var Bs, var Cs, var dts, var As) = SplitSsmInputs(n, xBCs, dtRaw);
+                var dA = torch.exp(dts * As);                                      // [B, n_m]
+                var xdt = xs * dts.unsqueeze(2);                                    // [B, n_m, P]
+                ys = _kernels.SsmStepBatch(ssmStates, xdt, dA, Bs, Cs);            // [B, n_m, P]
+            }
+            return Finish(n, ys, xs, z);
+        }
+
         var rows = new Tensor[n];
         for (int b = 0; b < n; b++)
         {
