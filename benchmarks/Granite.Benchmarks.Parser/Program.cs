@@ -58,8 +58,11 @@ foreach (var ((name, size), list) in timings.OrderBy(k => k.Key.Item1).ThenBy(k 
     long alloc = list.Select(x => x.Allocated).Order().ElementAt(list.Count / 2);
     long retained = list.Select(x => x.Retained).Order().ElementAt(list.Count / 2);
     Console.WriteLine($"{name,-24} {size,5} {median,9:F3} {size / median,8:F1} {alloc / (size * Mb),11:F1} {retained / 1024.0,12:F0}");
-    results.Add(new() { ["scenario"] = name, ["megabytes"] = size, ["median_seconds"] = median, ["seconds"] = secs, ["mb_per_s"] = size / median,
-        ["allocated_bytes"] = alloc, ["retained_bytes_at_end"] = retained });
+    results.Add(new()
+    {
+        ["scenario"] = name, ["megabytes"] = size, ["median_seconds"] = median, ["seconds"] = secs, ["mb_per_s"] = size / median,
+        ["allocated_bytes"] = alloc, ["retained_bytes_at_end"] = retained
+    });
 }
 
 // Parse of many calls at once (33 s for 16,000 before the fix).

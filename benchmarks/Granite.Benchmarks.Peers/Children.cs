@@ -57,20 +57,20 @@ internal static class GraniteChild
 
     internal static JsonObject Result(string engine, double load, int promptTokens, double prefill, int decodeTokens, double decode, double ttft,
         List<int> greedy, int afterFollowup, long rssBefore, string detail) => new()
-    {
-        ["engine_detail"] = detail,
-        ["load_seconds"] = Math.Round(load, 2),
-        ["prefill_tokens_per_s"] = Math.Round(promptTokens / prefill, 1),
-        ["decode_tokens_per_s"] = Math.Round(decodeTokens / decode, 2),
-        ["decode_ms_per_token"] = Math.Round(decode * 1000 / decodeTokens, 1),
-        ["followup_ttft_ms"] = Math.Round(ttft * 1000, 0),
-        ["rss_before_load_bytes"] = rssBefore,
-        ["peak_rss_bytes"] = ProcStatus.Read("VmHWM"),
-        ["rss_file_bytes"] = ProcStatus.Read("RssFile"),
-        ["rss_anon_bytes"] = ProcStatus.Read("RssAnon"),
-        ["greedy"] = new JsonArray(greedy.Select(t => (JsonNode)t).ToArray()),
-        ["token_after_followup"] = afterFollowup,
-    };
+        {
+            ["engine_detail"] = detail,
+            ["load_seconds"] = Math.Round(load, 2),
+            ["prefill_tokens_per_s"] = Math.Round(promptTokens / prefill, 1),
+            ["decode_tokens_per_s"] = Math.Round(decodeTokens / decode, 2),
+            ["decode_ms_per_token"] = Math.Round(decode * 1000 / decodeTokens, 1),
+            ["followup_ttft_ms"] = Math.Round(ttft * 1000, 0),
+            ["rss_before_load_bytes"] = rssBefore,
+            ["peak_rss_bytes"] = ProcStatus.Read("VmHWM"),
+            ["rss_file_bytes"] = ProcStatus.Read("RssFile"),
+            ["rss_anon_bytes"] = ProcStatus.Read("RssAnon"),
+            ["greedy"] = new JsonArray(greedy.Select(t => (JsonNode)t).ToArray()),
+            ["token_after_followup"] = afterFollowup,
+        };
 }
 
 /// <summary>llama.cpp's side: the GGUF export through LLamaSharp (its defaults: memory-mapped weights, F16 KV cache,

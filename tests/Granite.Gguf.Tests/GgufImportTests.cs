@@ -65,10 +65,17 @@ public class GgufImportTests
         // GGUF does not carry max_position_embeddings of hybrids (2^20 is written), mamba_chunk_size or time_step_limit.
         string Comparable(GraniteConfig x) => (x with
         {
-            SourcePath = null, TorchDtype = null, MaxPositionEmbeddings = 0, MambaChunkSize = 0,
+            SourcePath = null,
+            TorchDtype = null,
+            MaxPositionEmbeddings = 0,
+            MambaChunkSize = 0,
             // the GGUF stores float32 values
-            RmsNormEps = (float)x.RmsNormEps, RopeTheta = (float)x.RopeTheta, EmbeddingMultiplier = (float)x.EmbeddingMultiplier,
-            AttentionMultiplier = (float)x.AttentionMultiplier, ResidualMultiplier = (float)x.ResidualMultiplier, LogitsScaling = (float)x.LogitsScaling,
+            RmsNormEps = (float)x.RmsNormEps,
+            RopeTheta = (float)x.RopeTheta,
+            EmbeddingMultiplier = (float)x.EmbeddingMultiplier,
+            AttentionMultiplier = (float)x.AttentionMultiplier,
+            ResidualMultiplier = (float)x.ResidualMultiplier,
+            LogitsScaling = (float)x.LogitsScaling,
             PositionEmbeddingType = x.UsesRope ? "rope" : "nope",
         }).ToJson();
         Comparable(c).Should().Be(Comparable(original));

@@ -341,7 +341,8 @@ internal static class TokenizerJsonReader
                 bool useRegex = !element.TryGetProperty("use_regex", out JsonElement ur) || ur.ValueKind != JsonValueKind.False;
                 steps.Add(new PreTokenizerPipeline.ByteLevelStep(
                     Flag(element, "add_prefix_space"),
-                    useRegex ? Compile(path, PreTokenizerPipeline.ByteLevelSplitPattern, where) : null) { Origin = $"Invalid tokenizer file '{path}': '{where}'" });
+                    useRegex ? Compile(path, PreTokenizerPipeline.ByteLevelSplitPattern, where) : null)
+                { Origin = $"Invalid tokenizer file '{path}': '{where}'" });
                 break;
             case "Split":
                 string behavior = element.TryGetProperty("behavior", out JsonElement b) && b.ValueKind == JsonValueKind.String ? b.GetString()! : "";

@@ -24,7 +24,9 @@ internal static class RandomSchemas
         int kind = depth >= 3 ? rng.Next(3, 9) : rng.Next(0, 11);
         switch (kind)
         {
-            case 0: case 1: case 2:
+            case 0:
+            case 1:
+            case 2:
             {
                 var props = new JsonObject();
                 var required = new JsonArray();

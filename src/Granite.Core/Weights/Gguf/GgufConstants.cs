@@ -146,13 +146,22 @@ internal static class Gguf
         /// <summary>The id key of a special-token type (<c>bos</c>, <c>eos</c>, ...) as <c>SpecialVocab</c> writes it, or null.</summary>
         public static string? IdKey(string type) => type switch
         {
-            "bos" => BosId, "eos" => EosId, "unk" => UnkId, "sep" => SepId, "pad" => PadId, "mask" => MaskId, _ => null,
+            "bos" => BosId,
+            "eos" => EosId,
+            "unk" => UnkId,
+            "sep" => SepId,
+            "pad" => PadId,
+            "mask" => MaskId,
+            _ => null,
         };
 
         /// <summary>The add-flag key of a special-token type, or null.</summary>
         public static string? AddKey(string type) => type switch
         {
-            "bos" => AddBos, "eos" => AddEos, "sep" => AddSep, _ => null,
+            "bos" => AddBos,
+            "eos" => AddEos,
+            "sep" => AddSep,
+            _ => null,
         };
 
         /// <summary><c>tokenizer.ggml.pre</c> for the GPT-2 byte-level split regex.</summary>
