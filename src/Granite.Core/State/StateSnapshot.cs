@@ -46,6 +46,9 @@ internal sealed class StateSnapshot : IDisposable
     /// <summary>Number of tokens covered.</summary>
     public int Length => Tokens.Length;
 
+    /// <summary>Whether <see cref="Dispose"/> was called (the tensors are released).</summary>
+    public bool IsDisposed => _disposed;
+
     /// <summary>Bytes held by the snapshot's tensors.</summary>
     public long ByteSize { get; }
 
