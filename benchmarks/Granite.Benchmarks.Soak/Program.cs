@@ -31,6 +31,7 @@ string Get(string key, string dflt) => opts.TryGetValue(key, out var v) ? v : df
 int GetInt(string key, int dflt) => int.Parse(Get(key, dflt.ToString(CultureInfo.InvariantCulture)), CultureInfo.InvariantCulture);
 string outDir = Path.GetFullPath(Get("out", "soak-results"));
 Directory.CreateDirectory(outDir);
+var jsonOptions = new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 string fixture = Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe");
 
 switch (args[0])
@@ -63,7 +64,7 @@ async Task<int> LongGeneration()
     foreach (var f in Directory.GetFiles(fixture)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)), overwrite: true);
     var config = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "config.json")))!.AsObject();
     config["max_position_embeddings"] = context;
-    File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    File.WriteAllText(Path.Combine(dir, "config.json"), config.ToJsonString(jsonOptions));
 
     var dtype = Get("dtype", "f32") == "as-stored" ? WeightDtypePolicy.AsStored : WeightDtypePolicy.Float32;
     using var engine = GraniteEngine.Load(dir, new GraniteEngineOptions { Model = new GraniteModelOptions { WeightDtype = dtype }, SessionCacheBytes = 0 });
@@ -77,6 +78,7 @@ async Task<int> LongGeneration()
     };
     await foreach (var _ in engine.GenerateAsync(Request(64))) { } // JIT and allocator warm-up
 
+    int element = engine.Model.WeightDtype == TorchSharp.torch.ScalarType.Float32 ? 4 : 2;
     var rows = new List<Dictionary<string, double>>();
     var clock = Stopwatch.StartNew();
     void Record(int generated)
@@ -90,8 +92,10 @@ async Task<int> LongGeneration()
             ["anon_mib"] = s.AnonMiB,
             ["file_mib"] = s.FileMiB,
             ["managed_mib"] = s.ManagedMiB,
-            // Mamba state + KV cache at the capacity its geometric growth has reached (what the sequence legitimately holds).
+            // Mamba state + KV cache at the capacity its geometric growth has reached (what the sequence may hold) ...
             ["state_mib"] = Math.Round(engine.EstimateStateBytes(prompt.Count + generated) / 1048576.0, 3),
+            // ... and what it has written (pages touched): Mamba state + KV bytes of the tokens so far.
+            ["state_used_mib"] = Math.Round((engine.Config.MambaStateBytesPerSequence(element, 4) + engine.Config.KvBytesPerToken(element) * (prompt.Count + generated)) / 1048576.0, 3),
             ["load1"] = s.Load1,
         });
     }
@@ -108,8 +112,11 @@ async Task<int> LongGeneration()
 
     var after = rows.Where(r => r["tokens"] >= warmup).ToList();
     double slopeRss = Stats.Slope(after, "tokens", "rss_mib") * 1000;
-    double slopeNet = Stats.Slope(after, "tokens", r => r["rss_mib"] - r["state_mib"]) * 1000;
-    double slopeAnon = Stats.Slope(after, "tokens", r => r["anon_mib"] - r["state_mib"]) * 1000;
+    double slopeNet = Stats.Slope(after, "tokens", r => r["rss_mib"] - r["state_used_mib"]) * 1000;
+    double slopeAnon = Stats.Slope(after, "tokens", r => r["anon_mib"] - r["state_used_mib"]) * 1000;
+    // The same figure with later ends of warm-up, to show where growth stops.
+    var byWarmup = new[] { 1000, 2000, 3000, 5000 }.Where(w => w < tokens)
+        .ToDictionary(w => $"from_{w}", w => Math.Round(Stats.Slope(rows.Where(r => r["tokens"] >= w).ToList(), "tokens", r => r["rss_mib"] - r["state_used_mib"]) * 1000, 4));
     var summary = new Dictionary<string, object?>
     {
         ["command"] = "long " + string.Join(' ', args.Skip(1)),
@@ -126,11 +133,13 @@ async Task<int> LongGeneration()
         ["rss_mib_max"] = rows.Max(r => r["rss_mib"]),
         ["state_mib_last"] = rows[^1]["state_mib"],
         ["rss_slope_mib_per_1000_tokens"] = Math.Round(slopeRss, 4),
+        ["kv_mib_per_1000_tokens"] = Math.Round(engine.Config.KvBytesPerToken(element) * 1000 / 1048576.0, 4),
         ["rss_minus_state_slope_mib_per_1000_tokens"] = Math.Round(slopeNet, 4),
         ["anon_minus_state_slope_mib_per_1000_tokens"] = Math.Round(slopeAnon, 4),
+        ["rss_minus_state_slope_by_warmup"] = byWarmup,
         ["load_average_min_max"] = new[] { rows.Min(r => r["load1"]), rows.Max(r => r["load1"]) },
     };
-    return Finish("long-generation", rows, "tokens", new[] { "rss_mib", "anon_mib", "state_mib" }, summary, null, $"10k generation: RSS over tokens ({Machine.Short()})");
+    return Finish("long-generation", rows, "tokens", new[] { "rss_mib", "anon_mib", "state_used_mib" }, summary, null, $"10k generation: RSS over tokens ({Machine.Short()})");
 }
 
 // ------------------------------------------------------------------ soak
@@ -211,7 +220,8 @@ async Task<int> Soak()
                 var message = new ChatMessage(ChatRole.User, $"Request {n} from worker {w}, turn {t}: {new string('x', local.Next(1, 200))}");
                 try
                 {
-                    var response = await client.GetResponseAsync(conversationId is null ? [new ChatMessage(ChatRole.System, $"System {local.Next(4)}."), message] : [message], chat);
+                    List<ChatMessage> send = conversationId is null ? [new ChatMessage(ChatRole.System, $"System {local.Next(4)}."), message] : [message];
+                    var response = await client.GetResponseAsync(send, chat);
                     conversationId = response.ConversationId;
                     if (response.Messages.Any(m => m.Contents.OfType<FunctionResultContent>().Any())) Interlocked.Increment(ref toolTurns);
                 }
@@ -321,8 +331,8 @@ int Finish(string name, List<Dictionary<string, double>> rows, string x, string[
     string csv = Path.Combine(outDir, name + ".csv");
     Csv.Write(csv, rows);
     Svg.Write(Path.Combine(outDir, name + ".svg"), title, Csv.Read(csv), x, ys.Where(y => rows.Any(r => r[y] > 0)).ToArray(), summary);
-    File.WriteAllText(Path.Combine(outDir, name + ".json"), JsonSerializer.Serialize(summary, new JsonSerializerOptions { WriteIndented = true }));
-    Console.WriteLine(JsonSerializer.Serialize(summary, new JsonSerializerOptions { WriteIndented = true }));
+    File.WriteAllText(Path.Combine(outDir, name + ".json"), JsonSerializer.Serialize(summary, jsonOptions));
+    Console.WriteLine(JsonSerializer.Serialize(summary, jsonOptions));
     Console.WriteLine($"wrote {csv}, {name}.svg, {name}.json in {outDir}");
     if (violations is { Count: > 0 })
     {

@@ -157,7 +157,7 @@ internal static class Svg
         if (summary is not null)
         {
             int line = 0;
-            foreach (var (k, v) in summary.Where(kv => kv.Key.Contains("slope", StringComparison.Ordinal) || kv.Key is "fixed_overhead_mib" or "bound_mib"))
+            foreach (var (k, v) in summary.Where(kv => kv.Value is double && (kv.Key.Contains("slope", StringComparison.Ordinal) || kv.Key is "fixed_overhead_mib" or "bound_mib")))
                 sb.AppendLine($"<text x=\"{W - right + 12}\" y=\"{top + 120 + 16 * line++}\" font-size=\"10\">{SecurityElement.Escape($"{k}: {Convert.ToString(v, CultureInfo.InvariantCulture)}")}</text>");
         }
         sb.AppendLine("</svg>");
