@@ -9,7 +9,7 @@ namespace Granite.Demo;
 /// The agent's tools, shared by the sample and by <c>granite train-demo</c> (which renders exactly these declarations
 /// into its training corpus and runs this code for the tool results).
 /// </summary>
-public static class DemoAgent
+internal static class DemoAgent
 {
     /// <summary>The sample's system prompt (also the training corpus's).</summary>
     public const string SystemPrompt = "You are a precise assistant. Use the tools for times, unit conversions, arithmetic, weather and file searches.";
@@ -28,7 +28,7 @@ public static class DemoAgent
 }
 
 /// <summary>What the tools read (clock, file folder) and a log of the calls they served.</summary>
-public sealed class DemoToolContext
+internal sealed class DemoToolContext
 {
     private readonly List<string> _calls = new();
 
@@ -52,7 +52,7 @@ public sealed class DemoToolContext
 }
 
 /// <summary>Built-in city table: UTC offset (minutes, no daylight saving) and a fixed weather report.</summary>
-public static class DemoCities
+internal static class DemoCities
 {
     /// <summary>(name, UTC offset in minutes, condition, °C).</summary>
     public static readonly IReadOnlyList<(string Name, int OffsetMinutes, string Condition, int Celsius)> All = new (string, int, string, int)[]
@@ -81,7 +81,7 @@ public static class DemoCities
 }
 
 /// <summary>Time and date functions.</summary>
-public sealed class TimePlugin(DemoToolContext context)
+internal sealed class TimePlugin(DemoToolContext context)
 {
     [KernelFunction, Description("Returns the current date and time in UTC.")]
     public string GetUtcTime()
@@ -101,7 +101,7 @@ public sealed class TimePlugin(DemoToolContext context)
 }
 
 /// <summary>Unit conversions.</summary>
-public sealed class UnitsPlugin(DemoToolContext context)
+internal sealed class UnitsPlugin(DemoToolContext context)
 {
     [KernelFunction, Description("Converts a distance in miles to kilometres.")]
     public string MilesToKilometres([Description("distance in miles")] double miles)
@@ -126,7 +126,7 @@ public sealed class UnitsPlugin(DemoToolContext context)
 }
 
 /// <summary>A calculator.</summary>
-public sealed class MathPlugin(DemoToolContext context)
+internal sealed class MathPlugin(DemoToolContext context)
 {
     [KernelFunction, Description("Evaluates an arithmetic expression with + - * / and parentheses.")]
     public string Calculate([Description("the expression, e.g. (2 + 3) * 4")] string expression)
@@ -198,7 +198,7 @@ public sealed class MathPlugin(DemoToolContext context)
 }
 
 /// <summary>Weather from the built-in city table.</summary>
-public sealed class WeatherPlugin(DemoToolContext context)
+internal sealed class WeatherPlugin(DemoToolContext context)
 {
     [KernelFunction, Description("Returns the current weather in a city.")]
     public string GetWeather([Description("city name")] string city)
@@ -209,7 +209,7 @@ public sealed class WeatherPlugin(DemoToolContext context)
 }
 
 /// <summary>File search in one folder tree.</summary>
-public sealed class FilesPlugin(DemoToolContext context)
+internal sealed class FilesPlugin(DemoToolContext context)
 {
     [KernelFunction, Description("Finds files whose names match a glob pattern such as *.json.")]
     public string FindFiles([Description("glob pattern with * and ?")] string pattern)

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using Granite.Core.Configuration;
@@ -16,19 +17,54 @@ internal static partial class GraniteCli
     /// token ÷ GEMV bandwidth measured in the same run). <c>--synthetic h-tiny --layers N</c> writes an H-Tiny-shaped
     /// checkpoint with random BF16 weights (real widths and experts, N layers) to a temp folder first.
     /// </summary>
-    private static int Bench(CliArgs a, TextWriter stdout)
+    private static Command BenchCommand()
     {
-        string? synthetic = a.Get("synthetic");
-        int layers = a.Int("layers", 1) ?? 4;
-        int promptTokens = a.Int("prompt-tokens", 1) ?? 512;
-        int decodeTokens = a.Int("decode-tokens", 1) ?? 32;
-        bool json = a.Flag("json");
-        int? sessions = a.Int("sessions", 1);
-        int chunk = a.Int("prefill-chunk", 1) ?? 256;
-        if (sessions > GraniteEngineOptions.MaxBatchSizeLimit) throw new CliUsageException($"--sessions is at most {GraniteEngineOptions.MaxBatchSizeLimit}");
-        string? dir = synthetic is null ? ModelDir(a) : null;
-        var options = ModelOptions(a, WeightDtypePolicy.AsStored);
-        a.EnsureAllUsed();
+        var model = CliOptions.Model("checkpoint folder or GGUF file (give --model or --synthetic)");
+        model.Required = false;
+        var synthetic = CliOptions.Text("--synthetic", "h-tiny", "benchmark an H-Tiny-shaped checkpoint with random BF16 weights, written to a temp folder first");
+        var layers = CliOptions.Int("--layers", "N", "layers of the --synthetic checkpoint", 4, min: 1);
+        var promptTokens = CliOptions.Int("--prompt-tokens", "N", "prompt (prefill) tokens", 512, min: 1);
+        var decodeTokens = CliOptions.Int("--decode-tokens", "N", "decoded tokens", 32, min: 1);
+        var sessions = CliOptions.OptionalInt("--sessions", "K", "also run K concurrent generations through one engine (continuous batching)", min: 1, max: GraniteEngineOptions.MaxBatchSizeLimit);
+        var chunk = CliOptions.Int("--prefill-chunk", "N", "prefill chunk tokens of the --sessions run", 256, min: 1);
+        var json = CliOptions.Flag("--json", "print the report as one JSON object");
+        var load = new ModelLoadOptions("weight dtype; default: as stored");
+        var tokenizer = CliOptions.Flag("--tokenizer", "benchmark the tokenizer of --model instead: encode/decode throughput on mixed text");
+        var megabytes = CliOptions.Int("--megabytes", "N", "megabytes of text for --tokenizer", 1, min: 1);
+        var command = new Command("bench", "prefill and decode tokens/s, peak RSS and the decode bandwidth bound measured in the same run")
+        {
+            model, synthetic, layers, promptTokens, decodeTokens, sessions, chunk, json,
+        };
+        load.AddTo(command);
+        command.Options.Add(tokenizer);
+        command.Options.Add(megabytes);
+        Option[] modelRunOnly = [synthetic, layers, promptTokens, decodeTokens, sessions, chunk, .. load.All];
+        command.Validators.Add(c =>
+        {
+            bool Given(Option o) => c.GetResult(o) is { Implicit: false };
+            if (Given(tokenizer))
+            {
+                if (modelRunOnly.FirstOrDefault(Given) is { } o) c.AddError($"option {o.Name} does not apply to bench --tokenizer");
+                else if (!Given(model)) c.AddError("option --model is required");
+            }
+            else if (Given(megabytes)) c.AddError("option --megabytes needs --tokenizer");
+            else if (Given(model) == Given(synthetic)) c.AddError("give exactly one of --model or --synthetic");
+        });
+        command.SetAction(r =>
+        {
+            var output = r.InvocationConfiguration.Output;
+            if (r.GetValue(tokenizer))
+                return BenchTokenizer(ModelDir(r.GetRequiredValue(model)), r.GetValue(megabytes), r.GetValue(json), output);
+            var dir = r.GetValue(model) is { } m ? ModelDir(m) : null;
+            return Bench(dir, r.GetValue(synthetic), r.GetValue(layers), r.GetValue(promptTokens), r.GetValue(decodeTokens), r.GetValue(sessions),
+                r.GetValue(chunk), r.GetValue(json), load.Read(r, WeightDtypePolicy.AsStored), output);
+        });
+        return command;
+    }
+
+    private static int Bench(string? dir, string? synthetic, int layers, int promptTokens, int decodeTokens, int? sessions, int chunk, bool json,
+        GraniteModelOptions options, TextWriter stdout)
+    {
         string? temp = null;
         if (synthetic is not null)
         {

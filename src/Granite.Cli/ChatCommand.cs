@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
 using Granite.Core.Generation;
@@ -17,17 +18,29 @@ internal static partial class GraniteCli
     /// prints per turn <c>{"turn","input_tokens","cached_input_tokens","output_tokens","ttft_ms","total_ms"}</c>;
     /// <c>ttft_ms</c> is the client-observed time to the first streamed update.
     /// </summary>
-    private static async Task<int> Chat(CliArgs a, TextWriter stdout, CancellationToken ct)
+    private static Command ChatCommand()
     {
-        var dir = ModelDir(a);
-        var script = a.Require("script");
-        bool json = a.Flag("json");
-        bool noReuse = a.Flag("no-reuse");
-        bool stored = a.Flag("store-conversations");
-        int maxTokens = a.Int("max-tokens", 1) ?? 64;
-        string? system = a.Get("system");
-        var modelOptions = ModelOptions(a, WeightDtypePolicy.AsStored);
-        a.EnsureAllUsed();
+        var model = CliOptions.Model();
+        var script = CliOptions.Text("--script", "FILE", "user turns: a JSON list of strings, or one turn per non-empty line", required: true);
+        var json = CliOptions.Flag("--json", "print one line per turn {\"turn\",\"input_tokens\",\"cached_input_tokens\",\"output_tokens\",\"ttft_ms\",\"total_ms\"}");
+        var noReuse = CliOptions.Flag("--no-reuse", "no session cache: every turn prefills its whole prompt");
+        var stored = CliOptions.Flag("--store-conversations", "use the client's stored conversations: send only the new user message with the returned id");
+        var maxTokens = CliOptions.Int("--max-tokens", "N", "most new tokens per turn", 64, min: 1);
+        var system = CliOptions.Text("--system", "TEXT", "system message before the first turn");
+        var load = new ModelLoadOptions("compute dtype; default: as stored");
+        var command = new Command("chat", "replay user turns as one conversation through GraniteChatClient (stateless resend unless --store-conversations)")
+        {
+            model, script, json, noReuse, stored, maxTokens, system,
+        };
+        load.AddTo(command);
+        command.SetAction((r, ct) => Chat(ModelDir(r.GetRequiredValue(model)), r.GetRequiredValue(script), r.GetValue(json), r.GetValue(noReuse), r.GetValue(stored),
+            r.GetValue(maxTokens), r.GetValue(system), load.Read(r, WeightDtypePolicy.AsStored), r.InvocationConfiguration.Output, ct));
+        return command;
+    }
+
+    private static async Task<int> Chat(string dir, string script, bool json, bool noReuse, bool stored, int maxTokens, string? system,
+        GraniteModelOptions modelOptions, TextWriter stdout, CancellationToken ct)
+    {
         var turns = ReadScript(script);
 
         var engine = GraniteEngine.Load(dir, new GraniteEngineOptions { Model = modelOptions, SessionCacheBytes = noReuse ? 0 : 512L << 20 });

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Text.Json;
 using Granite.Core.Weights.Gguf;
 
@@ -9,16 +10,30 @@ internal static partial class GraniteCli
     /// <c>granite export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32] [--json]</c>: writes the checkpoint as a
     /// llama.cpp GGUF v3 file (the converter's key set and tensor layout; docs/gguf.md). Default type: the stored dtype.
     /// </summary>
-    private static int ExportGguf(CliArgs a, TextWriter stdout)
+    private static Command ExportGgufCommand()
     {
-        var dir = ModelDir(a);
-        var output = a.Require("out");
-        var typeName = a.Get("type");
-        bool json = a.Flag("json");
-        a.EnsureAllUsed();
-        GgmlType? type;
-        try { type = typeName is null ? null : GgufExporter.ParseType(typeName); }
-        catch (ArgumentException) { throw new CliUsageException($"option --type must be bf16, f16 or f32 (got '{typeName}')"); }
+        var model = CliOptions.Model();
+        var output = CliOptions.Text("--out", "FILE.gguf", "the GGUF file to write (replaced atomically)", required: true);
+        var type = new Option<GgmlType?>("--type")
+        {
+            Description = "weight type; default: as stored (lossless)",
+            HelpName = "bf16|f16|f32",
+            CustomParser = r =>
+            {
+                var s = CliOptions.SingleValue(r, "--type");
+                if (s is null) return null;
+                try { return GgufExporter.ParseType(s); }
+                catch (ArgumentException) { r.AddError($"option --type must be bf16, f16 or f32 (got '{s}')"); return null; }
+            },
+        };
+        var json = CliOptions.Flag("--json", "print {\"path\",\"architecture\",\"type\",\"tensors\",\"metadata_keys\",\"bytes\"} instead of a summary line");
+        var command = new Command("export-gguf", "write the checkpoint as a llama.cpp GGUF v3 file (the converter's key set and tensor layout)") { model, output, type, json };
+        command.SetAction(r => ExportGguf(ModelDir(r.GetRequiredValue(model)), r.GetRequiredValue(output), r.GetValue(type), r.GetValue(json), r.InvocationConfiguration.Output));
+        return command;
+    }
+
+    private static int ExportGguf(string dir, string output, GgmlType? type, bool json, TextWriter stdout)
+    {
         if (Directory.Exists(output)) throw new CliUsageException($"option --out names a folder, not a file: {output}");
         var r = GgufExporter.Export(dir, output, type);
         if (json)

@@ -1,56 +1,84 @@
+using System.CommandLine;
+using System.CommandLine.Help;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using System.Text.Json;
 using Granite.Core;
 
 namespace Granite.Cli;
 
-/// <summary>The <c>granite</c> command line: dispatch, error policy (one line on stderr, exit code 2).</summary>
+/// <summary>
+/// The <c>granite</c> command line: the command tree (System.CommandLine generates usage, help and parse errors), and
+/// the error policy: one line on stderr (<c>granite: ...</c>), exit code 2; no stack trace unless <c>--verbose</c>.
+/// </summary>
 internal static partial class GraniteCli
 {
-    internal const string Usage = """
-        usage: granite <command> [options]
-
-        commands:
-          inspect    --model DIR [--json] [--expert-budget B [--dtype f32|bf16]]  config summary, parameter counts, weight and state bytes
-          logits     --model DIR --ids 1,2,3 [--greedy N] [--dtype f32|bf16] [--expert-budget B] --json
-          generate   --model DIR (--ids 1,2,3 | --prompt TEXT) [--max-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--special] [--expert-budget B] [--json]
-          tokenize   --model DIR --text T [--json]
-          detokenize --model DIR --ids 1,2,3
-          prompt     --model DIR --conversation FILE.json [--json]
-          bench      (--model DIR | --synthetic h-tiny [--layers N]) [--prompt-tokens N] [--decode-tokens N] [--dtype f32|bf16] [--expert-budget off|BYTES|N%] [--sessions K [--prefill-chunk N]] [--json]
-          bench      --tokenizer --model DIR [--megabytes N] [--json]
-          export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32] [--json]   write a llama.cpp GGUF v3 file (default type: as stored)
-          train-demo --out DIR [--seed S] [--minutes M] [--json] [--steps N] [--batch B] [--hidden H] [--layers mmamma] [--eval N]
-                     train the demo tool-calling model (resumes from DIR/checkpoint); writes a Hugging Face folder to DIR
-          eval-demo  --model DIR [--seed S] [--count N] [--json]   held-out tool-calling accuracy through GraniteChatClient
-          chat       --model DIR --script FILE [--json] [--no-reuse] [--store-conversations] [--max-tokens N] [--system TEXT]   replay user turns (JSON list or one per line; stateless resend unless --store-conversations)
-
-        common options: --verbose (stack traces on errors), --threads N (at most 4 per CPU, min 64),
-          --check-weights (logits/generate/chat/bench: refuse weights holding NaN or Inf, naming the tensor)
-        --expert-budget B: MoE expert offload budget: off (default), BYTES (K/M/G suffix allowed) or PERCENT% of the expert bytes
-        """;
-
     internal static readonly JsonSerializerOptions Json = new() { WriteIndented = false, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
+    /// <summary>Width at which help text wraps (fixed, so <c>--help</c> and docs/cli.md do not depend on the terminal).</summary>
+    internal const int HelpWidth = 120;
+
+    /// <summary>Values are taken literally: no <c>@file</c> response files (a prompt may start with '@').</summary>
+    private static readonly ParserConfiguration Parsing = new() { ResponseFileTokenReplacer = null };
+
+    /// <summary>The root command and its global <c>--verbose</c> option.</summary>
+    internal sealed record CliTree(RootCommand Root, Option<bool> Verbose);
+
+    /// <summary>Builds the command tree: every command, its options (names, placeholders, defaults, descriptions) and action.</summary>
+    internal static CliTree CreateCommandLine()
+    {
+        var verbose = new Option<bool>("--verbose") { Description = "print stack traces and the native-loading report on errors", Recursive = true };
+        var root = new RootCommand("Inspect, tokenize, run, benchmark and export IBM Granite 4.0 checkpoints in-process on TorchSharp.")
+        {
+            HelpName = "granite",
+        };
+        root.Options.Add(verbose);
+        foreach (var command in new[]
+        {
+            InspectCommand(), LogitsCommand(), GenerateCommand(), TokenizeCommand(), DetokenizeCommand(), PromptCommand(),
+            BenchCommand(), ExportGgufCommand(), ChatCommand(), Demo.DemoCommands.TrainCommand(), Demo.DemoCommands.EvalCommand(),
+            DocsCommand(),
+        })
+            root.Subcommands.Add(command);
+        foreach (var help in root.Options.OfType<HelpOption>())
+            if (help.Action is HelpAction action) action.MaxWidth = HelpWidth;
+        return new CliTree(root, verbose);
+    }
+
+    /// <summary>Parses <paramref name="args"/>, runs the command, and maps failures to one line on stderr and exit code 2.</summary>
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)
     {
-        bool verbose = args.Contains("--verbose");
-        var rest = args.Where(a => a != "--verbose").ToArray();
-        if (rest.Length == 0 || rest[0] is "-h" or "--help" or "help")
+        if (args is ["help", .. var rest]) args = [.. rest, "--help"];
+        var cli = CreateCommandLine();
+        var parsed = cli.Root.Parse(args, Parsing);
+        bool verbose = parsed.GetValue(cli.Verbose);
+        var invocation = new InvocationConfiguration
         {
-            stdout.WriteLine(Usage);
-            return rest.Length == 0 ? 2 : 0;
+            Output = stdout,
+            Error = stderr,
+            EnableDefaultExceptionHandler = false,
+            ProcessTerminationTimeout = null, // Ctrl+C ends the process as before
+        };
+        if (parsed.Action is CommandLineAction { ClearsParseErrors: true }) // --help, --version
+            return await parsed.InvokeAsync(invocation, cancellationToken);
+        if (parsed.CommandResult.Command == cli.Root && parsed.UnmatchedTokens.Count == 0)
+        {
+            await cli.Root.Parse(["--help"], Parsing).InvokeAsync(invocation, cancellationToken); // no command: the help, exit code 2
+            return 2;
+        }
+        if (parsed.Errors.Count > 0)
+        {
+            stderr.WriteLine("granite: " + OneLine(ParseErrorMessage(parsed, cli.Root)));
+            return 2;
         }
         try
         {
-            GraniteRuntime.EnsureLoaded();
-            if (verbose) stderr.WriteLine("native: " + GraniteRuntime.LoadReport);
-            string command = rest[0];
-            var tail = rest.Skip(1);
-            return command switch
+            if (parsed.CommandResult.Command.Name != DocsCommandName)
             {
-                "inspect" => Inspect(new CliArgs(tail, new HashSet<string> { "json" }), stdout),
-                _ => await RunMoreAsync(command, tail, stdout, stderr, cancellationToken),
-            };
+                GraniteRuntime.EnsureLoaded();
+                if (verbose) stderr.WriteLine("native: " + GraniteRuntime.LoadReport);
+            }
+            return await parsed.InvokeAsync(invocation, cancellationToken);
         }
         catch (CliUsageException ex)
         {
@@ -70,13 +98,33 @@ internal static partial class GraniteCli
         }
     }
 
-    static partial void RunMore(string command, IEnumerable<string> args, TextWriter stdout, TextWriter stderr, CancellationToken ct, ref Task<int>? result);
-
-    private static Task<int> RunMoreAsync(string command, IEnumerable<string> args, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    /// <summary>
+    /// The first parse error as one sentence: unknown commands and options and missing required options in the CLI's
+    /// words (<c>unknown option --x</c>, <c>option --x is required</c>), value errors as their parsers wrote them.
+    /// </summary>
+    internal static string ParseErrorMessage(ParseResult parsed, RootCommand root)
     {
-        Task<int>? result = null;
-        RunMore(command, args, stdout, stderr, ct, ref result);
-        return result ?? throw new CliUsageException($"unknown command '{command}' (try 'granite --help')");
+        var command = parsed.CommandResult.Command;
+        if (parsed.UnmatchedTokens.Count > 0)
+        {
+            var token = parsed.UnmatchedTokens[0];
+            if (command == root) return $"unknown command '{token}' (try 'granite --help')";
+            if (token.StartsWith('-') && token.Length > 1)
+            {
+                int eq = token.IndexOf('=', StringComparison.Ordinal);
+                return $"unknown option {(eq > 0 ? token[..eq] : token)}";
+            }
+            return $"unexpected argument '{token}'";
+        }
+        foreach (var result in parsed.CommandResult.Children.OfType<OptionResult>().Where(r => !r.Implicit))
+        {
+            if (result.Option.Arity.MinimumNumberOfValues > 0 && result.Tokens.Count == 0) return $"option {result.Option.Name} needs a value";
+            if (result.IdentifierTokenCount > 1 && result.Option.Arity.MaximumNumberOfValues == 1) return $"option {result.Option.Name} given twice";
+        }
+        foreach (var option in command.Options)
+            if (option.Required && parsed.GetResult(option) is not { Implicit: false })
+                return $"option {option.Name} is required";
+        return parsed.Errors[0].Message;
     }
 
     /// <summary>Longest error line printed (a message quoting a huge value is cut).</summary>
@@ -109,9 +157,9 @@ internal static partial class GraniteCli
         return sb.ToString();
     }
 
-    internal static string ModelDir(CliArgs a)
+    /// <summary>The checkpoint folder named by <c>--model</c>: a folder with config.json, or a GGUF file imported into one.</summary>
+    internal static string ModelDir(string dir)
     {
-        var dir = a.Require("model");
         if (File.Exists(dir)) dir = Granite.Core.Weights.Gguf.GgufImporter.ResolveModelPath(dir); // GGUF file (or Ollama blob) → imported folder
         if (!Directory.Exists(dir)) throw new CliUsageException($"model folder not found: {dir}");
         if (!File.Exists(Path.Combine(dir, "config.json"))) throw new CliUsageException($"not a Granite checkpoint folder (no config.json): {dir}");

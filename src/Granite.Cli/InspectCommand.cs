@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Text.Json;
 using Granite.Core.Configuration;
 using Granite.Core.Weights;
@@ -6,13 +7,19 @@ namespace Granite.Cli;
 
 internal static partial class GraniteCli
 {
-    private static int Inspect(CliArgs a, TextWriter stdout)
+    private static Command InspectCommand()
     {
-        var dir = ModelDir(a);
-        bool json = a.Flag("json");
-        var offload = ExpertBudget(a);
-        var dtypeOpt = a.Get("dtype");
-        a.EnsureAllUsed();
+        var model = CliOptions.Model();
+        var json = CliOptions.Flag("--json", "print the report as one JSON object");
+        var budget = CliOptions.ExpertBudget();
+        var dtype = CliOptions.Dtype("load dtype of the memory plan; default: as stored (f16 as f32)");
+        var command = new Command("inspect", "config summary, parameter counts, weight and state bytes, load memory plan; runs the load-time validation") { model, json, budget, dtype };
+        command.SetAction(r => Inspect(ModelDir(r.GetRequiredValue(model)), r.GetValue(json), r.GetValue(budget) ?? Granite.Core.Experts.ExpertOffloadOptions.Off, r.GetValue(dtype), r.InvocationConfiguration.Output));
+        return command;
+    }
+
+    private static int Inspect(string dir, bool json, Granite.Core.Experts.ExpertOffloadOptions offload, string? dtypeOpt, TextWriter stdout)
+    {
         var c = GraniteConfig.Load(dir);
         long weightBytes = 0, expertBytes = 0;
         string dtypes;

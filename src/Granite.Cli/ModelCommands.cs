@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Text.Json;
 using Granite.Core.Generation;
 using Granite.Core.Modeling;
@@ -9,59 +10,92 @@ namespace Granite.Cli;
 
 internal static partial class GraniteCli
 {
-    static partial void RunMore(string command, IEnumerable<string> args, TextWriter stdout, TextWriter stderr, CancellationToken ct, ref Task<int>? result)
+    private static Option<bool> JsonFlag(string description) => CliOptions.Flag("--json", description);
+
+    private static Command LogitsCommand()
     {
-        result = command switch
-        {
-            "logits" => Task.FromResult(Logits(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout)),
-            "generate" => Generate(new CliArgs(args, new HashSet<string> { "json", "check-weights", "special" }), stdout, ct),
-            "tokenize" => Task.FromResult(Tokenize(new CliArgs(args, new HashSet<string> { "json", "special" }), stdout)),
-            "detokenize" => Task.FromResult(Detokenize(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
-            "prompt" => Task.FromResult(Prompt(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
-            "bench" when args.Contains("--tokenizer") => Task.FromResult(BenchTokenizer(new CliArgs(args, new HashSet<string> { "json", "tokenizer" }), stdout)),
-            "bench" => Task.FromResult(Bench(new CliArgs(args, new HashSet<string> { "json", "check-weights" }), stdout)),
-            "export-gguf" => Task.FromResult(ExportGguf(new CliArgs(args, new HashSet<string> { "json" }), stdout)),
-            "chat" => Chat(new CliArgs(args, new HashSet<string> { "json", "no-reuse", "store-conversations", "check-weights" }), stdout, ct),
-            "train-demo" => Demo.DemoCommands.TrainAsync(new CliArgs(args, new HashSet<string> { "json" }), stdout, stderr, ct),
-            "eval-demo" => Demo.DemoCommands.EvalAsync(new CliArgs(args, new HashSet<string> { "json" }), stdout, stderr, ct),
-            _ => null,
-        };
+        var model = CliOptions.Model();
+        var ids = CliOptions.Ids("input token ids", required: true);
+        var greedy = CliOptions.Int("--greedy", "N", "greedy new tokens to append after the input", 0, min: 0);
+        var json = JsonFlag("accepted for symmetry: the output is always JSON");
+        var load = new ModelLoadOptions("compute dtype; default f32 whatever the stored dtype (parity mode), bf16 selects the fast path");
+        var command = new Command("logits", "parity output: last-position logits, argmax of every input position and N greedy tokens, as JSON") { model, ids, greedy, json };
+        load.AddTo(command);
+        command.SetAction(r => Logits(ModelDir(r.GetRequiredValue(model)), r.GetRequiredValue(ids), r.GetValue(greedy), load.Read(r, WeightDtypePolicy.Float32), r.InvocationConfiguration.Output));
+        return command;
     }
 
-    private static GraniteModelOptions ModelOptions(CliArgs a, WeightDtypePolicy dflt)
+    private static Command GenerateCommand()
     {
-        var dtype = a.Get("dtype");
-        var policy = dtype switch
+        var model = CliOptions.Model();
+        var ids = CliOptions.Ids("prompt token ids (give --ids or --prompt)", required: false);
+        var prompt = CliOptions.Text("--prompt", "TEXT", "prompt text, rendered as one user turn with the chat template");
+        var maxTokens = CliOptions.Int("--max-tokens", "N", "most new tokens", 64, min: 1);
+        var temperature = CliOptions.OptionalNumber("--temperature", "T", "sampling temperature (0 or absent: greedy)");
+        var topK = CliOptions.OptionalInt("--top-k", "K", "keep the K most likely tokens (0: off)", min: 0);
+        var topP = CliOptions.OptionalNumber("--top-p", "P", "nucleus sampling mass in (0, 1]");
+        var seed = CliOptions.OptionalInt("--seed", "S", "sampling seed");
+        var special = CliOptions.Flag("--special", "keep tokens flagged special in tokenizer.json in the text");
+        var json = JsonFlag("print {\"prompt_tokens\",\"tokens\",\"text\",\"finish_reason\"} at the end instead of streaming text");
+        var load = new ModelLoadOptions("compute dtype; default: as stored");
+        var command = new Command("generate", "stream decoded text as tokens come") { model, ids, prompt, maxTokens, temperature, topK, topP, seed, special, json };
+        load.AddTo(command);
+        command.Validators.Add(c =>
         {
-            null => dflt,
-            "f32" or "float32" => WeightDtypePolicy.Float32,
-            "bf16" or "bfloat16" or "stored" => WeightDtypePolicy.AsStored,
-            _ => throw new CliUsageException($"option --dtype must be f32 or bf16 (got '{dtype}')"),
-        };
-        int threads = a.Int("threads", 1) ?? 0;
-        if (threads > GraniteModelOptions.MaxThreads)
-            throw new CliUsageException($"option --threads must be at most {GraniteModelOptions.MaxThreads} on this machine ({Environment.ProcessorCount} CPUs; got {threads})");
-        return new GraniteModelOptions { WeightDtype = policy, Threads = threads, ExpertOffload = ExpertBudget(a), CheckFiniteWeights = a.Flag("check-weights") };
+            if ((c.GetResult(ids) is { Implicit: false }) == (c.GetResult(prompt) is { Implicit: false })) c.AddError("give exactly one of --ids or --prompt");
+        });
+        command.SetAction((r, ct) =>
+        {
+            var sampling = new SamplingOptions
+            {
+                MaxNewTokens = r.GetValue(maxTokens),
+                Temperature = (float?)r.GetValue(temperature),
+                TopK = r.GetValue(topK),
+                TopP = (float?)r.GetValue(topP),
+                Seed = r.GetValue(seed),
+            };
+            // An absent --ids reads as an empty array, not null: ask whether it was given.
+            var promptIds = r.GetResult(ids) is { Implicit: false } ? r.GetRequiredValue(ids) : null;
+            return Generate(ModelDir(r.GetRequiredValue(model)), promptIds, r.GetValue(prompt), sampling, r.GetValue(special), r.GetValue(json),
+                load.Read(r, WeightDtypePolicy.AsStored), r.InvocationConfiguration.Output, ct);
+        });
+        return command;
     }
 
-    /// <summary><c>--expert-budget off|BYTES|PERCENT%</c> (absent = off).</summary>
-    internal static Granite.Core.Experts.ExpertOffloadOptions ExpertBudget(CliArgs a)
+    private static Command TokenizeCommand()
     {
-        var s = a.Get("expert-budget");
-        if (s is null) return Granite.Core.Experts.ExpertOffloadOptions.Off;
-        try { return Granite.Core.Experts.ExpertOffloadOptions.Parse(s); }
-        catch (FormatException ex) { throw new CliUsageException("option --" + ex.Message.Replace("expert budget", "expert-budget", StringComparison.Ordinal)); }
+        var model = CliOptions.Model();
+        var text = CliOptions.Text("--text", "TEXT", "text to encode (untrusted: control-token strings stay plain text)", required: true);
+        var special = CliOptions.Flag("--special", "let added tokens in the text become their ids (template semantics)");
+        var json = JsonFlag("print {\"ids\":[...]}");
+        var command = new Command("tokenize", "encode text to token ids") { model, text, special, json };
+        command.SetAction(r => Tokenize(ModelDir(r.GetRequiredValue(model)), r.GetRequiredValue(text), r.GetValue(special), r.GetValue(json), r.InvocationConfiguration.Output));
+        return command;
+    }
+
+    private static Command DetokenizeCommand()
+    {
+        var model = CliOptions.Model();
+        var ids = CliOptions.Ids("token ids to decode", required: true);
+        var json = JsonFlag("print {\"text\":...}");
+        var command = new Command("detokenize", "decode token ids to text (nothing skipped)") { model, ids, json };
+        command.SetAction(r => Detokenize(ModelDir(r.GetRequiredValue(model)), r.GetRequiredValue(ids), r.GetValue(json), r.InvocationConfiguration.Output));
+        return command;
+    }
+
+    private static Command PromptCommand()
+    {
+        var model = CliOptions.Model();
+        var conversation = CliOptions.Text("--conversation", "FILE.json", "OpenAI-style conversation {\"messages\":[...],\"tools\":[...]}", required: true);
+        var json = JsonFlag("print {\"text\",\"ids\"} (adds the token ids)");
+        var command = new Command("prompt", "render a conversation file exactly as the model sees it") { model, conversation, json };
+        command.SetAction(r => Prompt(ModelDir(r.GetRequiredValue(model)), r.GetRequiredValue(conversation), r.GetValue(json), r.InvocationConfiguration.Output));
+        return command;
     }
 
     /// <summary><c>granite logits</c>: parity output in float32 by default.</summary>
-    private static int Logits(CliArgs a, TextWriter stdout)
+    private static int Logits(string dir, int[] ids, int greedy, GraniteModelOptions options, TextWriter stdout)
     {
-        var dir = ModelDir(a);
-        var ids = a.Ids("ids") ?? throw new CliUsageException("option --ids is required");
-        int greedy = a.Int("greedy", 0) ?? 0;
-        a.Flag("json"); // the output is always JSON
-        var options = ModelOptions(a, WeightDtypePolicy.Float32);
-        a.EnsureAllUsed();
         using var model = GraniteModel.Load(dir, options);
         foreach (var id in ids)
             if ((uint)id >= (uint)model.Config.VocabSize) throw new CliUsageException($"token id {id} is outside the vocabulary (0..{model.Config.VocabSize - 1})");
@@ -103,24 +137,9 @@ internal static partial class GraniteCli
     }
 
     /// <summary><c>granite generate</c>: streams decoded text as tokens come.</summary>
-    private static async Task<int> Generate(CliArgs a, TextWriter stdout, CancellationToken ct)
+    private static async Task<int> Generate(string dir, int[]? ids, string? prompt, SamplingOptions sampling, bool special, bool json,
+        GraniteModelOptions options, TextWriter stdout, CancellationToken ct)
     {
-        var dir = ModelDir(a);
-        var ids = a.Ids("ids");
-        var prompt = a.Get("prompt");
-        if ((ids is null) == (prompt is null)) throw new CliUsageException("give exactly one of --ids or --prompt");
-        var sampling = new SamplingOptions
-        {
-            MaxNewTokens = a.Int("max-tokens", 1) ?? 64,
-            Temperature = (float?)a.Double("temperature"),
-            TopK = a.Int("top-k", 0),
-            TopP = (float?)a.Double("top-p"),
-            Seed = a.Int("seed"),
-        };
-        bool json = a.Flag("json");
-        bool special = a.Flag("special");
-        var options = ModelOptions(a, WeightDtypePolicy.AsStored);
-        a.EnsureAllUsed();
         try { sampling.Validate(); } catch (ArgumentException ex) { throw new CliUsageException(ex.Message); }
         using var engine = GraniteEngine.Load(dir, new GraniteEngineOptions { Model = options, SessionCacheBytes = 0 });
         IReadOnlyList<int> promptIds = ids ?? (IReadOnlyList<int>)engine.Tokenizer.Encode(
@@ -140,39 +159,28 @@ internal static partial class GraniteCli
         return 0;
     }
 
-    private static GraniteTokenizer LoadTokenizer(CliArgs a) => GraniteTokenizer.FromDirectory(ModelDir(a));
-
     /// <summary><c>granite tokenize</c>: user text is encoded untrusted unless --trusted.</summary>
-    private static int Tokenize(CliArgs a, TextWriter stdout)
+    private static int Tokenize(string dir, string text, bool trusted, bool json, TextWriter stdout)
     {
-        var tok = LoadTokenizer(a);
-        var text = a.Require("text");
-        bool json = a.Flag("json");
-        bool trusted = a.Flag("special"); // --special: added tokens in the text become control ids (template semantics)
-        a.EnsureAllUsed();
+        var tok = GraniteTokenizer.FromDirectory(dir);
+        // --special (trusted): added tokens in the text become control ids (template semantics)
         var ids = tok.Encode(text, allowSpecialTokens: trusted);
         stdout.WriteLine(json ? JsonSerializer.Serialize(new { ids }, Json) : string.Join(",", ids));
         return 0;
     }
 
-    private static int Detokenize(CliArgs a, TextWriter stdout)
+    private static int Detokenize(string dir, int[] ids, bool json, TextWriter stdout)
     {
-        var tok = LoadTokenizer(a);
-        var ids = a.Ids("ids") ?? throw new CliUsageException("option --ids is required");
-        bool json = a.Flag("json");
-        a.EnsureAllUsed();
+        var tok = GraniteTokenizer.FromDirectory(dir);
         var text = tok.Decode(ids);
         stdout.WriteLine(json ? JsonSerializer.Serialize(new { text }, Json) : text);
         return 0;
     }
 
     /// <summary><c>granite prompt</c>: renders an OpenAI-style conversation file exactly as the model sees it.</summary>
-    private static int Prompt(CliArgs a, TextWriter stdout)
+    private static int Prompt(string dir, string file, bool json, TextWriter stdout)
     {
-        var tok = LoadTokenizer(a);
-        var file = a.Require("conversation");
-        bool json = a.Flag("json");
-        a.EnsureAllUsed();
+        var tok = GraniteTokenizer.FromDirectory(dir);
         if (!File.Exists(file)) throw new CliUsageException($"conversation file not found: {file}");
         var rendered = GraniteChatTemplate.RenderJson(File.ReadAllText(file));
         if (json)

@@ -8,13 +8,8 @@ namespace Granite.Cli;
 internal static partial class GraniteCli
 {
     /// <summary><c>granite bench --tokenizer --model DIR [--megabytes N]</c>: encode/decode throughput on mixed text.</summary>
-    private static int BenchTokenizer(CliArgs a, TextWriter stdout)
+    private static int BenchTokenizer(string dir, int megabytes, bool json, TextWriter stdout)
     {
-        var dir = ModelDir(a);
-        int megabytes = a.Int("megabytes", 1) ?? 1;
-        bool json = a.Flag("json");
-        a.Flag("tokenizer");
-        a.EnsureAllUsed();
         var tok = GraniteTokenizer.FromDirectory(dir);
         string text = MixedText(megabytes << 20, seed: 1);
         int bytes = Encoding.UTF8.GetByteCount(text);

@@ -447,7 +447,6 @@ public sealed partial class GraniteChatClient : IChatClient
         if (serviceType == typeof(ChatClientMetadata)) return _metadata;
         if (serviceType.IsInstanceOfType(this)) return this;
         if (serviceType == typeof(GraniteEngine)) return _engine;
-        if (serviceType == typeof(GraniteModel)) return _engine.Model;
         if (serviceType == typeof(GraniteTokenizer)) return _engine.Tokenizer;
         return null;
     }

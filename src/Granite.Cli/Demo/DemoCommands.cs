@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -44,31 +45,55 @@ internal sealed record DemoTrainResult(long Step, long TotalSteps, bool Finished
 /// </summary>
 internal static class DemoCommands
 {
-    public static async Task<int> TrainAsync(CliArgs a, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    /// <summary><c>granite train-demo</c>: options, defaults and checks; the run itself is <see cref="TrainAsync(DemoTrainSettings, TextWriter, CancellationToken)"/>.</summary>
+    public static Command TrainCommand()
     {
-        var s = new DemoTrainSettings
+        var d = new DemoTrainSettings { OutDir = "" };
+        var outDir = CliOptions.Text("--out", "DIR", "output folder: the Hugging Face model, and DIR/checkpoint to resume from", required: true);
+        var seed = CliOptions.Int("--seed", "S", "seed of the corpus, tokenizer and weights", (int)d.Seed, min: 0);
+        var minutes = CliOptions.Number("--minutes", "M", "wall-clock budget; the run stops (resumable) when it is spent", d.Minutes,
+            m => m > 0 ? null : "option --minutes must be > 0");
+        var steps = CliOptions.Int("--steps", "N", "optimizer steps", d.Steps, min: 1);
+        var batch = CliOptions.Int("--batch", "B", "conversations per step", d.Batch, min: 1);
+        var merges = CliOptions.Int("--merges", "N", "BPE merges of the trained tokenizer", d.Merges, min: 0);
+        var tokenizerConversations = CliOptions.Int("--tokenizer-conversations", "N", "conversations the tokenizer is trained on", d.TokenizerConversations, min: 10);
+        var hidden = CliOptions.Int("--hidden", "H", "hidden size (a multiple of 32)", d.Hidden, min: 32,
+            check: h => h % 32 == 0 ? null : $"option --hidden must be a multiple of 32 (got {h})");
+        var layers = CliOptions.Text("--layers", "mmamma", "layer kinds, m (Mamba) or a (attention), starting with m", d.Layers,
+            l => l.Length > 0 && l[0] == 'm' && l.All(k => k is 'm' or 'a') ? null
+                : $"option --layers must be a string of m (Mamba) and a (attention) that starts with m (got '{l}')");
+        var lr = CliOptions.Number("--lr", "X", "peak learning rate", d.LearningRate);
+        var warmup = CliOptions.Int("--warmup", "N", "learning-rate warm-up steps", d.WarmupSteps, min: 0);
+        var checkpointEvery = CliOptions.Int("--checkpoint-every", "N", "steps between checkpoints", d.CheckpointEvery, min: 1);
+        var eval = CliOptions.Int("--eval", "N", "held-out conversations evaluated at the end", d.EvalCount, min: 0);
+        var threads = CliOptions.Int("--threads", "N", "LibTorch threads", d.Threads, min: 1);
+        var json = CliOptions.Flag("--json", "print the result as one JSON object (progress goes to stderr)");
+        var command = new Command("train-demo", "train the demo tool-calling model (resumes from DIR/checkpoint); writes a Hugging Face folder to DIR")
         {
-            OutDir = a.Require("out"),
-            Seed = a.Int("seed", 0) ?? 1,
-            Minutes = a.Double("minutes") ?? 110,
-            Steps = a.Int("steps", 1) ?? 4000,
-            Batch = a.Int("batch", 1) ?? 8,
-            Merges = a.Int("merges", 0) ?? 2000,
-            TokenizerConversations = a.Int("tokenizer-conversations", 10) ?? 3000,
-            Hidden = a.Int("hidden", 32) ?? 128,
-            Layers = a.Get("layers") ?? "mmamma",
-            LearningRate = a.Double("lr") ?? 2.5e-3,
-            WarmupSteps = a.Int("warmup", 0) ?? 100,
-            CheckpointEvery = a.Int("checkpoint-every", 1) ?? 50,
-            EvalCount = a.Int("eval", 0) ?? 50,
-            Threads = a.Int("threads", 1) ?? 1,
+            outDir, seed, minutes, json, steps, batch, merges, tokenizerConversations, hidden, layers, lr, warmup, checkpointEvery, eval, threads,
         };
-        bool json = a.Flag("json");
-        a.EnsureAllUsed();
-        if (s.Minutes <= 0) throw new CliUsageException("option --minutes must be > 0");
-        if (s.Layers.Length == 0 || s.Layers.Any(c => c != 'm' && c != 'a') || s.Layers[0] == 'a')
-            throw new CliUsageException($"option --layers must be a string of m (Mamba) and a (attention) that starts with m (got '{s.Layers}')");
-        if (s.Hidden % 32 != 0) throw new CliUsageException($"option --hidden must be a multiple of 32 (got {s.Hidden})");
+        command.SetAction((r, ct) => TrainAsync(new DemoTrainSettings
+        {
+            OutDir = r.GetRequiredValue(outDir),
+            Seed = r.GetValue(seed),
+            Minutes = r.GetValue(minutes) ?? d.Minutes,
+            Steps = r.GetValue(steps),
+            Batch = r.GetValue(batch),
+            Merges = r.GetValue(merges),
+            TokenizerConversations = r.GetValue(tokenizerConversations),
+            Hidden = r.GetValue(hidden),
+            Layers = r.GetValue(layers) ?? d.Layers,
+            LearningRate = r.GetValue(lr) ?? d.LearningRate,
+            WarmupSteps = r.GetValue(warmup),
+            CheckpointEvery = r.GetValue(checkpointEvery),
+            EvalCount = r.GetValue(eval),
+            Threads = r.GetValue(threads),
+        }, r.GetValue(json), r.InvocationConfiguration.Output, r.InvocationConfiguration.Error, ct));
+        return command;
+    }
+
+    private static async Task<int> TrainAsync(DemoTrainSettings s, bool json, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
         var log = json ? stderr : stdout;
         var result = await TrainAsync(s, log, ct);
         if (json)
@@ -85,13 +110,21 @@ internal static class DemoCommands
         return 0;
     }
 
-    public static async Task<int> EvalAsync(CliArgs a, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    /// <summary><c>granite eval-demo</c>: held-out tool-calling accuracy through <c>GraniteChatClient</c>.</summary>
+    public static Command EvalCommand()
     {
-        string dir = GraniteCli.ModelDir(a);
-        long seed = a.Int("seed", 0) ?? 1;
-        int count = a.Int("count", 1) ?? 50;
-        bool json = a.Flag("json");
-        a.EnsureAllUsed();
+        var model = CliOptions.Model();
+        var seed = CliOptions.Int("--seed", "S", "seed of the held-out conversations (the training seed)", 1, min: 0);
+        var count = CliOptions.Int("--count", "N", "conversations per template set", 50, min: 1);
+        var json = CliOptions.Flag("--json", "print the report as one JSON object");
+        var command = new Command("eval-demo", "held-out tool-calling accuracy of a demo model through GraniteChatClient") { model, seed, count, json };
+        command.SetAction((r, ct) => EvalAsync(GraniteCli.ModelDir(r.GetRequiredValue(model)), r.GetValue(seed), r.GetValue(count), r.GetValue(json),
+            r.InvocationConfiguration.Output, r.InvocationConfiguration.Error, ct));
+        return command;
+    }
+
+    private static async Task<int> EvalAsync(string dir, long seed, int count, bool json, TextWriter stdout, TextWriter stderr, CancellationToken ct)
+    {
         var report = await DemoEvaluation.RunAsync(dir, seed, count, json ? null : stderr, ct);
         if (json) stdout.WriteLine(JsonSerializer.Serialize(report.ToJson(), GraniteCli.Json));
         else

@@ -4,15 +4,6 @@ using Granite.Core.Diagnostics;
 
 namespace Granite.Core.Configuration;
 
-/// <summary>Kind of a decoder layer's token mixer.</summary>
-public enum LayerKind
-{
-    /// <summary>Mamba-2 state-space mixer.</summary>
-    Mamba,
-    /// <summary>Multi-head (GQA) self-attention.</summary>
-    Attention,
-}
-
 /// <summary>
 /// The <c>config.json</c> of a Granite 4.0 (<c>granitemoehybrid</c>) checkpoint, with the Hugging Face defaults for absent
 /// fields, validation, and derived sizes. Read with <see cref="Load"/> or <see cref="Parse"/>.
@@ -99,7 +90,7 @@ public sealed record GraniteConfig
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<GraniteConfig, string[]> s_defaulted = new();
 
     /// <summary>Upper bound on <c>num_hidden_layers</c> checked before anything is sized by it (real models have ≤ 100).</summary>
-    public const int MaxLayers = 10_000;
+    internal const int MaxLayers = 10_000;
 
     /// <summary>The <c>config.json</c> fields <see cref="Parse"/> reads, in Hugging Face's order (for <see cref="DefaultedFields"/>).</summary>
     private static readonly string[] ArchitectureFields =
@@ -271,7 +262,7 @@ public sealed record GraniteConfig
 
     /// <summary>Serialises the configuration as a Hugging Face <c>config.json</c> (the fields <see cref="Parse"/> reads).</summary>
     /// <param name="storedDtype">The <c>torch_dtype</c> value to write (e.g. <c>"bfloat16"</c>); defaults to <see cref="TorchDtype"/>.</param>
-    public string ToJson(string? storedDtype = null)
+    internal string ToJson(string? storedDtype = null)
     {
         var o = new Dictionary<string, object?>
         {
@@ -322,7 +313,7 @@ public sealed record GraniteConfig
     /// <summary>An H-Tiny-shaped configuration (real widths: hidden 1536, 64 experts top-6, 48 SSM heads, vocab 100352)
     /// with <paramref name="layers"/> layers; layer i is attention when i % 10 == 5 (the real pattern), or the last layer
     /// when there are fewer than 6, so every shape is exercised. For benchmarks on generated checkpoints.</summary>
-    public static GraniteConfig HTinyShaped(int layers) => Granite40(layers) with
+    internal static GraniteConfig HTinyShaped(int layers) => Granite40(layers) with
     {
         HiddenSize = 1536, IntermediateSize = 512, SharedIntermediateSize = 1024,
         LayerTypes = Enumerable.Range(0, layers).Select(i => i % 10 == 5 || (layers < 6 && i == layers - 1) ? LayerKind.Attention : LayerKind.Mamba).ToArray(),
@@ -334,7 +325,7 @@ public sealed record GraniteConfig
     /// <summary>A Micro-shaped configuration (the dense Granite 4.0 Micro widths: hidden 2560, 40 query / 8 KV heads of 64,
     /// SwiGLU MLP 8192, RoPE θ = 10⁷, vocab 100352) with <paramref name="layers"/> attention layers. For benchmarks on
     /// generated checkpoints (e.g. the dense side of the session-memory comparison).</summary>
-    public static GraniteConfig MicroShaped(int layers) => Granite40(layers) with
+    internal static GraniteConfig MicroShaped(int layers) => Granite40(layers) with
     {
         HiddenSize = 2560, IntermediateSize = 8192, SharedIntermediateSize = 8192,
         LayerTypes = Enumerable.Repeat(LayerKind.Attention, layers).ToArray(),
@@ -355,7 +346,7 @@ public sealed record GraniteConfig
     };
 
     /// <summary>Checks the invariants of the architecture; throws <see cref="InvalidDataException"/> naming the field.</summary>
-    public void Validate()
+    internal void Validate()
     {
         string src = SourcePath ?? "config";
         void Require(bool ok, string field, string message)
@@ -437,11 +428,11 @@ public sealed record GraniteConfig
     }
 
     /// <summary>Bytes of the constant per-sequence Mamba state (conv window of K columns + SSM state).</summary>
-    public long MambaStateBytesPerSequence(int convElementBytes, int ssmElementBytes) =>
+    internal long MambaStateBytesPerSequence(int convElementBytes, int ssmElementBytes) =>
         MambaLayerCount * ((long)MambaConvDim * MambaDConv * convElementBytes + (long)MambaNHeads * MambaDHead * MambaDState * ssmElementBytes);
 
     /// <summary>KV-cache bytes per token of context (keys and values of every attention layer).</summary>
-    public long KvBytesPerToken(int elementBytes) => AttentionLayerCount * 2L * NumKeyValueHeads * HeadDim * elementBytes;
+    internal long KvBytesPerToken(int elementBytes) => AttentionLayerCount * 2L * NumKeyValueHeads * HeadDim * elementBytes;
 
     private sealed class Reader(JsonObject o, string src)
     {

@@ -1,49 +1,16 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Text;
 using System.Text.Json;
+using Granite.Core.Diagnostics;
 using Microsoft.Extensions.Logging;
 
 namespace Granite.Core.Constraints;
-
-/// <summary>Limits of the JSON grammar (all bounded so a model cannot pad or nest without end).</summary>
-public sealed record JsonGrammarOptions
-{
-    /// <summary>Most whitespace bytes (space or newline) between two JSON tokens. Default 1 (<c>{"a": 1, "b": [2]}</c>); 0 = compact.</summary>
-    public int MaxWhitespace { get; init; } = 1;
-
-    /// <summary>Deepest nesting of objects and arrays. Default 32; a schema that needs more is an error, and free
-    /// values (any JSON) stop opening containers at this depth.</summary>
-    public int MaxDepth { get; init; } = 32;
-
-    /// <summary>Most digits of an <c>integer</c> (default 9: always fits a 32-bit int).</summary>
-    public int MaxIntegerDigits { get; init; } = 9;
-
-    /// <summary>Most digits before the decimal point of a <c>number</c> (default 15).</summary>
-    public int MaxNumberDigits { get; init; } = 15;
-
-    /// <summary>Most digits after the decimal point of a <c>number</c> (default 15).</summary>
-    public int MaxFractionDigits { get; init; } = 15;
-
-    /// <summary>When an object schema declares <c>properties</c> but says nothing about <c>additionalProperties</c>, also
-    /// generate undeclared properties (default false: only declared ones, which still validates against the schema and
-    /// keeps typed outputs to their members).</summary>
-    public bool AllowUndeclaredProperties { get; init; }
-
-    /// <summary>Checks the values.</summary>
-    /// <exception cref="ArgumentOutOfRangeException">A value is out of range (the parameter name is the option).</exception>
-    public void Validate()
-    {
-        if (MaxWhitespace is < 0 or > 16) throw new ArgumentOutOfRangeException(nameof(MaxWhitespace), MaxWhitespace, "MaxWhitespace must be in [0, 16].");
-        if (MaxDepth is < 1 or > 128) throw new ArgumentOutOfRangeException(nameof(MaxDepth), MaxDepth, "MaxDepth must be in [1, 128].");
-        if (MaxIntegerDigits is < 1 or > 18) throw new ArgumentOutOfRangeException(nameof(MaxIntegerDigits), MaxIntegerDigits, "MaxIntegerDigits must be in [1, 18].");
-        if (MaxNumberDigits is < 1 or > 18) throw new ArgumentOutOfRangeException(nameof(MaxNumberDigits), MaxNumberDigits, "MaxNumberDigits must be in [1, 18].");
-        if (MaxFractionDigits is < 0 or > 18) throw new ArgumentOutOfRangeException(nameof(MaxFractionDigits), MaxFractionDigits, "MaxFractionDigits must be in [0, 18].");
-    }
-}
 
 /// <summary>
 /// A JSON value grammar compiled from a JSON Schema subset (or "any object"/"any value"): immutable, thread-safe,
 /// reusable across requests. See <c>docs/structured-output.md</c> for the supported keywords.
 /// </summary>
+[Experimental(GraniteDiagnosticIds.ExperimentalConstraints, UrlFormat = GraniteDiagnosticIds.UrlFormat)]
 public sealed class JsonGrammar
 {
     private JsonGrammar(SchemaNode root, JsonGrammarOptions options, IReadOnlyList<string> unsupported)
@@ -167,41 +134,3 @@ public sealed class JsonGrammar
     public JsonByteMatcher CreateByteMatcher() => new(new Frame[] { new ValueFrame(Root, DoneFrame.Instance, Settings) });
 }
 
-/// <summary>Feeds bytes through a <see cref="JsonGrammar"/>: which prefixes it accepts and when the value is complete.</summary>
-public sealed class JsonByteMatcher
-{
-    private Frame[] _alts;
-    private readonly List<Frame> _scratch = new();
-
-    internal JsonByteMatcher(Frame[] start) => _alts = start;
-
-    /// <summary>The bytes so far form a complete value (nothing more is needed).</summary>
-    public bool IsComplete => _alts.Any(a => a.CanEnd);
-
-    /// <summary>Why the last rejected byte was rejected, when known (e.g. the nesting limit).</summary>
-    public string? LastError { get; private set; }
-
-    /// <summary>Feeds UTF-8 text; false (state unchanged) if some byte is not allowed.</summary>
-    public bool TryFeed(string text) => TryFeed(Encoding.UTF8.GetBytes(text));
-
-    /// <summary>Feeds bytes; false (state unchanged) if some byte is not allowed.</summary>
-    public bool TryFeed(ReadOnlySpan<byte> bytes)
-    {
-        var alts = _alts;
-        for (int i = 0; i < bytes.Length; i++)
-        {
-            Frame.DepthLimitHit = false;
-            alts = ConstraintMatcher.StepAll(alts, bytes[i], _scratch);
-            if (alts.Length == 0)
-            {
-                LastError = Frame.DepthLimitHit
-                    ? $"byte {i} opens a container beyond the nesting limit (MaxDepth)"
-                    : $"byte {i} (0x{bytes[i]:X2}) is not allowed here";
-                return false;
-            }
-        }
-        _alts = alts;
-        LastError = null;
-        return true;
-    }
-}

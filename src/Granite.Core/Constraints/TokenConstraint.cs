@@ -1,4 +1,6 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Text;
+using Granite.Core.Diagnostics;
 
 namespace Granite.Core.Constraints;
 
@@ -7,6 +9,7 @@ namespace Granite.Core.Constraints;
 /// (<c>&lt;tool_call&gt;\n{"name": …, "arguments": …}\n&lt;/tool_call&gt;</c>) that are either required or constrained
 /// once the model opens one. Immutable and shareable; each generation creates its own <see cref="ConstraintMatcher"/>.
 /// </summary>
+[Experimental(GraniteDiagnosticIds.ExperimentalConstraints, UrlFormat = GraniteDiagnosticIds.UrlFormat)]
 public sealed class TokenConstraint
 {
     private readonly Func<Frame[]> _start;
@@ -74,7 +77,7 @@ public sealed class TokenConstraint
 
     /// <summary>A matcher for one generation; <paramref name="stopTokenIds"/> are allowed only where the output may end.</summary>
     /// <exception cref="ArgumentException">No stop token id: a constrained output could not end.</exception>
-    public ConstraintMatcher CreateMatcher(IReadOnlyList<int> stopTokenIds)
+    internal ConstraintMatcher CreateMatcher(IReadOnlyList<int> stopTokenIds)
     {
         ArgumentNullException.ThrowIfNull(stopTokenIds);
         if (stopTokenIds.Count == 0) throw new ArgumentException("A constrained generation needs at least one end-of-text token id.", nameof(stopTokenIds));
@@ -86,7 +89,7 @@ public sealed class TokenConstraint
 /// The state of one constrained generation: computes the allowed-token mask of the next step and advances with the
 /// chosen token. Not thread-safe (used on the inference thread).
 /// </summary>
-public sealed class ConstraintMatcher
+internal sealed class ConstraintMatcher
 {
     private const int MaxAlternatives = 256;
     private readonly TokenConstraint _constraint;

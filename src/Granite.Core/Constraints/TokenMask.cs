@@ -3,7 +3,7 @@ using System.Numerics;
 namespace Granite.Core.Constraints;
 
 /// <summary>A set of allowed token ids as a bit set over the model's vocabulary (bit i = token i may be sampled).</summary>
-public sealed class TokenMask
+internal sealed class TokenMask
 {
     private readonly ulong[] _bits;
 

@@ -1,4 +1,6 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
+using Granite.Core.Diagnostics;
 using Granite.Core.Tokenization;
 
 namespace Granite.Core.Constraints;
@@ -14,6 +16,7 @@ namespace Granite.Core.Constraints;
 /// so the mask of a string state is a precomputed bit set plus a walk over the (much smaller) non-plain trie.
 /// Immutable and thread-safe; build once per tokenizer (<see cref="For"/> caches it).
 /// </remarks>
+[Experimental(GraniteDiagnosticIds.ExperimentalConstraints, UrlFormat = GraniteDiagnosticIds.UrlFormat)]
 public sealed class TokenVocabulary
 {
     /// <summary>Plain tokens longer than this many characters are treated as non-plain (walked, not bulk-allowed).</summary>

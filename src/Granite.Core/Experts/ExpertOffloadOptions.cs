@@ -2,20 +2,6 @@ using System.Globalization;
 
 namespace Granite.Core.Experts;
 
-/// <summary>Which resident expert a full per-layer cache evicts.</summary>
-public enum ExpertEvictionPolicy
-{
-    /// <summary>Least recently used.</summary>
-    Lru,
-
-    /// <summary>
-    /// Least frequently used with exponential decay (each decode step multiplies every expert's use count by
-    /// <see cref="ExpertOffloadOptions.LfuDecay"/>); a missed expert colder than the coldest resident one is streamed
-    /// through instead of evicting it.
-    /// </summary>
-    LfuDecay,
-}
-
 /// <summary>
 /// Expert offload for MoE models (<see cref="Modeling.GraniteModelOptions.ExpertOffload"/>): the routed experts stay in the
 /// memory-mapped checkpoint and only a hot set per layer is materialised in the compute dtype on the compute device,

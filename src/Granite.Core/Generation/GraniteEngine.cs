@@ -11,98 +11,6 @@ using Tensor = TorchSharp.torch.Tensor;
 
 namespace Granite.Core.Generation;
 
-/// <summary>A generation request in tokens.</summary>
-public sealed record GenerationRequest
-{
-    /// <summary>The prompt token ids (already rendered and tokenized).</summary>
-    public required IReadOnlyList<int> PromptTokens { get; init; }
-
-    /// <summary>Sampling and stop options.</summary>
-    public SamplingOptions Sampling { get; init; } = new();
-
-    /// <summary>Tokens the output must start with (a forced prefix, e.g. to open a tool call); sampled tokens follow.</summary>
-    public IReadOnlyList<int>? ForcedOutputTokens { get; init; }
-
-    /// <summary>Whether stored session snapshots may be reused and new ones stored (default true).</summary>
-    public bool UseSessionCache { get; init; } = true;
-
-    /// <summary>Conversation key of the session snapshots (e.g. the chat conversation id); null = prefix lookup only.
-    /// A conversation's older snapshots are evicted first once its next prompt extends them.</summary>
-    public string? SessionKey { get; init; }
-
-    /// <summary>Prompt lengths (in tokens) at which to also store a shared snapshot during prefill, e.g. the end of the
-    /// system turn with its tools block, so new conversations with the same prefix reuse it.</summary>
-    public IReadOnlyList<int>? SnapshotAt { get; init; }
-
-    /// <summary>
-    /// Whether tokens flagged <c>special</c> in tokenizer.json (role markers, <c>&lt;|unused_N|&gt;</c>, padding…) are left
-    /// out of the streamed text (default true, like Hugging Face's <c>skip_special_tokens</c> in serving stacks). The
-    /// token ids are still reported. Granite's tool-call markers (<c>&lt;tool_call&gt;</c>) are not special, so tool-call
-    /// parsing is unaffected; stop sequences match the text after skipping.
-    /// </summary>
-    public bool SkipSpecialTokens { get; init; } = true;
-
-    /// <summary>
-    /// Constrained decoding: before each sampled token the logits of tokens the constraint does not allow are set to −∞
-    /// (after penalties, before temperature/top-k/top-p), on the inference thread. Forced output tokens must be allowed
-    /// by it. Null = unconstrained. See <c>docs/structured-output.md</c>.
-    /// </summary>
-    public Constraints.TokenConstraint? Constraint { get; init; }
-}
-
-/// <summary>Token counts and timings of one generation.</summary>
-/// <param name="InputTokens">Prompt tokens.</param>
-/// <param name="CachedInputTokens">Prompt tokens restored from a session snapshot instead of being processed.</param>
-/// <param name="OutputTokens">Generated tokens (including a final stop token).</param>
-/// <param name="TimeToFirstToken">From the start of processing to the first generated token.</param>
-/// <param name="Total">From the start of processing to the end.</param>
-public sealed record GenerationUsage(int InputTokens, int CachedInputTokens, int OutputTokens, TimeSpan TimeToFirstToken, TimeSpan Total);
-
-/// <summary>One streamed piece of a generation: a token with the text that became safe to emit, and at the end the
-/// finish reason and usage.</summary>
-/// <param name="TokenId">The generated token, or null on a final update without a token (cancellation).</param>
-/// <param name="Text">Decoded text safe to emit now (complete UTF-8 characters, stop sequences removed).</param>
-/// <param name="FinishReason">Set on the last update.</param>
-/// <param name="Usage">Set on the last update.</param>
-public sealed record GenerationUpdate(int? TokenId, string Text, GenerationFinishReason? FinishReason, GenerationUsage? Usage);
-
-/// <summary>Load-time options of a <see cref="GraniteEngine"/>.</summary>
-public sealed record GraniteEngineOptions
-{
-    /// <summary>Model options (dtype policy, device, threads).</summary>
-    public GraniteModelOptions Model { get; init; } = new();
-
-    /// <summary>Byte budget of stored session snapshots (0 disables session reuse). Default 512 MiB.</summary>
-    public long SessionCacheBytes { get; init; } = 512L << 20;
-
-    /// <summary>Spill folder/budgets and snapshot dtype of the session store.</summary>
-    public SessionStoreOptions SessionStore { get; init; } = new();
-
-    /// <summary>Largest allowed <see cref="MaxBatchSize"/>.</summary>
-    public const int MaxBatchSizeLimit = 64;
-
-    /// <summary>
-    /// Most requests generating at once (1..64, default 8): the active ones advance together, one batched forward per
-    /// decode step; further requests wait in arrival order until one finishes (queued, never over budget). 1 runs
-    /// requests one after another.
-    /// </summary>
-    public int MaxBatchSize { get; init; } = 8;
-
-    /// <summary>
-    /// Prompt tokens processed per prefill pass (default 256). A new request's prompt is prefilled in chunks of this
-    /// size, one chunk between two decode steps of the active requests, so they never stall for a whole long prompt.
-    /// </summary>
-    public int PrefillChunkTokens { get; init; } = 256;
-
-    /// <summary>
-    /// Byte budget of the active requests' inference states (default 2 GiB; 0 = only <see cref="MaxBatchSize"/> limits).
-    /// A request is admitted when the estimated peak state bytes of the active ones plus its own (Mamba state + KV cache
-    /// for prompt + max output tokens) fit; otherwise it waits in arrival order. A request that alone exceeds the budget
-    /// runs once nothing else is active.
-    /// </summary>
-    public long MaxBatchStateBytes { get; init; } = 2L << 30;
-}
-
 /// <summary>
 /// A loaded Granite model with its tokenizer and one inference thread: turns token prompts into streamed tokens.
 /// Thread-safe; concurrent requests are decoded together in batches (see <see cref="GraniteEngineOptions.MaxBatchSize"/>).
@@ -115,14 +23,15 @@ public sealed partial class GraniteEngine : IDisposable
     private readonly bool _ownsModel;
     private int _disposed;
 
-    /// <summary>Wraps an already loaded model and tokenizer.</summary>
+    /// <summary>Wraps an already loaded model and tokenizer (the other Granite assemblies, tests and benchmarks; users call
+    /// <see cref="Load"/>). The model must not be used from any other thread afterwards.</summary>
     /// <exception cref="InvalidDataException"><paramref name="modelDirectory"/> has a malformed generation_config.json.</exception>
-    public GraniteEngine(GraniteModel model, GraniteTokenizer tokenizer, GraniteEngineOptions? options = null, ILogger? logger = null, bool ownsModel = true, string? modelDirectory = null)
-        : this(model, tokenizer, options, logger, ownsModel, modelDirectory, modelDirectory is null ? null : GenerationConfig.Load(modelDirectory))
+    internal GraniteEngine(GraniteModel model, GraniteTokenizer tokenizer, GraniteEngineOptions? options = null, ILogger? logger = null, bool ownsModel = true, string? modelDirectory = null)
+        : this(model, tokenizer, options, logger, ownsModel, modelDirectory, modelDirectory is null ? null : GenerationConfig.Load(modelDirectory), worker: null)
     {
     }
 
-    private GraniteEngine(GraniteModel model, GraniteTokenizer tokenizer, GraniteEngineOptions? options, ILogger? logger, bool ownsModel, string? modelDirectory, GenerationConfig? generationConfig)
+    private GraniteEngine(GraniteModel model, GraniteTokenizer tokenizer, GraniteEngineOptions? options, ILogger? logger, bool ownsModel, string? modelDirectory, GenerationConfig? generationConfig, InferenceWorker? worker)
     {
         Model = model ?? throw new ArgumentNullException(nameof(model));
         Tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
@@ -133,7 +42,7 @@ public sealed partial class GraniteEngine : IDisposable
         GenerationConfig = generationConfig;
         Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger);
         ValidateBatching(Options);
-        _worker = new InferenceWorker("granite-inference", Options.Model.Threads);
+        _worker = worker ?? new InferenceWorker("granite-inference", Options.Model.Threads);
         _scheduler = new BatchScheduler(this, _worker, _logger, Options.MaxBatchSize, Options.PrefillChunkTokens, Options.MaxBatchStateBytes);
     }
 
@@ -148,43 +57,58 @@ public sealed partial class GraniteEngine : IDisposable
     }
 
     /// <summary>Loads model and tokenizer from a Hugging Face checkpoint folder, or from a GGUF file (any name; detected by
-    /// its magic), which is first imported into a cached checkpoint folder (docs/gguf.md).</summary>
+    /// its magic), which is first imported into a cached checkpoint folder (docs/gguf.md). The load runs on the engine's
+    /// inference thread (the calling thread waits for it), like all of the engine's tensor work.</summary>
     /// <exception cref="ArgumentException">An option is out of range (named in the message).</exception>
     public static GraniteEngine Load(string modelDirectory, GraniteEngineOptions? options = null, ILogger? logger = null)
     {
         options ??= new GraniteEngineOptions();
         ValidateBatching(options); // before anything is loaded
-        logger ??= NullLogger.Instance;
+        options.Model.CheckThreads(); // before the inference thread applies the count
+        var log = logger ?? NullLogger.Instance;
         var sw = Stopwatch.StartNew();
         GraniteRuntime.EnsureLoaded();
-        var given = modelDirectory;
-        modelDirectory = Weights.Gguf.GgufImporter.ResolveModelPath(modelDirectory); // a .gguf file (or Ollama blob) → checkpoint folder
-        if (modelDirectory != given) logger.LogInformation("GGUF file {File} imported as {Dir}", given, modelDirectory);
-        logger.LogDebug("Native backend: {Report}", GraniteRuntime.LoadReport);
-        var tokenizer = GraniteTokenizer.FromDirectory(modelDirectory);
-        var generationConfig = GenerationConfig.Load(modelDirectory); // a malformed optional file fails before the weights load
-        var model = GraniteModel.Load(modelDirectory, options.Model);
-        logger.LogInformation("Loaded Granite model from {Dir} in {Ms} ms ({Layers} layers, {Params:N0} parameters)",
-            modelDirectory, sw.ElapsedMilliseconds, model.Config.NumHiddenLayers, model.Config.TotalParameterCount);
+        var worker = new InferenceWorker("granite-inference", options.Model.Threads);
+        GraniteModel? model = null;
         try
         {
-            return new GraniteEngine(model, tokenizer, options, logger, ownsModel: true, modelDirectory, generationConfig);
+            (model, var tokenizer, var directory, var generationConfig) = worker.RunAsync(() =>
+            {
+                var dir = Weights.Gguf.GgufImporter.ResolveModelPath(modelDirectory); // a .gguf file (or Ollama blob) → checkpoint folder
+                if (dir != modelDirectory) log.LogInformation("GGUF file {File} imported as {Dir}", modelDirectory, dir);
+                log.LogDebug("Native backend: {Report}", GraniteRuntime.LoadReport);
+                var tok = GraniteTokenizer.FromDirectory(dir);
+                var gen = GenerationConfig.Load(dir); // a malformed optional file fails before the weights load
+                var m = GraniteModel.Load(dir, options.Model);
+                log.LogInformation("Loaded Granite model from {Dir} in {Ms} ms ({Layers} layers, {Params:N0} parameters)",
+                    dir, sw.ElapsedMilliseconds, m.Config.NumHiddenLayers, m.Config.TotalParameterCount);
+                return (m, tok, dir, gen);
+            }).GetAwaiter().GetResult();
+            return new GraniteEngine(model, tokenizer, options, log, ownsModel: true, directory, generationConfig, worker);
         }
         catch
         {
-            model.Dispose(); // e.g. the session spill folder cannot be created
+            var loaded = model;
+            worker.Shutdown(() => loaded?.Dispose()); // e.g. the session spill folder cannot be created
             throw;
         }
     }
 
-    /// <summary>The model.</summary>
-    public GraniteModel Model { get; }
+    /// <summary>The model (inference thread only).</summary>
+    internal GraniteModel Model { get; }
 
     /// <summary>The tokenizer.</summary>
     public GraniteTokenizer Tokenizer { get; }
 
     /// <summary>The model's configuration.</summary>
     public GraniteConfig Config => Model.Config;
+
+    /// <summary>What the load found in the checkpoint (dtypes, unexpected tensors, parameter count).</summary>
+    public ModelLoadReport LoadReport => Model.LoadReport;
+
+    /// <summary>The kernel path chosen at load in one line (instruction set and why, CPU flags, prefill GEMM, threads),
+    /// for logs and benchmarks.</summary>
+    public string KernelDescription => Model.KernelDescription;
 
     /// <summary>The checkpoint folder, when loaded from one.</summary>
     public string? ModelDirectory { get; }
@@ -193,7 +117,7 @@ public sealed partial class GraniteEngine : IDisposable
     public GraniteEngineOptions Options { get; }
 
     /// <summary>The session snapshot store.</summary>
-    public SessionStore Sessions { get; }
+    internal SessionStore Sessions { get; }
 
     /// <summary><c>generation_config.json</c> of the checkpoint folder, when there is one.</summary>
     public GenerationConfig? GenerationConfig { get; }
@@ -206,8 +130,8 @@ public sealed partial class GraniteEngine : IDisposable
 
     private int[]? _defaultStopTokenIds;
 
-    /// <summary>Runs work on the inference thread (for advanced callers that use the model directly).</summary>
-    public Task<T> RunOnInferenceThreadAsync<T>(Func<T> work, CancellationToken cancellationToken = default) =>
+    /// <summary>Runs work on the inference thread (the other Granite assemblies, tests and benchmarks that use the model directly).</summary>
+    internal Task<T> RunOnInferenceThreadAsync<T>(Func<T> work, CancellationToken cancellationToken = default) =>
         _worker.RunAsync(work, cancellationToken);
 
     /// <summary>Streams the generation of <paramref name="request"/>. Cancelling the token or disposing the enumerator

@@ -1,6 +1,6 @@
 namespace Granite.Core.Generation;
 
-public sealed partial class SessionStore
+internal sealed partial class SessionStore
 {
     /// <summary>
     /// Checks the store's bookkeeping against what it actually holds and returns every inconsistency found (empty when

@@ -14,7 +14,7 @@ namespace Granite.Core.Generation;
 /// used unless it is an exact prefix. Snapshots are immutable and copied on resume: two requests never share a mutable
 /// state. All methods that touch tensors run on the engine's inference thread; the counters may be read from any thread.
 /// </summary>
-public sealed partial class SessionStore : IDisposable
+internal sealed partial class SessionStore : IDisposable
 {
     /// <summary>Name of the <see cref="Meter"/> that publishes the session counters.</summary>
     public const string MeterName = "Granite.Sessions";

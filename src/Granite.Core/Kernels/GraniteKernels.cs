@@ -49,6 +49,10 @@ internal sealed record KernelTuning
     /// </summary>
     public bool Wide512Gemv { get; init; }
 
+    /// <summary>One-token attention runs <see cref="Kernels.DecodeAttention"/> (managed, cache read in place) instead of two
+    /// LibTorch batched matmuls whose shape changes every token.</summary>
+    public bool ManagedDecodeAttention { get; init; } = true;
+
     /// <summary>Upper bound on elements of one float32 attention score block [n_h, rows, S] (long prefills attend in query blocks).</summary>
     public long MaxScoreElements { get; init; } = 1L << 26;
 }
@@ -210,6 +214,13 @@ internal sealed class GraniteKernels
     /// </summary>
     public bool UpcastAttentionCache(ScalarType cacheDtype, long queryRows) =>
         cacheDtype == ScalarType.BFloat16 && queryRows > DecodeMaxTokens;
+
+    /// <summary>Whether one-token attention over <paramref name="keys"/>/<paramref name="values"/> runs <see cref="DecodeAttention"/>.</summary>
+    public bool UseDecodeAttention(Tensor q, Tensor keys, Tensor values) =>
+        Tuning.ManagedDecodeAttention && DecodeAttention.Supports(q, keys, values);
+
+    /// <summary>softmax(q·Kᵀ·scale)·V for one query row against the whole cache; float32 [1, n_h·d]. See <see cref="DecodeAttention"/>.</summary>
+    public Tensor DecodeAttend(Tensor q, Tensor keys, Tensor values, double scale) => DecodeAttention.Attend(Isa, q, keys, values, scale);
 
     /// <summary>Upper bound on elements of one float32 attention score block.</summary>
     public long MaxScoreElements => Tuning.MaxScoreElements;

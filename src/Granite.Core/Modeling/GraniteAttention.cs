@@ -102,6 +102,14 @@ internal sealed class GraniteAttention : nn.Module
         var values = cache.Values;
         long S = keys.shape[1];
 
+        // One new token at the end of its cache (decode, batched decode): nothing to mask; the managed kernel reads the cache in place.
+        // The output is rounded to the cache dtype, as AttendBlock returns it (BF16 for a BF16 model, like the reference).
+        if (T == 1 && start == S - 1 && _kernels.UseDecodeAttention(q, keys, values))
+        {
+            var one = _kernels.DecodeAttend(q, keys, values, _scale);
+            return one.dtype == values.dtype ? one : one.to_type(values.dtype);
+        }
+
         int r = _heads / _kvHeads;
         if (_kernels.UpcastAttentionCache(values.dtype, r * T))
         {

@@ -15,7 +15,7 @@ namespace Granite.Core.Modeling;
 /// to feed tokens (prefill a block, then one token per decode step).
 /// </summary>
 /// <remarks>Not thread-safe: run all calls for a model on one thread (TorchSharp dispose scopes are thread-local).</remarks>
-public sealed class GraniteModel : IDisposable
+internal sealed class GraniteModel : IDisposable
 {
     private readonly GraniteCausalLM _module;
     private readonly object _identity = new();
@@ -66,8 +66,7 @@ public sealed class GraniteModel : IDisposable
         GraniteRuntime.EnsureLoaded();
         options ??= new GraniteModelOptions();
         if (!Directory.Exists(modelDir)) throw new DirectoryNotFoundException($"Model folder not found: {modelDir}");
-        if (options.Threads < 0 || options.Threads > GraniteModelOptions.MaxThreads)
-            throw new ArgumentOutOfRangeException(nameof(options), options.Threads, $"Threads must be 0 (LibTorch's default) or 1..{GraniteModelOptions.MaxThreads} ({Environment.ProcessorCount} CPUs).");
+        options.CheckThreads();
         var config = GraniteConfig.Load(modelDir);
         var device = options.ResolveDevice(); // option errors before any process-wide setting changes
         var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), options.KernelTuning); // GRANITE_ISA errors first too

@@ -4,24 +4,8 @@ using TorchSharp;
 
 namespace Granite.Core.Modeling;
 
-/// <summary>How checkpoint weights are held in memory.</summary>
-public enum WeightDtypePolicy
-{
-    /// <summary>
-    /// Keep the checkpoint's dtype (BF16 checkpoints stay BF16, F32 stay F32; F16 checkpoints are widened to F32 because
-    /// Granite overflows FP16). Activations run in that dtype with float32 islands.
-    /// </summary>
-    AsStored,
-
-    /// <summary>Convert every weight to float32; all compute is float32 (reference parity, twice the memory of BF16).</summary>
-    Float32,
-
-    /// <summary>Convert every weight to BF16 (e.g. to halve the memory of an F32 checkpoint); BF16 activations.</summary>
-    BFloat16,
-}
-
 /// <summary>
-/// Options of <see cref="GraniteModel.Load"/>.
+/// Model options of <see cref="Generation.GraniteEngine.Load"/> (<see cref="Generation.GraniteEngineOptions.Model"/>).
 /// </summary>
 /// <remarks>
 /// Compute dtype: activations use the weight dtype (see <see cref="WeightDtype"/>). These parts always run in float32:
@@ -80,6 +64,14 @@ public sealed record GraniteModelOptions
     /// only a hot set per layer resident, under a byte budget. Ignored for dense models. See docs/expert-offload.md.
     /// </summary>
     public ExpertOffloadOptions ExpertOffload { get; init; } = ExpertOffloadOptions.Off;
+
+    /// <summary>Checks that <see cref="Threads"/> is 0 or 1..<see cref="MaxThreads"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The count is out of range.</exception>
+    internal void CheckThreads()
+    {
+        if (Threads < 0 || Threads > MaxThreads)
+            throw new ArgumentOutOfRangeException(nameof(Threads), Threads, $"Threads must be 0 (LibTorch's default) or 1..{MaxThreads} ({Environment.ProcessorCount} CPUs).");
+    }
 
     /// <summary>Checks <see cref="Threads"/> and resolves <see cref="Device"/>; errors name the option (<c>Device</c>,
     /// <c>Threads</c>) and say what to do. Needs the native runtime loaded.</summary>

@@ -2,7 +2,7 @@ using static TorchSharp.torch;
 
 namespace Granite.Core.Modeling;
 
-/// <summary>What <see cref="GraniteModel.Load"/> found in the checkpoint.</summary>
+/// <summary>What the load (<see cref="Generation.GraniteEngine.Load"/>, <see cref="Generation.GraniteEngine.LoadReport"/>) found in the checkpoint.</summary>
 /// <param name="ModelDirectory">The checkpoint folder.</param>
 /// <param name="Missing">Required tensors the checkpoint lacks (empty after a successful load; on failure the report is in the exception's <c>Data["ModelLoadReport"]</c>).</param>
 /// <param name="Unexpected">Checkpoint tensors the model does not use (loading still succeeds).</param>

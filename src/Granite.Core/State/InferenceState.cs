@@ -9,7 +9,7 @@ namespace Granite.Core.State;
 /// <see cref="Modeling.GraniteModel.CreateState"/>, advanced by <see cref="Modeling.GraniteModel.Forward(ReadOnlySpan{int}, InferenceState, bool)"/>.
 /// </summary>
 /// <remarks>A plain data holder: not thread-safe; use one state per sequence and one thread at a time.</remarks>
-public sealed class InferenceState : IDisposable
+internal sealed class InferenceState : IDisposable
 {
     private readonly List<int> _tokens;
     private bool _disposed;

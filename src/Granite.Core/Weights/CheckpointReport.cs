@@ -4,7 +4,7 @@ namespace Granite.Core.Weights;
 /// <param name="Missing">Required names the checkpoint lacks (loading must fail when non-empty).</param>
 /// <param name="MissingOptional">Optional names the checkpoint lacks (e.g. <c>lm_head.weight</c> with tied embeddings).</param>
 /// <param name="Unexpected">Checkpoint tensors the model does not expect.</param>
-public sealed record CheckpointReport(IReadOnlyList<string> Missing, IReadOnlyList<string> MissingOptional, IReadOnlyList<string> Unexpected)
+internal sealed record CheckpointReport(IReadOnlyList<string> Missing, IReadOnlyList<string> MissingOptional, IReadOnlyList<string> Unexpected)
 {
     /// <summary>True when no required tensor is missing.</summary>
     public bool IsComplete => Missing.Count == 0;

@@ -10,7 +10,7 @@ namespace Granite.Core.Weights;
 /// <param name="FilePath">The shard file holding it.</param>
 /// <param name="DataOffset">Absolute byte offset of the data in the file.</param>
 /// <param name="ByteLength">Byte length of the data.</param>
-public sealed record SafetensorsTensorInfo(string Name, ScalarType DType, long[] Shape, string FilePath, long DataOffset, long ByteLength)
+internal sealed record SafetensorsTensorInfo(string Name, ScalarType DType, long[] Shape, string FilePath, long DataOffset, long ByteLength)
 {
     /// <summary>Number of elements (product of <see cref="Shape"/>).</summary>
     public long ElementCount => Shape.Aggregate(1L, (a, b) => a * b);
@@ -32,7 +32,7 @@ public sealed record SafetensorsTensorInfo(string Name, ScalarType DType, long[]
 /// disposed and the last such tensor is disposed. Methods of a disposed checkpoint throw <see cref="ObjectDisposedException"/>.
 /// Thread-safe.</para>
 /// </remarks>
-public sealed class SafetensorsCheckpoint : IDisposable
+internal sealed class SafetensorsCheckpoint : IDisposable
 {
     /// <summary>File name of a single-file checkpoint.</summary>
     public const string SingleFileName = "model.safetensors";

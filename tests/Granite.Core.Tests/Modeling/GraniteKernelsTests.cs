@@ -69,6 +69,19 @@ public class GraniteKernelsTests
     }
 
     [Fact]
+    public void OneDnnPrimitiveCachesAreCappedInTheNativeEnvironment()
+    {
+        foreach (var (name, value) in ThreadPolicy.NativeDefaults)
+        {
+            var managed = Environment.GetEnvironmentVariable(name);
+            managed.Should().NotBeNullOrEmpty(name);
+            GraniteRuntime.LoadReport.Should().Contain(name + "=" + managed);
+            if (OperatingSystem.IsLinux()) Marshal.PtrToStringAnsi(getenv(name)).Should().Be(managed, "oneDNN and ideep read the C environment");
+        }
+        ThreadPolicy.NativeDefaults.Select(d => d.Name).Should().Contain(new[] { "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY" });
+    }
+
+    [Fact]
     public void PrefillGemmChoiceFollowsCpuFeaturesOrTheProbe()
     {
         Bf16GemmProbe.Decide(KernelIsa.Avx512Bf16, Bf16GemmMode.Native).Should().Be((true, "native (forced)"));
