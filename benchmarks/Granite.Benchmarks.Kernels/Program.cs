@@ -3,6 +3,15 @@
 //   gemv [--threads 1] [--isas avx2,avx512] [--rows 1]   managed BF16 GEMV per ISA, GB of weights per CPU-second,
 //                                                         interleaved rounds, 256 MiB of distinct weights per shape set
 //   gemm [--threads 1]                                    LibTorch native BF16 GEMM vs upcast + float32 GEMM, GFLOP per CPU-second
+// and in wall time (run them on a quiet machine; the load average is printed):
+//   stream [--threads 2] [--mib 1024] [--rounds 9]        streaming-read bandwidth (the decode bound), GB/s, dedicated threads
+//   head --model DIR [--threads 2] [--rounds 9]           tied-head kernels (BF16 256/512-bit, LibTorch, int8 256/512-bit), ms
+//                                                         and GB/s; int8 head accuracy over a greedy decode (max |Δlogit|, top-1)
+//   decode --model DIR [--threads 2] [--rounds 5] [--tokens 32] [--variants base,pool,ops,int8]
+//                                                         interleaved A/B of kernel variants, one model per variant (mmap),
+//                                                         decode ms/token and a 32-token follow-up, medians
+//   profile --model DIR [--threads 2] [--rounds 3] [--tokens 16] [--variants base,ops]
+//                                                         per-part decode step profile (KernelProfile) and tensors per step
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -72,7 +81,13 @@ else if (mode == "gemm")
         Console.WriteLine($"[{m}x{k}]·[{n}x{k}]ᵀ: upcast+f32 {mu * 1e3:F2} ms CPU ({flop / mu / 1e9:F0} GFLOP per CPU-s), native BF16 {mn * 1e3:F2} ms CPU ({flop / mn / 1e9:F0} GFLOP per CPU-s)");
     }
 }
-else throw new ArgumentException($"unknown mode '{mode}' (gemv, gemm)");
+else if (mode == "stream") Wall.Stream(threads, int.Parse(opts.GetValueOrDefault("mib", "1024"), CultureInfo.InvariantCulture), int.Parse(opts.GetValueOrDefault("rounds", "9"), CultureInfo.InvariantCulture));
+else if (mode == "head") Wall.Head(opts["model"], threads, int.Parse(opts.GetValueOrDefault("rounds", "9"), CultureInfo.InvariantCulture));
+else if (mode == "decode") Wall.Decode(opts["model"], threads, int.Parse(opts.GetValueOrDefault("rounds", "5"), CultureInfo.InvariantCulture),
+    int.Parse(opts.GetValueOrDefault("tokens", "32"), CultureInfo.InvariantCulture), opts.GetValueOrDefault("variants", "base,pool,ops,int8").Split(','));
+else if (mode == "profile") Wall.Profile(opts["model"], threads, int.Parse(opts.GetValueOrDefault("rounds", "3"), CultureInfo.InvariantCulture),
+    int.Parse(opts.GetValueOrDefault("tokens", "16"), CultureInfo.InvariantCulture), opts.GetValueOrDefault("variants", "base,ops").Split(','));
+else throw new ArgumentException($"unknown mode '{mode}' (gemv, gemm, stream, head, decode, profile)");
 
 /// <summary>Process CPU time (all threads).</summary>
 internal static class Cpu

@@ -28,17 +28,18 @@ internal static partial class GraniteCli
         var sessions = CliOptions.OptionalInt("--sessions", "K", "also run K concurrent generations through one engine (continuous batching)", min: 1, max: GraniteEngineOptions.MaxBatchSizeLimit);
         var chunk = CliOptions.Int("--prefill-chunk", "N", "prefill chunk tokens of the --sessions run", 256, min: 1);
         var json = CliOptions.Flag("--json", "print the report as one JSON object");
+        var profile = CliOptions.Flag("--profile", "also break the decode steps down per part of the pass (ms, share, tensors created per step)");
         var load = new ModelLoadOptions("weight dtype; default: as stored");
         var tokenizer = CliOptions.Flag("--tokenizer", "benchmark the tokenizer of --model instead: encode/decode throughput on mixed text");
         var megabytes = CliOptions.Int("--megabytes", "N", "megabytes of text for --tokenizer", 1, min: 1);
         var command = new Command("bench", "prefill and decode tokens/s, peak RSS and the decode bandwidth bound measured in the same run")
         {
-            model, synthetic, layers, promptTokens, decodeTokens, sessions, chunk, json,
+            model, synthetic, layers, promptTokens, decodeTokens, sessions, chunk, json, profile,
         };
         load.AddTo(command);
         command.Options.Add(tokenizer);
         command.Options.Add(megabytes);
-        Option[] modelRunOnly = [synthetic, layers, promptTokens, decodeTokens, sessions, chunk, .. load.All];
+        Option[] modelRunOnly = [synthetic, layers, promptTokens, decodeTokens, sessions, chunk, profile, .. load.All];
         command.Validators.Add(c =>
         {
             bool Given(Option o) => c.GetResult(o) is { Implicit: false };
@@ -57,13 +58,13 @@ internal static partial class GraniteCli
                 return BenchTokenizer(ModelDir(r.GetRequiredValue(model)), r.GetValue(megabytes), r.GetValue(json), output);
             var dir = r.GetValue(model) is { } m ? ModelDir(m) : null;
             return Bench(dir, r.GetValue(synthetic), r.GetValue(layers), r.GetValue(promptTokens), r.GetValue(decodeTokens), r.GetValue(sessions),
-                r.GetValue(chunk), r.GetValue(json), load.Read(r, WeightDtypePolicy.AsStored), output);
+                r.GetValue(chunk), r.GetValue(json), r.GetValue(profile), load.Read(r, WeightDtypePolicy.AsStored), output);
         });
         return command;
     }
 
     private static int Bench(string? dir, string? synthetic, int layers, int promptTokens, int decodeTokens, int? sessions, int chunk, bool json,
-        GraniteModelOptions options, TextWriter stdout)
+        bool profile, GraniteModelOptions options, TextWriter stdout)
     {
         string? temp = null;
         if (synthetic is not null)
@@ -94,6 +95,9 @@ internal static partial class GraniteCli
             int next;
             using (NewDisposeScope()) next = (int)model.Forward(prompt, state).argmax().item<long>();
             double prefillS = sw.Elapsed.TotalSeconds;
+            // --profile: the decode steps below are also broken down per part (the diagnostics switch of the kernel seam).
+            var prof = profile ? model.Kernels.EnableProfile() : null;
+            prof?.Reset();
             sw.Restart();
             for (int i = 0; i < decodeTokens; i++)
             {
@@ -101,6 +105,7 @@ internal static partial class GraniteCli
                 next = (int)model.Forward(new[] { next }, state).argmax().item<long>();
             }
             double decodeS = sw.Elapsed.TotalSeconds;
+            var decodeProfile = prof?.PerPass();
 
             // Memory before the bandwidth probe allocates its own weights.
             long peakRss = ReadStatus("VmHWM"), rssNow = ReadStatus("VmRSS"), rssFile = ReadStatus("RssFile"), rssAnon = ReadStatus("RssAnon");
@@ -139,6 +144,19 @@ internal static partial class GraniteCli
             };
             var node = JsonSerializer.SerializeToNode(report, Json)!.AsObject();
             node["cpu_flags"] = CpuFlags();
+            if (decodeProfile is not null)
+            {
+                double total = decodeProfile.Sum(p => p.Ms);
+                node["decode_profile"] = JsonSerializer.SerializeToNode(decodeProfile.Where(p => p.Ms > 0 || p.Tensors > 0).Select(p => new
+                {
+                    part = p.Part.ToString(),
+                    ms_per_step = Math.Round(p.Ms, 3),
+                    share = Math.Round(p.Ms / total, 4),
+                    tensors_per_step = Math.Round(p.Tensors, 1),
+                    entries_per_step = Math.Round(p.Calls, 1),
+                }).ToArray(), Json);
+                node["decode_profile_tensors_per_step"] = Math.Round(decodeProfile.Sum(p => p.Tensors), 1);
+            }
             Dictionary<string, object?>? batched = null;
             if (sessions is int k)
             {
@@ -157,6 +175,12 @@ internal static partial class GraniteCli
                 stdout.WriteLine($"machine    load average {report.load_average}; cpu flags {node["cpu_flags"]}");
                 if (batched is not null)
                     stdout.WriteLine("sessions   " + string.Join(", ", batched.Select(kv => $"{kv.Key} {kv.Value}")));
+                if (decodeProfile is not null)
+                {
+                    double total = decodeProfile.Sum(p => p.Ms);
+                    foreach (var p in decodeProfile.Where(p => p.Ms > 0))
+                        stdout.WriteLine($"profile    {p.Part,-22} {p.Ms,8:F3} ms/step {p.Ms / total,7:P1}  {p.Tensors,6:F1} tensors/step");
+                }
                 stdout.WriteLine($"memory     peak RSS {report.peak_rss_bytes / 1048576.0:F0} MiB (before load {rssBeforeLoad / 1048576.0:F0} MiB; weight files {report.weight_file_bytes / 1048576.0:F0} MiB); after decode: file-backed {rssFile / 1048576.0:F0} MiB, anonymous {rssAnon / 1048576.0:F0} MiB");
             }
             return 0;

@@ -212,7 +212,9 @@ internal sealed class ModelLoadOptions
 
     public Option<bool> CheckWeights { get; } = CliOptions.Flag("--check-weights", "read every weight once and refuse NaN or Inf, naming the tensor");
 
-    public IReadOnlyList<Option> All => [Dtype, Threads, ExpertBudget, CheckWeights];
+    public Option<bool> Int8Head { get; } = CliOptions.Flag("--int8-head", "compute the LM head from an int8 copy with per-row scales (GraniteModelOptions.Int8LmHead; see docs/benchmarks.md)");
+
+    public IReadOnlyList<Option> All => [Dtype, Threads, ExpertBudget, CheckWeights, Int8Head];
 
     public void AddTo(Command command)
     {
@@ -230,5 +232,6 @@ internal sealed class ModelLoadOptions
         Threads = r.GetValue(Threads) ?? 0,
         ExpertOffload = r.GetValue(ExpertBudget) ?? ExpertOffloadOptions.Off,
         CheckFiniteWeights = r.GetValue(CheckWeights),
+        Int8LmHead = r.GetValue(Int8Head),
     };
 }

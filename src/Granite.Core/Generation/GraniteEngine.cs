@@ -230,7 +230,9 @@ public sealed partial class GraniteEngine : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        var error = _worker.Shutdown(() => { _scheduler.Abort(); Sessions.Clear(); if (_ownsModel) Model.Dispose(); });
+        // Last item on the inference thread: the model (if owned) and the managed-kernel helper threads (joined; a model
+        // the caller keeps starts them again on its next pass).
+        var error = _worker.Shutdown(() => { _scheduler.Abort(); Sessions.Clear(); if (_ownsModel) Model.Dispose(); else Model.Kernels.Workers.Stop(); });
         if (error is not null) _logger.LogWarning(error, "Error while releasing the Granite model");
     }
 }

@@ -55,6 +55,21 @@ internal sealed record KernelTuning
 
     /// <summary>Upper bound on elements of one float32 attention score block [n_h, rows, S] (long prefills attend in query blocks).</summary>
     public long MaxScoreElements { get; init; } = 1L << 26;
+
+    /// <summary>
+    /// Managed kernels split work over a persistent pool (<see cref="KernelWorkers"/>); false uses <c>Parallel.For</c> (the
+    /// earlier path, kept for A/B measurements).
+    /// </summary>
+    public bool PersistentWorkers { get; init; } = true;
+
+    /// <summary>
+    /// Small per-token ops (RMSNorm, SiLU·up, residual adds, router top-k, expert gather/scatter) in managed code for
+    /// float32 activations of at most <see cref="SmallOps.MaxRows"/> rows; false runs the LibTorch ops.
+    /// </summary>
+    public bool ManagedSmallOps { get; init; }
+
+    /// <summary>Compute the LM head from an int8 copy with per-row scales (see <see cref="Int8Head"/>; default false).</summary>
+    public bool Int8Head { get; init; }
 }
 
 /// <summary>
@@ -79,6 +94,8 @@ internal sealed class GraniteKernels
         Workers = workers;
         Tuning = tuning;
         GemvIsa = isa >= KernelIsa.Avx512 && !tuning.Wide512Gemv ? KernelIsa.Avx2 : isa;
+        // The int8 head's widening (vpmovsxbd) costs the same per weight at either width; it follows the GEMV's width.
+        HeadIsa = GemvIsa;
         Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes);
         // Decided on first use (a probe on AVX512-BF16 CPUs), so float32 models never pay for it.
         _bf16Gemm = new Lazy<(bool Native, string Reason)>(() => Bf16GemmProbe.Decide(isa, tuning.Bf16Gemm));
@@ -95,7 +112,8 @@ internal sealed class GraniteKernels
     {
         cpu ??= CpuFeatures.Current;
         var (isa, source) = ResolveIsa(cpu.Highest, maxIsa, Environment.GetEnvironmentVariable(IsaEnvironmentVariable));
-        return new GraniteKernels(cpu, isa, source, new KernelWorkers(workers), tuning ?? new KernelTuning());
+        tuning ??= new KernelTuning();
+        return new GraniteKernels(cpu, isa, source, new KernelWorkers(workers, tuning.PersistentWorkers), tuning);
     }
 
     /// <summary>The effective level: the lowest of <paramref name="detected"/>, the option cap and the environment cap.</summary>
@@ -144,6 +162,24 @@ internal sealed class GraniteKernels
     /// <summary>The managed BF16 GEMV.</summary>
     public Bf16Gemv Gemv { get; }
 
+    /// <summary>Instruction set of the int8 head kernel.</summary>
+    public KernelIsa HeadIsa { get; }
+
+    private Int8Head? _int8Head;
+    private bool _int8HeadDeclined;
+
+    /// <summary>The int8 head copy once built (null before the first head computation or when <see cref="KernelTuning.Int8Head"/> is off).</summary>
+    public Int8Head? Int8HeadCopy => _int8Head;
+
+    /// <summary>The profile when <see cref="EnableProfile"/> was called, else null (the diagnostics switch is off).</summary>
+    public KernelProfile? Profile { get; private set; }
+
+    /// <summary>Turns on the per-part profile (<see cref="KernelProfile"/>) for this model's passes; returns it.</summary>
+    public KernelProfile EnableProfile() => Profile ??= new KernelProfile();
+
+    /// <summary>Charges the time until the returned scope is disposed to <paramref name="part"/> (no-op when profiling is off).</summary>
+    public KernelPartScope Time(KernelPart part) => new(Profile, part);
+
     /// <summary>
     /// Whether multi-row BF16 linears use LibTorch's BF16 GEMM instead of an upcast float32 GEMM (see
     /// <see cref="Bf16GemmProbe"/>: forced by <see cref="KernelTuning.Bf16Gemm"/> or <c>GRANITE_BF16_GEMM</c>, else
@@ -154,7 +190,9 @@ internal sealed class GraniteKernels
     /// <summary>One line for logs and benchmark records: ISA, CPU flags, GEMM choice, threads.</summary>
     public string Description =>
         $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {_bf16Gemm.Value.Reason}, "
-        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")} ≤ {Tuning.Bf16GemvMaxRows} rows, {Workers.Count} kernel threads";
+        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")} ≤ {Tuning.Bf16GemvMaxRows} rows, "
+        + $"{Workers.Count} kernel threads ({(Workers.Persistent ? "persistent pool" : "Parallel.For")}), small ops {(Tuning.ManagedSmallOps ? "managed" : "LibTorch")}, "
+        + $"head {(Tuning.Int8Head ? "int8 (per-row scales)" : "as the weights")}";
 
     /// <summary>
     /// y = x·Wᵀ (+ b). Float32 weights: float32 GEMM/GEMV, result float32 (the input is cast to the weight dtype).
@@ -163,7 +201,14 @@ internal sealed class GraniteKernels
     /// rounded); more rows run a GEMM: LibTorch's BF16 GEMM when <see cref="NativeBf16Gemm"/> or the weight is above
     /// <see cref="KernelTuning.MaxUpcastElements"/>, else a float32 GEMM on an upcast copy of the weight.
     /// </summary>
-    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null, KernelPart part = KernelPart.Other)
+    {
+        if (part == KernelPart.Other || Profile is null) return LinearCore(x, weight, bias);
+        using var time = Time(part);
+        return LinearCore(x, weight, bias);
+    }
+
+    private Tensor LinearCore(Tensor x, Tensor weight, Tensor? bias)
     {
         if (weight.dtype != ScalarType.BFloat16)
         {
@@ -194,7 +239,76 @@ internal sealed class GraniteKernels
         device.type == DeviceType.CPU && maxRowsPerExpert <= Math.Min(Bf16Gemv.MaxRows, Tuning.Bf16GemvMaxRows);
 
     /// <summary>Routed-expert linears in one pass; see <see cref="Bf16Gemv.LinearGrouped"/>.</summary>
-    public Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts) => Gemv.LinearGrouped(x, weights, rowCounts);
+    public Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts, KernelPart part = KernelPart.Other)
+    {
+        using var time = Time(part);
+        return Gemv.LinearGrouped(x, weights, rowCounts);
+    }
+
+    /// <summary>
+    /// The LM head: <see cref="Linear(Tensor, Tensor, Tensor?, KernelPart)"/>, or with <see cref="KernelTuning.Int8Head"/>
+    /// the int8 copy of <paramref name="weight"/> (built on first use; passes of more than <see cref="Bf16Gemv.MaxRows"/>
+    /// rows, other devices and dtypes use the weight itself). Float32 result.
+    /// </summary>
+    public Tensor LinearHead(Tensor h, Tensor weight)
+    {
+        using var time = Time(KernelPart.Head);
+        if (Tuning.Int8Head && !_int8HeadDeclined && h.device_type == DeviceType.CPU && h.shape[^1] == weight.shape[^1])
+        {
+            long rows = h.numel() / h.shape[^1];
+            if (rows >= 1 && rows <= Bf16Gemv.MaxRows)
+            {
+                if (_int8Head is null)
+                {
+                    if (Int8Head.Supports(weight)) _int8Head = Int8Head.Quantize(weight, Workers);
+                    else _int8HeadDeclined = true;
+                }
+                if (_int8Head is { } q && q.Source == Weights.TorchNative.DataPointer(weight)) return q.Linear(h, HeadIsa, Workers);
+            }
+        }
+        var y = LinearCore(h, weight, null);
+        return y.dtype == ScalarType.Float32 || y.dtype == ScalarType.Float64 ? y : y.to_type(ScalarType.Float32);
+    }
+
+    /// <summary>
+    /// Granite RMSNorm (normalise in <paramref name="acc"/>, cast back to the input dtype, times <paramref name="weight"/>):
+    /// managed for few float32 rows (<see cref="SmallOps.RmsNorm"/>), else the LibTorch ops.
+    /// </summary>
+    public Tensor RmsNorm(Tensor x, Tensor weight, double eps, ScalarType acc)
+    {
+        using var time = Time(KernelPart.Norm);
+        if (Tuning.ManagedSmallOps && acc == ScalarType.Float32 && SmallOps.RmsNorm(x, weight, eps) is { } y) return y;
+        var x32 = x.to_type(acc);
+        var normed = x32 * torch.rsqrt(x32.square().mean(new long[] { -1 }, keepdim: true) + eps);
+        return weight * normed.to_type(x.dtype);
+    }
+
+    /// <summary>h + (a [+ b])·<paramref name="scale"/> (the decoder's residual adds): managed for few float32 rows.</summary>
+    public Tensor Residual(Tensor h, Tensor a, Tensor? b, double scale)
+    {
+        using var time = Time(KernelPart.Residual);
+        if (Tuning.ManagedSmallOps && SmallOps.Residual(h, a, b, scale) is { } y) return y;
+        return h + (b is null ? a : a + b) * scale;
+    }
+
+    /// <summary>SiLU(a[..., :inter])·a[..., inter:2·inter] (SwiGLU): managed for few float32 rows.</summary>
+    public Tensor SiluMul(Tensor a, long inter, KernelPart part)
+    {
+        using var time = Time(part);
+        if (Tuning.ManagedSmallOps && SmallOps.SiluMul(a, inter) is { } y) return y;
+        return F.silu(a.narrow(-1, 0, inter)) * a.narrow(-1, inter, inter);
+    }
+
+    /// <summary>
+    /// Mamba output gate (y + x·D)·SiLU(z), per-group RMSNorm, ·w: managed for few float32 rows
+    /// (<see cref="SmallOps.GatedNorm"/>); null: the caller runs the LibTorch ops.
+    /// </summary>
+    public Tensor? GatedNorm(Tensor y, Tensor x, Tensor d, Tensor z, Tensor weight, int groups, double eps) =>
+        Tuning.ManagedSmallOps ? SmallOps.GatedNorm(y, x, d, z, weight, groups, eps) : null;
+
+    /// <summary>Managed routing of few tokens (see <see cref="SmallOps.Route"/>); null: use the LibTorch ops.</summary>
+    public MoeRoute? Route(Tensor logits, int topK) =>
+        Tuning.ManagedSmallOps ? SmallOps.Route(logits, topK) : null;
 
     /// <summary>Whether the fused one-token conv applies to this window/weight.</summary>
     public bool UseConvStep(Tensor window, Tensor weight, Tensor? bias) => Tuning.FusedConvStep && ConvStep.Supports(window, weight, bias);

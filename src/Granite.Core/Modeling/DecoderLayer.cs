@@ -19,13 +19,15 @@ internal sealed class DecoderLayer : nn.Module
     private readonly SharedMlp shared_mlp;
 #pragma warning restore IDE1006
     private readonly double _residual;
+    private readonly GraniteKernels _kernels;
 
     public DecoderLayer(GraniteConfig c, int index, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts) : base($"layer{index}")
     {
         Kind = c.LayerTypes[index];
         _residual = c.ResidualMultiplier;
-        input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
-        post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        _kernels = kernels;
+        input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
+        post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
         if (Kind == LayerKind.Mamba) mamba = new MambaMixer(c, dtype, device, kernels);
         else self_attn = new GraniteAttention(c, dtype, device, kernels);
         if (c.IsMoe) block_sparse_moe = new MoeBlock(c, dtype, device, kernels, offloadExperts);
@@ -42,11 +44,12 @@ internal sealed class DecoderLayer : nn.Module
     {
         var u = input_layernorm.Forward(h);
         u = mamba is not null ? mamba.Forward(u, mambaState!) : self_attn!.Forward(u, kv!);
-        h = h + u * _residual;
+        h = _kernels.Residual(h, u, null, _residual);
         u = post_attention_layernorm.Forward(h);
-        var ffn = shared_mlp.Forward(u);
-        if (block_sparse_moe is not null) ffn = block_sparse_moe.Forward(u) + ffn;
-        return h + ffn * _residual;
+        var shared = shared_mlp.Forward(u);
+        return block_sparse_moe is null
+            ? _kernels.Residual(h, shared, null, _residual)
+            : _kernels.Residual(h, block_sparse_moe.Forward(u), shared, _residual);
     }
 
     /// <summary>
@@ -60,10 +63,11 @@ internal sealed class DecoderLayer : nn.Module
         u = mamba is not null
             ? mamba.ForwardBatch(u, states.Select(s => s.Mamba[layer]!).ToArray())
             : self_attn!.ForwardBatch(u, states.Select(s => s.Attention[layer]!).ToArray());
-        h = h + u * _residual;
+        h = _kernels.Residual(h, u, null, _residual);
         u = post_attention_layernorm.Forward(h);
-        var ffn = shared_mlp.Forward(u);
-        if (block_sparse_moe is not null) ffn = block_sparse_moe.Forward(u) + ffn;
-        return h + ffn * _residual;
+        var shared = shared_mlp.Forward(u);
+        return block_sparse_moe is null
+            ? _kernels.Residual(h, shared, null, _residual)
+            : _kernels.Residual(h, block_sparse_moe.Forward(u), shared, _residual);
     }
 }

@@ -48,17 +48,22 @@ internal sealed class GraniteAttention : nn.Module
     {
         long T = u.shape[0];
         long start = cache.Length;
-        var q = _kernels.Linear(u, q_proj.Weight, q_proj.Bias).reshape(T, _heads, _headDim);
-        var k = _kernels.Linear(u, k_proj.Weight, k_proj.Bias).reshape(T, _kvHeads, _headDim);
-        var v = _kernels.Linear(u, v_proj.Weight, v_proj.Bias).reshape(T, _kvHeads, _headDim);
-        if (_rope)
+        var q = _kernels.Linear(u, q_proj.Weight, q_proj.Bias, KernelPart.AttentionQkv).reshape(T, _heads, _headDim);
+        var k = _kernels.Linear(u, k_proj.Weight, k_proj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
+        var v = _kernels.Linear(u, v_proj.Weight, v_proj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
+        Tensor o;
+        using (_kernels.Time(KernelPart.AttentionCore))
         {
-            var (cos, sin) = RopeTables(torch.arange(start, start + T, ScalarType.Float32, u.device), q.dtype); // [T, 1, d]
-            q = ApplyRope(q, cos, sin);
-            k = ApplyRope(k, cos, sin);
+            if (_rope)
+            {
+                var (cos, sin) = RopeTables(torch.arange(start, start + T, ScalarType.Float32, u.device), q.dtype); // [T, 1, d]
+                q = ApplyRope(q, cos, sin);
+                k = ApplyRope(k, cos, sin);
+            }
+            cache.Append(k.permute(1, 0, 2), v.permute(1, 0, 2));
+            o = AttendCached(q, start, cache);
         }
-        cache.Append(k.permute(1, 0, 2), v.permute(1, 0, 2));
-        return _kernels.Linear(AttendCached(q, start, cache), o_proj.Weight, o_proj.Bias);
+        return _kernels.Linear(o, o_proj.Weight, o_proj.Bias, KernelPart.AttentionOut);
     }
 
     /// <summary>

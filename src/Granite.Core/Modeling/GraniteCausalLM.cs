@@ -47,18 +47,20 @@ internal sealed class GraniteCausalLM : nn.Module
     /// </summary>
     public Tensor Forward(Tensor ids, InferenceState state, bool allPositions, List<Tensor>? hidden = null, CancellationToken cancellationToken = default)
     {
+        _kernels.Profile?.CountPass();
         var h = model.Forward(ids, state, hidden, cancellationToken);
         if (!allPositions) h = h[-1];
-        var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
-        return logits / _logitsScaling;
+        var logits = _kernels.LinearHead(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        using (_kernels.Time(KernelPart.Head)) return logits / _logitsScaling;
     }
 
     /// <summary>One decode token per sequence: <paramref name="ids"/> [B], row b advancing <paramref name="states"/>[b]; float32 logits [B, V].</summary>
     public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
     {
+        _kernels.Profile?.CountPass();
         var h = model.ForwardBatch(ids, states, cancellationToken);
-        var logits = _kernels.Linear(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
-        return logits / _logitsScaling;
+        var logits = _kernels.LinearHead(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        using (_kernels.Time(KernelPart.Head)) return logits / _logitsScaling;
     }
 }
 
@@ -72,6 +74,7 @@ internal sealed class GraniteBackbone : nn.Module
 #pragma warning restore IDE1006
     private readonly double _embeddingMultiplier;
     private readonly ScalarType _acc;
+    private readonly GraniteKernels _kernels;
 
     public GraniteBackbone(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels, bool offloadExperts) : base(nameof(GraniteBackbone))
     {
@@ -79,7 +82,8 @@ internal sealed class GraniteBackbone : nn.Module
         _acc = Precision.Islands(dtype);
         embed_tokens = new ParamBlock("embed_tokens", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
         layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device, kernels, offloadExperts)).ToArray());
-        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device);
+        _kernels = kernels;
+        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
         RegisterComponents();
     }
 
@@ -90,7 +94,9 @@ internal sealed class GraniteBackbone : nn.Module
 
     public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden, CancellationToken cancellationToken = default)
     {
-        var h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [T, H], residual stream in float32
+        Tensor h;
+        using (_kernels.Time(KernelPart.Embedding))
+            h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [T, H], residual stream in float32
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         for (int i = 0; i < layers.Count; i++)
         {
@@ -110,7 +116,9 @@ internal sealed class GraniteBackbone : nn.Module
     /// <summary>Batched decode step over B sequences (see <see cref="DecoderLayer.ForwardBatch"/>); returns the normed [B, H].</summary>
     public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
     {
-        var h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
+        Tensor h;
+        using (_kernels.Time(KernelPart.Embedding))
+            h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
         for (int i = 0; i < layers.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();

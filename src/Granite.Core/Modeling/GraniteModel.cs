@@ -69,7 +69,9 @@ internal sealed class GraniteModel : IDisposable
         options.CheckThreads();
         var config = GraniteConfig.Load(modelDir);
         var device = options.ResolveDevice(); // option errors before any process-wide setting changes
-        var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), options.KernelTuning); // GRANITE_ISA errors first too
+        var tuning = options.KernelTuning ?? new KernelTuning();
+        if (options.Int8LmHead) tuning = tuning with { Int8Head = true };
+        var kernels = GraniteKernels.Create(options.MaxIsa, ThreadPolicy.KernelThreads(options.Threads), tuning); // GRANITE_ISA errors first too
         ThreadPolicy.ApplyTorchThreads(options.Threads);
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
 
@@ -105,6 +107,7 @@ internal sealed class GraniteModel : IDisposable
         {
             experts?.Dispose();
             module?.Dispose();
+            kernels.Workers.Dispose();
             throw;
         }
     }
@@ -327,11 +330,12 @@ internal sealed class GraniteModel : IDisposable
         return logits.MoveToOuterDisposeScope();
     }
 
-    /// <summary>Releases the weights.</summary>
+    /// <summary>Releases the weights and joins the managed-kernel helper threads.</summary>
     public void Dispose()
     {
         if (_disposed) return;
         _disposed = true;
+        Kernels.Workers.Dispose();
         _module.Dispose();
         _experts?.Dispose();
     }

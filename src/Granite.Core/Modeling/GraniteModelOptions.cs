@@ -50,6 +50,14 @@ public sealed record GraniteModelOptions
     /// </summary>
     public KernelIsa? MaxIsa { get; init; }
 
+    /// <summary>
+    /// Compute the LM head (the tied embedding for Granite 4.0 H models) from an int8 copy with one float32 scale per
+    /// vocabulary row, built on first use (+1 byte per head weight in private memory; the BF16/float32 weights stay for the
+    /// embedding and for passes of more than 64 rows). Halves the largest single read of a decode step; logits move by at
+    /// most Σ|h|·scale/2 per entry (measured on the fixtures and the H-Tiny shape in docs/benchmarks.md). Default false.
+    /// </summary>
+    public bool Int8LmHead { get; init; }
+
     /// <summary>Kernel knobs for tests and benchmarks (null: the measured defaults).</summary>
     internal KernelTuning? KernelTuning { get; init; }
 

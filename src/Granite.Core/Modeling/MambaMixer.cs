@@ -62,16 +62,19 @@ internal sealed class MambaMixer : nn.Module
     public Tensor Forward(Tensor u, MambaLayerState state)
     {
         long T = u.shape[0];
-        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias);                     // [T, D_in]
+        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias, KernelPart.MambaInProj); // [T, D_in]
         var z = proj.narrow(1, 0, _inner);                                          // gate
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
 
         Tensor xBCa;                                                                // [T, C] float32, after SiLU
-        if (T == 1 && _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias))
-            xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
-        else
-            xBCa = ConvAndSilu(xBC, state);
+        using (_kernels.Time(KernelPart.MambaConv))
+        {
+            if (T == 1 && _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias))
+                xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
+            else
+                xBCa = ConvAndSilu(xBC, state);
+        }
         return Mix(T, z, xBCa, dtRaw, state);
     }
 
@@ -101,8 +104,12 @@ internal sealed class MambaMixer : nn.Module
     /// <summary>SSM scan (recurrent or chunked), D skip, gated RMSNorm, out_proj.</summary>
     private Tensor Mix(long T, Tensor z, Tensor xBCa, Tensor dtRaw, MambaLayerState state)
     {
-        var (x, B, C, dt, A) = SplitSsmInputs(T, xBCa, dtRaw);
-        var y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+        Tensor x, y;
+        using (_kernels.Time(KernelPart.MambaSsm))
+        {
+            (x, var B, var C, var dt, var A) = SplitSsmInputs(T, xBCa, dtRaw);
+            y = T == 1 ? StepRecurrent(x, B, C, dt, A, state.Ssm) : ScanChunked(x, B, C, dt, A, state.Ssm); // [T, n_m, P]
+        }
         return Finish(T, y, x, z);
     }
 
@@ -122,12 +129,18 @@ internal sealed class MambaMixer : nn.Module
     /// <summary>D skip, per-group gated RMSNorm (gate before normalising, float32), out_proj; rows are independent.</summary>
     private Tensor Finish(long T, Tensor y, Tensor x, Tensor z)
     {
-        y = y + x * D.unsqueeze(1);
-        var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
-        var vg = v.reshape(T, _groups, _inner / _groups);
-        vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-        var normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);      // float32; out_proj casts
-        return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias);
+        Tensor normed;
+        using (_kernels.Time(KernelPart.MambaGateNorm))
+        {
+            if (_acc == ScalarType.Float32 && _kernels.GatedNorm(y, x, D, z, norm.Weight, _groups, _eps) is { } fused)
+                return _kernels.Linear(fused, out_proj.Weight, out_proj.Bias, KernelPart.MambaOutProj);
+            y = y + x * D.unsqueeze(1);
+            var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
+            var vg = v.reshape(T, _groups, _inner / _groups);
+            vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
+            normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);          // float32; out_proj casts
+        }
+        return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias, KernelPart.MambaOutProj);
     }
 
     /// <summary>
@@ -140,7 +153,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<MambaLayerState> states)
     {
         long n = u.shape[0];
-        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias);                // [B, D_in]
+        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias, KernelPart.MambaInProj); // [B, D_in]
         var z = proj.narrow(1, 0, _inner);
         var xBC = proj.narrow(1, _inner, _convDim);
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);

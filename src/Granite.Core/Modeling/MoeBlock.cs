@@ -46,16 +46,33 @@ internal sealed class MoeBlock : nn.Module
     {
         long T = u.shape[0];
         var logits = router.Logits(u).to_type(ScalarType.Float32);                   // [T, E]
-        var (topVals, topIdx) = logits.topk(_topK, dim: 1);                        // [T, k]
-        var gates = F.softmax(topVals, 1);                                         // softmax over the k only (float32)
+        MoeRoute? route;
+        Tensor tokenSorted, gateSorted;
+        long[] counts;
+        using (_kernels.Time(KernelPart.RouterTopK))
+        {
+            route = _kernels.Route(logits, _topK);                                 // few tokens: managed top-k/softmax/grouping
+            if (route is not null)
+            {
+                counts = route.Counts;
+                if (TryGroupedRoute(u, route) is { } done) return done;
+                tokenSorted = torch.tensor(route.Tokens.Select(t => (long)t).ToArray(), ScalarType.Int64, u.device);
+                gateSorted = torch.tensor(route.Gates, device: u.device);
+            }
+            else
+            {
+                var (topVals, topIdx) = logits.topk(_topK, dim: 1);                // [T, k]
+                var gates = F.softmax(topVals, 1);                                 // softmax over the k only (float32)
 
-        var flatExpert = topIdx.reshape(-1);                                       // [T·k]
-        var flatToken = torch.arange(T, ScalarType.Int64, u.device).repeat_interleave(_topK);
-        var flatGate = gates.reshape(-1);
-        var (sortedExpert, order) = flatExpert.sort(stable: true);
-        var tokenSorted = flatToken.index_select(0, order);
-        var gateSorted = flatGate.index_select(0, order);
-        var counts = sortedExpert.bincount(null!, _experts).cpu().data<long>().ToArray();
+                var flatExpert = topIdx.reshape(-1);                               // [T·k]
+                var flatToken = torch.arange(T, ScalarType.Int64, u.device).repeat_interleave(_topK);
+                var flatGate = gates.reshape(-1);
+                var (sortedExpert, order) = flatExpert.sort(stable: true);
+                tokenSorted = flatToken.index_select(0, order);
+                gateSorted = flatGate.index_select(0, order);
+                counts = sortedExpert.bincount(null!, _experts).cpu().data<long>().ToArray();
+            }
+        }
 
         var output = torch.zeros_like(u);
         var cache = Experts;
@@ -95,6 +112,41 @@ internal sealed class MoeBlock : nn.Module
     }
 
     /// <summary>
+    /// The grouped path of <see cref="TryGrouped"/> on a managed routing (<see cref="GraniteKernels.Route"/>): rows gathered,
+    /// SiLU·up and the gate-weighted scatter in managed code, so a decode step's MoE block is the router GEMV plus two
+    /// grouped GEMVs. Null (nothing done) when the experts do not qualify or are offloaded.
+    /// </summary>
+    private Tensor? TryGroupedRoute(Tensor u, MoeRoute route)
+    {
+        if (Experts is not null || u.dtype != ScalarType.Float32) return null;      // offload leases: the general path
+        var counts = route.Counts;
+        if (!_kernels.GroupExperts(u.device, counts.Max())) return null;
+        var rows = new List<int>(_experts);
+        var w1 = new List<Tensor>(_experts);
+        var w2 = new List<Tensor>(_experts);
+        for (int e = 0; e < _experts; e++)
+        {
+            if (counts[e] == 0) continue;
+            var a = input_linear.Weight[e];
+            var b = output_linear.Weight[e];
+            if (!Qualifies(a) || !Qualifies(b)) return null;
+            rows.Add((int)counts[e]);
+            w1.Add(a);
+            w2.Add(b);
+        }
+        var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(rows);
+        Tensor xs, h, m, ys;
+        using (_kernels.Time(KernelPart.ExpertsGatherScatter)) xs = SmallOps.Gather(u, route.Tokens);     // [T·k, H], grouped by expert
+        h = _kernels.LinearGrouped(xs, w1, span, KernelPart.ExpertsIn);                                    // [T·k, 2·I_e]
+        m = _kernels.SiluMul(h, _inter, KernelPart.ExpertsAct);
+        ys = _kernels.LinearGrouped(m, w2, span, KernelPart.ExpertsOut);
+        using (_kernels.Time(KernelPart.ExpertsGatherScatter)) return SmallOps.ScatterWeighted(ys, route.Tokens, route.Gates, u.shape[0]);
+    }
+
+    private static bool Qualifies(Tensor w) =>
+        w.dtype == ScalarType.BFloat16 && w.dim() == 2 && w.device_type == DeviceType.CPU && w.is_contiguous();
+
+    /// <summary>
     /// All active experts in two grouped BF16 kernel calls (<see cref="GraniteKernels.LinearGrouped"/>) when every expert has
     /// few enough rows — decode steps and short prefills (a resumed session's new turn), where one small call per expert
     /// would cost more than streaming the weights. Same math as the per-expert loop (float32 accumulation); returns false
@@ -121,15 +173,13 @@ internal sealed class MoeBlock : nn.Module
         }
         if (rows.Count == 0) return true;
         var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(rows);
-        var xs = u.index_select(0, tokenSorted);                                   // [T·k, H], grouped by expert
-        var h = _kernels.LinearGrouped(xs, w1, span);                              // [T·k, 2·I_e]
-        var m = F.silu(h.narrow(1, 0, _inter)) * h.narrow(1, _inter, _inter);
-        var ys = _kernels.LinearGrouped(m, w2, span) * gateSorted.unsqueeze(1);
-        output.index_add_(0, tokenSorted, ys, 1);
+        Tensor xs;
+        using (_kernels.Time(KernelPart.ExpertsGatherScatter)) xs = u.index_select(0, tokenSorted); // [T·k, H], grouped by expert
+        var h = _kernels.LinearGrouped(xs, w1, span, KernelPart.ExpertsIn);                        // [T·k, 2·I_e]
+        var m = _kernels.SiluMul(h, _inter, KernelPart.ExpertsAct);
+        var ys = _kernels.LinearGrouped(m, w2, span, KernelPart.ExpertsOut);
+        using (_kernels.Time(KernelPart.ExpertsGatherScatter)) output.index_add_(0, tokenSorted, ys * gateSorted.unsqueeze(1), 1);
         return true;
-
-        static bool Qualifies(Tensor w) =>
-            w.dtype == ScalarType.BFloat16 && w.dim() == 2 && w.device_type == DeviceType.CPU && w.is_contiguous();
     }
 }
 
@@ -148,5 +198,5 @@ internal sealed class MoeRouter : nn.Module
         RegisterComponents();
     }
 
-    public Tensor Logits(Tensor u) => _kernels.Linear(u, layer.Weight);
+    public Tensor Logits(Tensor u) => _kernels.Linear(u, layer.Weight, part: KernelPart.Router);
 }

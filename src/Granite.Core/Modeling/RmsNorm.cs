@@ -1,3 +1,4 @@
+using Granite.Core.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -14,9 +15,11 @@ internal sealed class RmsNorm : nn.Module
 #pragma warning restore IDE1006
     private readonly double _eps;
     private readonly ScalarType _acc;
+    private readonly GraniteKernels _kernels;
 
-    public RmsNorm(long size, double eps, ScalarType dtype, Device device) : base(nameof(RmsNorm))
+    public RmsNorm(long size, double eps, ScalarType dtype, Device device, GraniteKernels kernels) : base(nameof(RmsNorm))
     {
+        _kernels = kernels;
         _eps = eps;
         _acc = Precision.Islands(dtype);
         weight = ParamBlock.NewParameter(new[] { size }, dtype, device);
@@ -26,10 +29,5 @@ internal sealed class RmsNorm : nn.Module
     public Tensor Weight => weight;
 
     /// <summary>Normalises the last dimension of <paramref name="x"/>; returns the input dtype.</summary>
-    public Tensor Forward(Tensor x)
-    {
-        var x32 = x.to_type(_acc);
-        var normed = x32 * torch.rsqrt(x32.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-        return weight * normed.to_type(x.dtype);
-    }
+    public Tensor Forward(Tensor x) => _kernels.RmsNorm(x, weight, _eps, _acc);
 }

@@ -2,7 +2,6 @@ using Granite.Core.Configuration;
 using Granite.Core.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace Granite.Core.Modeling;
 
@@ -26,8 +25,8 @@ internal sealed class SharedMlp : nn.Module
 
     public Tensor Forward(Tensor u)
     {
-        var a = _kernels.Linear(u, input_linear.Weight);
-        var m = F.silu(a.narrow(-1, 0, _inter)) * a.narrow(-1, _inter, _inter);
-        return _kernels.Linear(m, output_linear.Weight);
+        var a = _kernels.Linear(u, input_linear.Weight, part: KernelPart.SharedIn);
+        var m = _kernels.SiluMul(a, _inter, KernelPart.SharedAct);
+        return _kernels.Linear(m, output_linear.Weight, part: KernelPart.SharedOut);
     }
 }

@@ -125,6 +125,48 @@ public class EngineLifetimeTests
         await AssertDisposed(engine);
     }
 
+    private readonly struct Touch(int[] hits) : Granite.Core.Kernels.IKernelLoop
+    {
+        public void Run(int index) => Interlocked.Increment(ref hits[index]);
+    }
+
+    [Fact]
+    public async Task Engine_Dispose_Joins_The_Managed_Kernel_Helper_Threads()
+    {
+        var options = new GraniteEngineOptions { Model = new Granite.Core.Modeling.GraniteModelOptions { Threads = 2 } };
+        var engine = GraniteEngine.Load(ModelDir, options);
+        var workers = engine.Model.Kernels.Workers;
+        var hits = new int[256];
+        await engine.RunOnInferenceThreadAsync(() => { workers.For(hits.Length, new Touch(hits)); return workers.LiveHelpers; });
+        hits.Should().OnlyContain(h => h == 1);
+        workers.LiveHelpers.Should().Be(1, "the pool's helper runs next to the inference thread");
+
+        engine.Dispose();
+
+        workers.LiveHelpers.Should().Be(0, "disposing the engine joins the helper threads");
+        await AssertDisposed(engine);
+    }
+
+    [Fact]
+    public async Task Disposing_An_Engine_That_Does_Not_Own_Its_Model_Stops_The_Helpers_And_Leaves_The_Model_Usable()
+    {
+        using var model = Granite.Core.Modeling.GraniteModel.Load(ModelDir, new Granite.Core.Modeling.GraniteModelOptions { Threads = 2 });
+        var engine = new GraniteEngine(model, Granite.Core.Tokenization.GraniteTokenizer.FromDirectory(ModelDir), ownsModel: false);
+        var workers = model.Kernels.Workers;
+        await engine.RunOnInferenceThreadAsync(() => { workers.For(64, new Touch(new int[64])); return 0; });
+        workers.LiveHelpers.Should().Be(1);
+
+        engine.Dispose();
+
+        workers.LiveHelpers.Should().Be(0);
+        var hits = new int[64];
+        workers.For(hits.Length, new Touch(hits));
+        hits.Should().OnlyContain(h => h == 1, "the model's kernels start their helpers again");
+        using var state = model.CreateState();
+        using var logits = model.Forward(new[] { 1, 2, 3 }, state);
+        logits.shape.Should().Equal(model.Config.VocabSize);
+    }
+
     [Fact]
     public async Task Engine_Dispose_Fails_Queued_Work_And_Joins_The_Running_Item()
     {
