@@ -21,7 +21,7 @@ GraniteRuntime.EnsureLoaded();
 if (args.Length == 0 || args[0] is not ("long" or "soak" or "plot"))
 {
     Console.Error.WriteLine("usage: long [--tokens 10000] [--every 250] [--warmup 1000] [--dtype f32|as-stored] [--out DIR]\n" +
-        "       soak [--requests 1000] [--concurrency 8] [--every 20] [--warmup 200] [--session-budget 4M] [--expert-budget 50%] [--state-budget 32M] [--conversations 64] [--out DIR]\n" +
+        "       soak [--requests 1000] [--concurrency 8] [--every 20] [--warmup 200] [--session-budget 4M] [--expert-budget 50%] [--state-budget 32M] [--conversations 64] [--answer-tokens 8] [--out DIR]\n" +
         "       plot --csv F --svg F --x COLUMN --y COL[,COL...] [--title T]");
     return 2;
 }
@@ -167,7 +167,22 @@ async Task<int> Soak()
         MaxStoredConversations = maxConversations,
     };
     using var granite = new GraniteChatClient(options);
-    using var client = new ChatClientBuilder(granite).UseFunctionInvocation(configure: f => f.MaximumIterationsPerRequest = 3).Build();
+    int answerTokens = GetInt("answer-tokens", 8);
+    // The answer after tool results is capped (a turn's options are shared by FunctionInvokingChatClient's rounds, and
+    // the forced-call budget would otherwise let it run long).
+    using var client = new ChatClientBuilder(granite)
+        .UseFunctionInvocation(configure: f => f.MaximumIterationsPerRequest = 3)
+        .Use(async (messages, chatOptions, next, ct) =>
+        {
+            var list = messages as IList<ChatMessage> ?? messages.ToList();
+            if (chatOptions is not null && list.Count > 0 && list[^1].Role == ChatRole.Tool)
+            {
+                chatOptions = chatOptions.Clone();
+                chatOptions.MaxOutputTokens = answerTokens;
+            }
+            await next(list, chatOptions, ct);
+        })
+        .Build();
     var engine = granite.Engine;
     var experts = engine.Model.Experts;
     var weather = AIFunctionFactory.Create((string city, int days) => $"{city}: {days} days of sun", "get_weather", "Gets the weather forecast for a city");
@@ -203,7 +218,7 @@ async Task<int> Soak()
             {
                 int n = Interlocked.Increment(ref issued);
                 if (n > requests) return;
-                var chat = new ChatOptions { ConversationId = conversationId, Tools = [weather, light], MaxOutputTokens = 16 };
+                var chat = new ChatOptions { ConversationId = conversationId, Tools = [weather, light], MaxOutputTokens = answerTokens };
                 int kind = local.Next(3);
                 if (kind == 0)
                 {
