@@ -1,0 +1,234 @@
+using Granite.Core.State;
+using Microsoft.Extensions.Logging;
+using TorchSharp;
+
+namespace Granite.Core.Generation;
+
+/// <summary>
+/// Where the session snapshots live: the budgeted memory tier, then (on eviction) host memory for device snapshots and
+/// spill files on disk, each under its own budget; least recently used first out. Keeps the byte counts of each tier.
+/// Not thread-safe: <see cref="SessionStore"/> calls it under its lock, except <see cref="ReadFromDisk"/>.
+/// </summary>
+internal sealed class SessionSpillTiers
+{
+    private readonly SessionPrefixIndex _index;
+    private readonly SessionStoreMetrics _metrics;
+    private readonly SessionStoreOptions _options;
+    private readonly ILogger _logger;
+    private readonly long _budgetBytes;
+    private readonly Dictionary<string, long> _fileBytes = new(StringComparer.Ordinal);
+    private long _memoryBytes, _hostBytes, _diskBytes;
+
+    public SessionSpillTiers(SessionPrefixIndex index, SessionStoreMetrics metrics, SessionStoreOptions options, long budgetBytes, ILogger logger)
+    {
+        _index = index;
+        _metrics = metrics;
+        _options = options;
+        _budgetBytes = budgetBytes;
+        _logger = logger;
+    }
+
+    /// <summary>Bytes of snapshots in the memory tier.</summary>
+    public long MemoryBytes => _memoryBytes;
+
+    /// <summary>Bytes of snapshots in host memory.</summary>
+    public long HostBytes => _hostBytes;
+
+    /// <summary>Bytes of spill files.</summary>
+    public long DiskBytes => _diskBytes;
+
+    /// <summary>Indexes a new memory-tier entry and enforces the budgets (which may evict it or others).</summary>
+    public void Admit(SessionEntry e, string? supersedeKey)
+    {
+        _index.Add(e);
+        AddBytes(SessionTier.Memory, e.Bytes);
+        if (supersedeKey is not null) _index.Supersede(supersedeKey, e);
+        EnforceBudgets();
+    }
+
+    /// <summary>Unindexes an entry and frees its storage (snapshot, spill file); counted as a drop when <paramref name="countDrop"/>.</summary>
+    public void Remove(SessionEntry e, bool countDrop)
+    {
+        if (!_index.Remove(e)) return;
+        switch (e.Tier)
+        {
+            case SessionTier.Memory: AddBytes(SessionTier.Memory, -e.Bytes); break;
+            case SessionTier.Host: AddBytes(SessionTier.Host, -e.Bytes); break;
+            case SessionTier.Disk: AddBytes(SessionTier.Disk, -FileBytes(e)); break;
+        }
+        e.Snapshot?.Dispose();
+        e.Snapshot = null;
+        TryDelete(e.File);
+        e.File = null;
+        if (countDrop) _metrics.RecordDrop();
+    }
+
+    /// <summary>Reads a disk-tier entry's spill file (outside the lock: only the file is touched).</summary>
+    public StateSnapshot ReadFromDisk(SessionEntry e, string file)
+    {
+        var loaded = StateSnapshot.ReadFrom(file, e.Device);
+        _metrics.RecordDiskRestore();
+        _logger.LogDebug("Session snapshot of {Tokens} tokens restored from {File}", e.Tokens.Length, file);
+        return loaded;
+    }
+
+    /// <summary>Moves a disk-tier entry whose file was read back into the memory tier (the file is deleted); false when
+    /// the entry was removed meanwhile or no longer fits, in which case the caller disposes <paramref name="loaded"/>.</summary>
+    public bool Promote(SessionEntry e, StateSnapshot loaded)
+    {
+        if (e.Node is null || e.Bytes > _budgetBytes) return false;
+        AddBytes(SessionTier.Disk, -FileBytes(e));
+        TryDelete(e.File);
+        e.File = null;
+        e.Snapshot = loaded;
+        e.Tier = SessionTier.Memory;
+        AddBytes(SessionTier.Memory, e.Bytes);
+        _index.Touch(e);
+        EnforceBudgets(protect: e);
+        return true;
+    }
+
+    /// <summary>Evicts least recently used entries until every tier is within its budget: memory → host (device snapshots)
+    /// or disk, host → disk, disk → dropped. <paramref name="protect"/> is never evicted.</summary>
+    public void EnforceBudgets(SessionEntry? protect = null)
+    {
+        while (_memoryBytes > _budgetBytes && _index.LeastRecent(SessionTier.Memory, protect) is { } victim)
+        {
+            _metrics.RecordEviction();
+            AddBytes(SessionTier.Memory, -victim.Bytes);
+            var snap = victim.Snapshot!;
+            if (_options.HostSpillBytes > 0 && victim.Device.type != DeviceType.CPU && victim.Bytes <= _options.HostSpillBytes
+                && TryMoveToHost(victim, snap))
+            {
+                victim.Tier = SessionTier.Host;
+                AddBytes(SessionTier.Host, victim.Bytes);
+                CountSpill(victim, SessionTier.Host);
+            }
+            else if (!SpillToDisk(victim))
+            {
+                AddBytes(SessionTier.Memory, victim.Bytes); // Remove subtracts it again
+                Remove(victim, countDrop: true);
+            }
+        }
+        while (_hostBytes > _options.HostSpillBytes && _index.LeastRecent(SessionTier.Host, protect) is { } hv)
+        {
+            AddBytes(SessionTier.Host, -hv.Bytes);
+            if (!SpillToDisk(hv))
+            {
+                AddBytes(SessionTier.Host, hv.Bytes);
+                Remove(hv, countDrop: true);
+            }
+        }
+        while (_diskBytes > _options.SpillBytes && _index.LeastRecent(SessionTier.Disk, protect) is { } dv)
+            Remove(dv, countDrop: true);
+    }
+
+    /// <summary>Copies an entry's device snapshot to host memory; false (entry unchanged) when the copy fails.</summary>
+    private bool TryMoveToHost(SessionEntry e, StateSnapshot snap)
+    {
+        StateSnapshot host;
+        try { host = snap.MoveTo(torch.CPU); }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Could not move a session snapshot to host memory; trying the disk tier");
+            return false;
+        }
+        e.Snapshot = host;
+        snap.Dispose();
+        return true;
+    }
+
+    /// <summary>Writes an entry's snapshot to the spill folder; false when disk spill is off or fails.</summary>
+    private bool SpillToDisk(SessionEntry e)
+    {
+        if (_options.SpillDirectory is not { } dir || e.Bytes > _options.SpillBytes) return false;
+        string path = Path.Combine(dir, $"granite-session-{Environment.ProcessId}-{Guid.NewGuid():N}.gstate");
+        try
+        {
+            long len = e.Snapshot!.WriteTo(path);
+            e.Snapshot.Dispose();
+            e.Snapshot = null;
+            e.File = path;
+            e.Tier = SessionTier.Disk;
+            _fileBytes[path] = len;
+            AddBytes(SessionTier.Disk, len);
+            CountSpill(e, SessionTier.Disk);
+            return true;
+        }
+        catch (Exception ex)
+        {
+            _logger.LogWarning(ex, "Could not spill a session snapshot to {Dir}; dropping it", dir);
+            TryDelete(path);
+            return false;
+        }
+    }
+
+    private void CountSpill(SessionEntry e, SessionTier tier)
+    {
+        _metrics.RecordSpill(tier);
+        _logger.LogDebug("Session snapshot of {Tokens} tokens ({Bytes} bytes) spilled to {Tier}", e.Tokens.Length, e.Bytes, tier == SessionTier.Host ? "host" : "disk");
+    }
+
+    private long FileBytes(SessionEntry e) => e.File is { } f && _fileBytes.TryGetValue(f, out var n) ? n : 0;
+
+    private void AddBytes(SessionTier tier, long delta)
+    {
+        switch (tier)
+        {
+            case SessionTier.Memory: _memoryBytes += delta; break;
+            case SessionTier.Host: _hostBytes += delta; break;
+            case SessionTier.Disk: _diskBytes += delta; break;
+        }
+        _metrics.RecordBytes(tier, delta);
+    }
+
+    private void TryDelete(string? file)
+    {
+        if (file is null) return;
+        _fileBytes.Remove(file);
+        try { File.Delete(file); }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { _logger.LogWarning(ex, "Could not delete session snapshot file {File}", file); }
+    }
+
+    /// <summary>Adds to <paramref name="problems"/> every way the tiers disagree with what they hold: per-tier byte
+    /// counters against the entries, a memory or host entry without a live snapshot of exactly its recorded bytes and
+    /// tokens, a disk entry whose file is missing or of another length, the file table against the disk entries, and each
+    /// tier against its budget. Diagnostics: <see cref="SessionStore.CheckConsistency"/>.</summary>
+    public void CheckConsistency(List<string> problems)
+    {
+        long memory = 0, host = 0, disk = 0;
+        int diskEntries = 0, index = 0;
+        foreach (var e in _index.Entries)
+        {
+            string at = $"entry {index++} ({e.Tokens.Length} tokens, {e.Tier})";
+            switch (e.Tier)
+            {
+                case SessionTier.Memory or SessionTier.Host:
+                    if (e.Tier == SessionTier.Memory) memory += e.Bytes; else host += e.Bytes;
+                    if (e.Snapshot is not { } snap) { problems.Add($"{at}: no snapshot"); break; }
+                    if (snap.IsDisposed) problems.Add($"{at}: its snapshot is disposed");
+                    if (snap.ByteSize != e.Bytes) problems.Add($"{at}: snapshot holds {snap.ByteSize} bytes, recorded {e.Bytes}");
+                    if (!snap.Tokens.AsSpan().SequenceEqual(e.Tokens)) problems.Add($"{at}: snapshot tokens differ from the entry's");
+                    if (e.File is not null) problems.Add($"{at}: also has a spill file");
+                    break;
+                case SessionTier.Disk:
+                    diskEntries++;
+                    if (e.Snapshot is not null) problems.Add($"{at}: a disk entry still holds an in-memory snapshot");
+                    if (e.File is not { } file) { problems.Add($"{at}: no spill file"); break; }
+                    if (!_fileBytes.TryGetValue(file, out long recorded)) { problems.Add($"{at}: spill file not in the file table"); break; }
+                    disk += recorded;
+                    var info = new FileInfo(file);
+                    if (!info.Exists) problems.Add($"{at}: spill file {file} is missing");
+                    else if (info.Length != recorded) problems.Add($"{at}: spill file has {info.Length} bytes, recorded {recorded}");
+                    break;
+            }
+        }
+        if (_fileBytes.Count != diskEntries) problems.Add($"the file table lists {_fileBytes.Count} files for {diskEntries} disk entries");
+        if (memory != _memoryBytes) problems.Add($"memory tier counter is {_memoryBytes} bytes, its entries hold {memory}");
+        if (host != _hostBytes) problems.Add($"host tier counter is {_hostBytes} bytes, its entries hold {host}");
+        if (disk != _diskBytes) problems.Add($"disk tier counter is {_diskBytes} bytes, its files hold {disk}");
+        if (_memoryBytes > _budgetBytes) problems.Add($"memory tier holds {_memoryBytes} bytes, over its {_budgetBytes}-byte budget");
+        if (_hostBytes > Math.Max(0, _options.HostSpillBytes)) problems.Add($"host tier holds {_hostBytes} bytes, over its {_options.HostSpillBytes}-byte budget");
+        if (_diskBytes > _options.SpillBytes) problems.Add($"disk tier holds {_diskBytes} bytes, over its {_options.SpillBytes}-byte budget");
+    }
+}
