@@ -4,7 +4,7 @@ using System.Text.RegularExpressions;
 using Granite.Core.Generation;
 using Granite.Core.Tokenization;
 using Granite.Extensions.AI;
-using Granite.Integration.Tests.Client;
+using Granite.TestHelpers;
 using Microsoft.Extensions.AI;
 using Xunit.Abstractions;
 
