@@ -123,4 +123,27 @@ internal sealed class SessionPrefixIndex
             _lru.AddLast(e.Node!);
         }
     }
+
+    /// <summary>Adds to <paramref name="problems"/> every way the recency list and the hash index disagree with the
+    /// entries (detached nodes, a hash that does not match the tokens, a missing or extra index entry, a sequence stored
+    /// twice). Diagnostics: <see cref="SessionStore.CheckConsistency"/>.</summary>
+    public void CheckConsistency(List<string> problems)
+    {
+        int index = 0;
+        foreach (var e in _lru)
+        {
+            string at = $"entry {index++} ({e.Tokens.Length} tokens, {e.Tier})";
+            if (e.Node is null || e.Node.List != _lru || !ReferenceEquals(e.Node.Value, e))
+                problems.Add($"{at}: its list node is detached or belongs to another entry");
+            if (e.Hash != HashOf(e.Tokens, e.Tokens.Length))
+                problems.Add($"{at}: recorded hash does not match its tokens");
+            if (!_byHash.TryGetValue(e.Hash, out var bucket) || !bucket.Contains(e))
+                problems.Add($"{at}: missing from the hash index");
+            else if (bucket.Any(o => !ReferenceEquals(o, e) && o.Tokens.AsSpan().SequenceEqual(e.Tokens)))
+                problems.Add($"{at}: the same token sequence is stored twice");
+        }
+        int indexed = _byHash.Values.Sum(b => b.Count);
+        if (indexed != _lru.Count) problems.Add($"the hash index holds {indexed} entries, the recency list {_lru.Count}");
+        if (_byHash.Values.Any(b => b.Count == 0)) problems.Add("the hash index has an empty bucket");
+    }
 }

@@ -189,4 +189,46 @@ internal sealed class SessionSpillTiers
         try { File.Delete(file); }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException) { _logger.LogWarning(ex, "Could not delete session snapshot file {File}", file); }
     }
+
+    /// <summary>Adds to <paramref name="problems"/> every way the tiers disagree with what they hold: per-tier byte
+    /// counters against the entries, a memory or host entry without a live snapshot of exactly its recorded bytes and
+    /// tokens, a disk entry whose file is missing or of another length, the file table against the disk entries, and each
+    /// tier against its budget. Diagnostics: <see cref="SessionStore.CheckConsistency"/>.</summary>
+    public void CheckConsistency(List<string> problems)
+    {
+        long memory = 0, host = 0, disk = 0;
+        int diskEntries = 0, index = 0;
+        foreach (var e in _index.Entries)
+        {
+            string at = $"entry {index++} ({e.Tokens.Length} tokens, {e.Tier})";
+            switch (e.Tier)
+            {
+                case SessionTier.Memory or SessionTier.Host:
+                    if (e.Tier == SessionTier.Memory) memory += e.Bytes; else host += e.Bytes;
+                    if (e.Snapshot is not { } snap) { problems.Add($"{at}: no snapshot"); break; }
+                    if (snap.IsDisposed) problems.Add($"{at}: its snapshot is disposed");
+                    if (snap.ByteSize != e.Bytes) problems.Add($"{at}: snapshot holds {snap.ByteSize} bytes, recorded {e.Bytes}");
+                    if (!snap.Tokens.AsSpan().SequenceEqual(e.Tokens)) problems.Add($"{at}: snapshot tokens differ from the entry's");
+                    if (e.File is not null) problems.Add($"{at}: also has a spill file");
+                    break;
+                case SessionTier.Disk:
+                    diskEntries++;
+                    if (e.Snapshot is not null) problems.Add($"{at}: a disk entry still holds an in-memory snapshot");
+                    if (e.File is not { } file) { problems.Add($"{at}: no spill file"); break; }
+                    if (!_fileBytes.TryGetValue(file, out long recorded)) { problems.Add($"{at}: spill file not in the file table"); break; }
+                    disk += recorded;
+                    var info = new FileInfo(file);
+                    if (!info.Exists) problems.Add($"{at}: spill file {file} is missing");
+                    else if (info.Length != recorded) problems.Add($"{at}: spill file has {info.Length} bytes, recorded {recorded}");
+                    break;
+            }
+        }
+        if (_fileBytes.Count != diskEntries) problems.Add($"the file table lists {_fileBytes.Count} files for {diskEntries} disk entries");
+        if (memory != _memoryBytes) problems.Add($"memory tier counter is {_memoryBytes} bytes, its entries hold {memory}");
+        if (host != _hostBytes) problems.Add($"host tier counter is {_hostBytes} bytes, its entries hold {host}");
+        if (disk != _diskBytes) problems.Add($"disk tier counter is {_diskBytes} bytes, its files hold {disk}");
+        if (_memoryBytes > _budgetBytes) problems.Add($"memory tier holds {_memoryBytes} bytes, over its {_budgetBytes}-byte budget");
+        if (_hostBytes > Math.Max(0, _options.HostSpillBytes)) problems.Add($"host tier holds {_hostBytes} bytes, over its {_options.HostSpillBytes}-byte budget");
+        if (_diskBytes > _options.SpillBytes) problems.Add($"disk tier holds {_diskBytes} bytes, over its {_options.SpillBytes}-byte budget");
+    }
 }

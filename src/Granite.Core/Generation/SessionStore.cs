@@ -17,7 +17,7 @@ namespace Granite.Core.Generation;
 /// <remarks>The prefix lookup is <see cref="SessionPrefixIndex"/>, the tiers and their budgets <see cref="SessionSpillTiers"/>,
 /// the statistics <see cref="SessionStoreMetrics"/> (each event counted once, published on the meter
 /// <see cref="MeterName"/>).</remarks>
-internal sealed class SessionStore : IDisposable
+internal sealed partial class SessionStore : IDisposable
 {
     /// <summary>Name of the <see cref="Meter"/> that publishes the session counters.</summary>
     public const string MeterName = "Granite.Sessions";

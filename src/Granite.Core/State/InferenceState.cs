@@ -155,8 +155,10 @@ internal sealed class AttentionLayerState : IDisposable
         long t = k.shape[1];
         long need = Length + t;
         if (need > Capacity) Grow(need);
-        _keys!.narrow(1, Length, t).copy_(k);
-        _values!.narrow(1, Length, t).copy_(v);
+        // The views are disposed here: a caller outside a dispose scope (restoring a session snapshot) would otherwise
+        // leave them to the finalizer, and each keeps the whole KV buffer alive after the state is disposed.
+        using (var dk = _keys!.narrow(1, Length, t)) dk.copy_(k);
+        using (var dv = _values!.narrow(1, Length, t)) dv.copy_(v);
         Length = need;
     }
 

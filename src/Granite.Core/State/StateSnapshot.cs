@@ -36,6 +36,9 @@ internal sealed class StateSnapshot : IDisposable
     /// <summary>Number of tokens covered.</summary>
     public int Length => Tokens.Length;
 
+    /// <summary>Whether <see cref="Dispose"/> was called (the tensors are released).</summary>
+    public bool IsDisposed => _disposed;
+
     /// <summary>Bytes held by the snapshot's tensors.</summary>
     public long ByteSize { get; }
 
@@ -72,8 +75,10 @@ internal sealed class StateSnapshot : IDisposable
                 {
                     using var k = a.Keys;
                     using var v = a.Values;
-                    keys[i] = k.contiguous().clone().DetachFromDisposeScope();
-                    values[i] = v.contiguous().clone().DetachFromDisposeScope();
+                    using var kc = k.contiguous();
+                    using var vc = v.contiguous();
+                    keys[i] = kc.clone().DetachFromDisposeScope();
+                    values[i] = vc.clone().DetachFromDisposeScope();
                 }
             }
         }
@@ -101,7 +106,7 @@ internal sealed class StateSnapshot : IDisposable
                 if (state.Mamba[i] is { } m)
                 {
                     if (_conv[i] is null || _ssm[i] is null) throw new InvalidOperationException($"Snapshot layer {i} is not a Mamba layer.");
-                    m.Conv.copy_(_conv[i]!);
+                    m.Conv.copy_(_conv[i]!); // in-place: TorchSharp returns the same tensor object
                     m.Ssm.copy_(_ssm[i]!); // converts a BF16 snapshot back to float32
                 }
                 else if (_keys[i] is { } k)
