@@ -38,7 +38,7 @@ internal static class Program
         if (!skipModel)
         {
             temp = Directory.CreateTempSubdirectory("granite-constraint-bench-").FullName;
-            var cfg = GraniteConfig.HTinyShaped(layers);
+            var cfg = GraniteConfigPresets.HTinyShaped(layers);
             GraniteCheckpointLayout.WriteConfig(temp, cfg);
             GraniteCheckpointLayout.WriteRandom(temp, cfg, ScalarType.BFloat16, seed: 42);
             model = GraniteModel.Load(temp, new GraniteModelOptions { WeightDtype = WeightDtypePolicy.AsStored });

@@ -52,8 +52,8 @@ internal static class Program
     /// <summary>Router scale of expert e for the skewed checkpoint: 10^(−β·e/E) with β = <see cref="SkewBeta"/>.</summary>
     internal const double SkewBeta = 1.0;
 
-    /// <summary>H-Tiny widths (<see cref="GraniteConfig.HTinyShaped"/>); with ≥ 6 layers layer 5 is the attention layer.</summary>
-    internal static GraniteConfig HTinyShaped(int layers) => GraniteConfig.HTinyShaped(layers);
+    /// <summary>H-Tiny widths (<see cref="GraniteConfigPresets.HTinyShaped"/>); with ≥ 6 layers layer 5 is the attention layer.</summary>
+    internal static GraniteConfig HTinyShaped(int layers) => GraniteConfigPresets.HTinyShaped(layers);
 
     private static void Prepare(Dictionary<string, string> o)
     {

@@ -11,14 +11,14 @@ namespace Granite.Benchmarks.Peers;
 internal static class Setup
 {
     /// <summary>
-    /// An H-Tiny-shaped checkpoint (<see cref="GraniteConfig.HTinyShaped"/>: real widths, 64 experts top-6, vocab 100,352
+    /// An H-Tiny-shaped checkpoint (<see cref="GraniteConfigPresets.HTinyShaped"/>: real widths, 64 experts top-6, vocab 100,352
     /// tied; layer i % 10 == 5 is attention) with random BF16 weights (seed 42). The GGUF export needs a tokenizer: the
     /// test fixtures' byte-level BPE tokenizer is copied (ids 544 and up become llama.cpp padding entries; the benchmark
     /// feeds token ids directly, so tokenization is not exercised).
     /// </summary>
     public static void WriteHTinyShaped(string dir, int layers)
     {
-        var cfg = GraniteConfig.HTinyShaped(layers);
+        var cfg = GraniteConfigPresets.HTinyShaped(layers);
         var weights = Path.Combine(dir, SafetensorsCheckpoint.SingleFileName);
         if (File.Exists(weights) && File.Exists(Path.Combine(dir, "config.json")) && GraniteConfig.Load(dir).ToJson() == cfg.ToJson()
             && File.Exists(Path.Combine(dir, "tokenizer.json")))

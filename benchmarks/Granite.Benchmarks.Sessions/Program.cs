@@ -29,14 +29,14 @@ var tokenizer = GraniteTokenizer.FromDirectory(Path.Combine(AppContext.BaseDirec
 var results = new Dictionary<string, object>();
 
 // ---- model folders ----
-// H-Tiny shape (GraniteConfig.HTinyShaped: hidden 1536, 12 heads / 4 KV heads of 128, 48 Mamba heads × 64, d_state 128,
+// H-Tiny shape (GraniteConfigPresets.HTinyShaped: hidden 1536, 12 heads / 4 KV heads of 128, 48 Mamba heads × 64, d_state 128,
 // 64 experts top-6 of 512, shared MLP 1024) with `layers` layers: Mamba everywhere except the last, which is attention
 // (the real model has 36 + 4; below 6 layers HTinyShaped makes the last one attention).
 if (layers < 2 || layers > 5) throw new ArgumentException("--layers must be 2..5 (one attention layer, the last)");
-string hybridDir = Checkpoint("h-tiny-" + layers, GraniteConfig.HTinyShaped(layers));
+string hybridDir = Checkpoint("h-tiny-" + layers, GraniteConfigPresets.HTinyShaped(layers));
 // One Mamba + one attention layer of H-Tiny shape, and one attention layer of Micro shape, for per-layer state bytes.
-string hybridPair = Checkpoint("h-tiny-pair", GraniteConfig.HTinyShaped(2));
-string densePair = Checkpoint("micro-1", GraniteConfig.MicroShaped(1));
+string hybridPair = Checkpoint("h-tiny-pair", GraniteConfigPresets.HTinyShaped(2));
+string densePair = Checkpoint("micro-1", GraniteConfigPresets.MicroShaped(1));
 
 if (opts.ContainsKey("kernel")) Kernel();
 if (opts.ContainsKey("profile")) Profile();

@@ -71,7 +71,7 @@ internal static partial class GraniteCli
         {
             if (synthetic != "h-tiny") throw new CliUsageException($"--synthetic supports 'h-tiny' (got '{synthetic}')");
             temp = Directory.CreateTempSubdirectory("granite-bench-").FullName;
-            var cfg = GraniteConfig.HTinyShaped(layers);
+            var cfg = GraniteConfigPresets.HTinyShaped(layers);
             GraniteCheckpointLayout.WriteConfig(temp, cfg);
             GraniteCheckpointLayout.WriteRandom(temp, cfg, ScalarType.BFloat16, seed: 42);
             dir = temp;

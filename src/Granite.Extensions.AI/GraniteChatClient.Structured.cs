@@ -121,16 +121,15 @@ public sealed partial class GraniteChatClient
     /// The token constraint of a request: JSON (any object or the schema), tool calls (forced when a call is required,
     /// else constrained once the model opens one, unless <see cref="ConstrainToolCallsKey"/> is false), or both.
     /// </summary>
-    private TokenConstraint? BuildConstraint(StructuredPlan? plan, IList<AITool>? tools, bool forceCall, string? requiredName, ChatOptions? options)
+    private TokenConstraint? BuildConstraint(StructuredPlan? plan, MappedChatOptions mapped, bool forceCall, ChatOptions? options)
     {
         var tokenizer = _engine.Tokenizer;
+        var tools = mapped.Tools;
+        string? requiredName = mapped.RequiredToolName;
         var vocab = plan is null && tools is not { Count: > 0 } ? null : TokenVocabulary.For(tokenizer, _engine.Config.VocabSize);
         JsonGrammar? envelope = null;
         int open = -1, close = -1;
-        // A forced_prefix is application text (it may even be a deliberately malformed call): calls it opens are not
-        // constrained unless the request asks for it explicitly.
-        bool constrainAuto = GetKnob<bool?>(options, ConstrainToolCallsKey) ?? (GetKnob<string>(options, ForcedPrefixKey) is null && _options.ConstrainToolCalls);
-        if (tools is { Count: > 0 } && (forceCall || constrainAuto || plan is not null)
+        if (tools is { Count: > 0 } && (forceCall || mapped.ConstrainAutoToolCalls || plan is not null)
             && tokenizer.TokenToId(GraniteChatTemplate.ToolCallStart) is int o && tokenizer.TokenToId(GraniteChatTemplate.ToolCallEnd) is int c)
         {
             open = o;

@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Text.Json;
 using Granite.Core.Generation;
 using Granite.Core.Experts;
 using Granite.Core.Modeling;
@@ -304,14 +303,14 @@ public sealed partial class GraniteChatClient : IChatClient
     /// <param name="ToolCount">Tools rendered into the prompt.</param>
     internal sealed record PreparedRequest(GenerationRequest Request, RenderedPrompt Prompt, bool RequireToolCall, int ToolCount);
 
-    /// <summary>Renders and tokenizes the conversation and maps the options; never mutates the caller's objects.</summary>
+    /// <summary>Maps the options (<see cref="ChatOptionsMapper"/>, which also validates them), then renders and tokenizes
+    /// the conversation; never mutates the caller's objects.</summary>
     internal PreparedRequest Prepare(IEnumerable<ChatMessage> messages, ChatOptions? options)
     {
         var list = messages.ToList();
         if (list.Count == 0) throw new ArgumentException("At least one chat message is required.", nameof(messages));
         var structured = PlanStructuredOutput(options);
-        if (options?.ModelId is { } requestedModel && !string.Equals(requestedModel, ModelId, StringComparison.Ordinal))
-            throw new ArgumentException($"ChatOptions.ModelId is '{requestedModel}', but this client serves '{ModelId}' (register one client per model, e.g. with AddKeyedGraniteChatClient).", nameof(options));
+        var mapped = ChatOptionsMapper.Map(options, _options, ModelId, answeringUser: list[^1].Role == ChatRole.User);
 
         if (!string.IsNullOrEmpty(options?.Instructions))
         {
@@ -321,122 +320,25 @@ public sealed partial class GraniteChatClient : IChatClient
                 list.Insert(0, new ChatMessage(ChatRole.System, options.Instructions));
         }
 
-        var mode = options?.ToolMode;
-        IList<AITool>? tools = mode is NoneChatToolMode ? null : options?.Tools;
-        bool requireCall = tools is { Count: > 0 } && mode is RequiredChatToolMode;
-        string? requiredName = (mode as RequiredChatToolMode)?.RequiredFunctionName;
-        if (requireCall && requiredName is not null && !tools!.Any(t => t.Name == requiredName))
-            throw new ArgumentException($"ToolMode requires the function '{requiredName}', which is not among ChatOptions.Tools.", nameof(options));
-
-        // A forced prefix opens the assistant's answer to a user turn; after tool results the model continues freely
-        // (otherwise an automatic function-invocation loop would force the same call forever).
-        bool answeringUser = list[^1].Role == ChatRole.User;
-        string? forcedText = answeringUser ? GetKnob<string>(options, ForcedPrefixKey) : null;
-        if (requireCall && forcedText is null && answeringUser)
-        {
-            forcedText = requiredName is not null
-                ? "<tool_call>\n{\"name\": " + JsonSerializer.Serialize(requiredName) + ", \"arguments\": "
-                : "<tool_call>";
-        }
-
-        var prompt = InsertSchemaTags(GraniteChatTemplate.Render(AddSchemaInstruction(list, structured), tools, documents: null, addGenerationPrompt: true), structured);
+        var prompt = InsertSchemaTags(GraniteChatTemplate.Render(AddSchemaInstruction(list, structured), mapped.Tools, documents: null, addGenerationPrompt: true), structured);
         var ids = _engine.Tokenizer.Encode(prompt.Segments);
         int limit = _engine.Config.MaxPositionEmbeddings;
-        if (ids.Count >= limit)
-            throw new ArgumentException($"The prompt has {ids.Count} tokens; the model's context limit is {limit} tokens (max_position_embeddings), leaving no room to generate.", nameof(messages));
+        TokenLimits.CheckContext(ids.Count, 1, limit, "The prompt and its first generated token", nameof(messages));
 
-        bool useCache = GetKnob<bool?>(options, SessionCacheKey) ?? true;
-        var sampling = new SamplingOptions
-        {
-            Temperature = options?.Temperature ?? _options.DefaultTemperature,
-            TopK = options?.TopK,
-            TopP = options?.TopP,
-            Seed = options?.Seed,
-            FrequencyPenalty = options?.FrequencyPenalty,
-            PresencePenalty = options?.PresencePenalty,
-            RepetitionPenalty = GetKnob<float?>(options, RepetitionPenaltyKey),
-            MaxNewTokens = options?.MaxOutputTokens ?? _options.DefaultMaxOutputTokens,
-            StopSequences = options?.StopSequences?.ToArray() ?? Array.Empty<string>(),
-        };
-        ValidateSampling(sampling, options);
-        var forced = string.IsNullOrEmpty(forcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(forcedText, true) });
-        if (forced is { Count: > 0 })
-        {
-            // Forced tokens are part of the answer and count against MaxOutputTokens; a prefix that does not fit would be
-            // cut mid-way (a malformed tool call), so it is an error instead.
-            string source = GetKnob<string>(options, ForcedPrefixKey) is not null
-                ? $"ChatOptions.AdditionalProperties[\"{ForcedPrefixKey}\"]"
-                : "The tool-call opening forced by ChatOptions.ToolMode";
-            string budget = options?.MaxOutputTokens is not null ? "ChatOptions.MaxOutputTokens" : "GraniteChatClientOptions.DefaultMaxOutputTokens";
-            if (forced.Count > sampling.MaxNewTokens)
-                throw new ArgumentException($"{source} is {forced.Count} tokens, more than {budget} ({sampling.MaxNewTokens}); forced tokens count as output tokens. Raise {budget.Split('.')[^1]} or shorten the prefix.", nameof(options));
-            if (ids.Count + forced.Count > limit)
-                throw new ArgumentException($"{source} is {forced.Count} tokens; with the {ids.Count}-token prompt it exceeds the model's context limit of {limit} tokens (max_position_embeddings).", nameof(options));
-        }
+        var forced = string.IsNullOrEmpty(mapped.ForcedText) ? null : _engine.Tokenizer.Encode(new[] { new PromptSegment(mapped.ForcedText, true) });
+        ChatOptionsMapper.CheckForcedTokens(mapped, options, forced?.Count ?? 0, ids.Count, limit);
+        bool forceCall = mapped.RequireToolCall && list[^1].Role == ChatRole.User;
         var request = new GenerationRequest
         {
             PromptTokens = ids,
-            Sampling = sampling,
+            Sampling = mapped.Sampling,
             ForcedOutputTokens = forced,
-            UseSessionCache = useCache,
-            SnapshotAt = useCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
-            SkipSpecialTokens = GetKnob<bool?>(options, SkipSpecialTokensKey) ?? true,
-            Constraint = BuildConstraint(structured, tools, requireCall && answeringUser, requiredName, options),
+            UseSessionCache = mapped.UseSessionCache,
+            SnapshotAt = mapped.UseSessionCache ? SystemTurnSnapshot(prompt, _engine.Tokenizer, ids) : null,
+            SkipSpecialTokens = mapped.SkipSpecialTokens,
+            Constraint = BuildConstraint(structured, mapped, forceCall, options),
         };
-        return new PreparedRequest(request, prompt, requireCall, tools?.Count ?? 0);
-    }
-
-    /// <summary>Checks the sampling options, naming the public option a bad value came from (<c>ChatOptions.MaxOutputTokens</c>,
-    /// a Granite knob, or a <see cref="GraniteChatClientOptions"/> default) instead of the engine's internal names.</summary>
-    private static void ValidateSampling(SamplingOptions sampling, ChatOptions? options)
-    {
-        try
-        {
-            sampling.Validate();
-        }
-        catch (ArgumentOutOfRangeException ex)
-        {
-            string name = ex.ParamName switch
-            {
-                nameof(SamplingOptions.MaxNewTokens) => options?.MaxOutputTokens is not null ? nameof(ChatOptions.MaxOutputTokens) : "GraniteChatClientOptions.DefaultMaxOutputTokens",
-                nameof(SamplingOptions.Temperature) => options?.Temperature is not null ? nameof(ChatOptions.Temperature) : "GraniteChatClientOptions.DefaultTemperature",
-                nameof(SamplingOptions.RepetitionPenalty) => $"AdditionalProperties[\"{RepetitionPenaltyKey}\"]",
-                { } other => other,
-                null => "ChatOptions",
-            };
-            string message = ex.Message;
-            int cut = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
-            if (cut >= 0) message = message[..cut];
-            if (ex.ParamName is { } internalName && internalName != name)
-                message = message.Replace(internalName, name, StringComparison.Ordinal);
-            throw new ArgumentOutOfRangeException(name, ex.ActualValue, message);
-        }
-    }
-
-    /// <summary>Reads a Granite knob from <see cref="ChatOptions.AdditionalProperties"/>; a value of the wrong type is an error.</summary>
-    private static T? GetKnob<T>(ChatOptions? options, string key)
-    {
-        if (options?.AdditionalProperties is not { } props || !props.TryGetValue(key, out object? raw) || raw is null)
-            return default;
-        var target = Nullable.GetUnderlyingType(typeof(T)) ?? typeof(T);
-        if (target.IsInstanceOfType(raw)) return (T)raw;
-        if (raw is JsonElement json)
-        {
-            try { return (T?)json.Deserialize(target); }
-            catch (Exception ex) when (ex is JsonException or InvalidOperationException or FormatException)
-            {
-                throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a {target.Name}; got JSON {json.ValueKind}.", nameof(options), ex);
-            }
-        }
-        if (raw is IConvertible && target != typeof(string))
-        {
-            try { return (T)Convert.ChangeType(raw, target, System.Globalization.CultureInfo.InvariantCulture); }
-            catch (Exception ex) when (ex is InvalidCastException or FormatException or OverflowException)
-            {
-                throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a {target.Name}; got {raw.GetType().Name} '{raw}'.", nameof(options), ex);
-            }
-        }
-        throw new ArgumentException($"ChatOptions.AdditionalProperties[\"{key}\"] must be a {target.Name}; got {raw.GetType().Name}.", nameof(options));
+        return new PreparedRequest(request, prompt, mapped.RequireToolCall, mapped.Tools?.Count ?? 0);
     }
 
     /// <inheritdoc />

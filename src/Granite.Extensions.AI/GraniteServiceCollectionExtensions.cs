@@ -92,7 +92,8 @@ public static class GraniteServiceCollectionExtensions
         services.AddKeyedSingleton<GraniteModelHolder>(key, (sp, _) => new GraniteModelHolder(
             key.DisplayName,
             sp.GetRequiredService<IOptionsMonitor<GraniteChatClientOptions>>().Get(key.OptionsName),
-            sp.GetService<ILoggerFactory>()));
+            sp.GetService<ILoggerFactory>(),
+            sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
 
         IChatClient Factory(IServiceProvider sp)
         {

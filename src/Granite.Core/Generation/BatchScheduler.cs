@@ -272,6 +272,7 @@ internal sealed class GenerationSequence
 {
     private readonly ConstraintMatcher? _matcher;
     private readonly TokenMask? _mask;
+    private float[] _logits = Array.Empty<float>(); // this sequence's logits of the step, copied out of the tensor
     private int _abandoned;
 
     public GenerationSequence(GenerationRequest request, IReadOnlyList<int> prompt, SamplingOptions sampling, StopConditions stop,
@@ -330,10 +331,12 @@ internal sealed class GenerationSequence
     /// <summary>The caller stopped reading (any thread): the next step releases the sequence.</summary>
     public void Abandon() => Volatile.Write(ref _abandoned, 1);
 
+    /// <summary>Copies the logits out of the tensor (once) and samples the next token.</summary>
     public int Sample(Tensor logits)
     {
-        if (_matcher is null) return Sampler!.Next(logits, Context, Prompt.Count);
-        int id = Sampler!.Next(logits, Context, Prompt.Count, _matcher.FillMask(_mask!) ? _mask : null);
+        var x = LogitsReader.Read(logits, ref _logits);
+        if (_matcher is null) return Sampler!.Next(x, Context, Prompt.Count);
+        int id = Sampler!.Next(x, Context, Prompt.Count, _matcher.FillMask(_mask!) ? _mask : null);
         _matcher.Accept(id);
         return id;
     }
@@ -360,7 +363,6 @@ internal sealed class GenerationSequence
     private void Release()
     {
         State?.Dispose();
-        Sampler?.Dispose();
         State = null;
         Sampler = null;
     }

@@ -1,3 +1,4 @@
+using Granite.Core.Modeling;
 using Granite.Core.State;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -48,11 +49,8 @@ public sealed partial class GraniteEngine
         ArgumentNullException.ThrowIfNull(tokens);
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
         if (tokens.Count == 0) throw new ArgumentException("No tokens to prefill.", nameof(tokens));
-        if (tokens.Count > Config.MaxPositionEmbeddings)
-            throw new ArgumentException($"{tokens.Count} tokens exceed the context limit of {Config.MaxPositionEmbeddings} (max_position_embeddings).", nameof(tokens));
-        foreach (var id in tokens)
-            if ((uint)id >= (uint)Config.VocabSize)
-                throw new ArgumentException($"Token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).", nameof(tokens));
+        TokenLimits.CheckContext(0, tokens.Count, Config.MaxPositionEmbeddings, "The prefill", nameof(tokens));
+        TokenLimits.CheckInVocabulary(tokens, Config.VocabSize, nameof(tokens));
         var copy = tokens.ToArray();
         var lifetime = _worker.Lifetime;
         return _worker.RunAsync(() =>

@@ -40,7 +40,7 @@ public sealed partial class GraniteEngine : IDisposable
         _ownsModel = ownsModel;
         ModelDirectory = modelDirectory;
         GenerationConfig = generationConfig;
-        Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger);
+        Sessions = new SessionStore(Options.SessionCacheBytes, Options.SessionStore, _logger, Options.MeterFactory);
         ValidateBatching(Options);
         _worker = worker ?? new InferenceWorker("granite-inference", Options.Model.Threads);
         _scheduler = new BatchScheduler(this, _worker, _logger, Options.MaxBatchSize, Options.PrefillChunkTokens, Options.MaxBatchStateBytes);
@@ -144,11 +144,8 @@ public sealed partial class GraniteEngine : IDisposable
         var prompt = request.PromptTokens ?? throw new ArgumentException("PromptTokens is required.", nameof(request));
         if (prompt.Count == 0) throw new ArgumentException("The prompt has no tokens.", nameof(request));
         int contextLimit = Config.MaxPositionEmbeddings;
-        if (prompt.Count >= contextLimit)
-            throw new ArgumentException($"The prompt has {prompt.Count} tokens; the model's context limit is {contextLimit} (max_position_embeddings), leaving no room to generate.", nameof(request));
-        foreach (var id in prompt)
-            if ((uint)id >= (uint)Config.VocabSize)
-                throw new ArgumentException($"Prompt token id {id} is outside the vocabulary (0..{Config.VocabSize - 1}).", nameof(request));
+        TokenLimits.CheckContext(prompt.Count, 1, contextLimit, "The prompt and its first generated token", nameof(request));
+        TokenLimits.CheckInVocabulary(prompt, Config.VocabSize, nameof(request), "Prompt token id");
 
         var sampling = request.Sampling with
         {
@@ -232,7 +229,7 @@ public sealed partial class GraniteEngine : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
         // Last item on the inference thread: the model (if owned) and the managed-kernel helper threads (joined; a model
         // the caller keeps starts them again on its next pass).
-        var error = _worker.Shutdown(() => { _scheduler.Abort(); Sessions.Clear(); if (_ownsModel) Model.Dispose(); else Model.Kernels.Workers.Stop(); });
+        var error = _worker.Shutdown(() => { _scheduler.Abort(); Sessions.Dispose(); if (_ownsModel) Model.Dispose(); else Model.Kernels.Workers.Stop(); });
         if (error is not null) _logger.LogWarning(error, "Error while releasing the Granite model");
     }
 }

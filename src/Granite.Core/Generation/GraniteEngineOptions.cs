@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Granite.Core.Modeling;
 
 namespace Granite.Core.Generation;
@@ -13,6 +14,11 @@ public sealed record GraniteEngineOptions
 
     /// <summary>Spill folder/budgets and snapshot dtype of the session store.</summary>
     public SessionStoreOptions SessionStore { get; init; } = new();
+
+    /// <summary>Creates the meter <c>Granite.Sessions</c> that publishes the session-store counters, e.g. the host's
+    /// <see cref="IMeterFactory"/> from dependency injection; null (default) gives each engine a private meter,
+    /// disposed with it.</summary>
+    public IMeterFactory? MeterFactory { get; init; }
 
     /// <summary>Largest allowed <see cref="MaxBatchSize"/>.</summary>
     public const int MaxBatchSizeLimit = 64;

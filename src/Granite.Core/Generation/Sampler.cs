@@ -1,25 +1,30 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
-using TorchSharp;
-using static TorchSharp.torch;
+using Granite.Core.Constraints;
+using Granite.Core.Modeling;
 using TensorPrimitives = System.Numerics.Tensors.TensorPrimitives;
 
 namespace Granite.Core.Generation;
 
 /// <summary>
 /// Turns the logits of the last position into the next token id: padding mask, repetition/frequency/presence
-/// penalties, then greedy argmax or temperature + top-k + top-p sampling driven by a seeded <see cref="Generator"/>.
+/// penalties, constraint mask, then greedy argmax or temperature + top-k + top-p sampling driven by a seeded managed
+/// random source (<see cref="SamplerRandom"/>).
 /// </summary>
 /// <remarks>
-/// <para>One instance per generation request (it owns the random generator, so a seeded request is reproducible).
-/// Not thread-safe; call it on the inference thread.</para>
-/// <para>The logits are read once from the tensor's memory into a reused managed buffer and processed with SIMD
-/// (<see cref="TensorPrimitives"/>) on the calling thread: at V = 100352, LibTorch's CPU <c>argmax</c>/<c>topk</c>
-/// cost 0.16–0.26 ms each and <c>multinomial</c>/<c>sort</c> several ms (and far more when the intra-op thread pool
-/// competes for cores), while this path stays in the tens to a few hundreds of µs. Sampling draws one uniform number
-/// per token from the <see cref="Generator"/> and inverts the cumulative distribution of the kept tokens.</para>
+/// <para>A pure function of its inputs: the chosen token depends only on the logits span, the context tokens, the
+/// options and the random state, which advances by exactly one uniform number per sampled (non-greedy) token. No
+/// tensors, no native calls: the caller copies the logits out of the model's tensor once per step
+/// (<see cref="LogitsReader"/>). One instance per generation request (it owns the random state, so a seeded request is
+/// reproducible); not thread-safe.</para>
+/// <para>The random source is xoshiro256** seeded by SplitMix64. Before it, the sampler drew from a LibTorch
+/// <c>torch.Generator</c> (one <c>torch.rand</c> tensor per token), so seeded sequences differ from those of earlier
+/// versions; they are now identical on every platform and runtime.</para>
+/// <para>Processing uses SIMD (<see cref="TensorPrimitives"/>) and reused scratch buffers: at V = 100352 a step stays
+/// in the tens to a few hundreds of µs (LibTorch's <c>argmax</c>/<c>topk</c>/<c>multinomial</c> cost 0.16 ms to
+/// several ms each).</para>
 /// </remarks>
-internal sealed class Sampler : IDisposable
+internal sealed class Sampler
 {
     /// <summary>Float bits shifted right by this give the top-p histogram bucket (sign 0, 8 exponent, 4 mantissa bits).</summary>
     private const int BucketShift = 19;
@@ -29,23 +34,23 @@ internal sealed class Sampler : IDisposable
     private const int FastMaxCandidates = 4096;
 
     private readonly SamplingOptions _options;
-    private readonly Generator? _generator;
+    private readonly bool _greedy;
     private readonly float _temperature;
     private readonly int _topK;
     private readonly float _topP;
     private readonly float _repetition;
     private readonly float _frequency;
     private readonly float _presence;
+    private SamplerRandom _random;
 
     // Reused scratch buffers (grown on demand, never shrunk).
-    private float[] _work = Array.Empty<float>();
     private int[] _ids = Array.Empty<int>();
     private int[] _generatedCounts = Array.Empty<int>();
     private bool[] _seen = Array.Empty<bool>();
     private readonly List<int> _touched = new();
     private double[]? _bucketMass;
     private readonly List<int> _nucleus = new();
-    private readonly List<int> _edge = new();
+    private readonly List<ulong> _sorted = new();
 
     /// <summary>Creates a sampler; validates <paramref name="options"/>.</summary>
     public Sampler(SamplingOptions options)
@@ -53,6 +58,7 @@ internal sealed class Sampler : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _options = options;
+        _greedy = options.IsGreedy;
         _temperature = options.Temperature ?? 0f;
         _topK = options.TopK ?? 0;
         _topP = options.TopP ?? 1f;
@@ -60,8 +66,7 @@ internal sealed class Sampler : IDisposable
         _frequency = options.FrequencyPenalty ?? 0f;
         _presence = options.PresencePenalty ?? 0f;
         Seed = options.Seed ?? Random.Shared.NextInt64();
-        if (!options.IsGreedy)
-            _generator = new Generator(unchecked((ulong)Seed));
+        _random = new SamplerRandom(unchecked((ulong)Seed));
     }
 
     /// <summary>The seed in use (the given one, or the random one drawn when none was given), for reproduction.</summary>
@@ -73,82 +78,61 @@ internal sealed class Sampler : IDisposable
     private bool HasPenalties => _repetition != 1f || _frequency != 0f || _presence != 0f;
 
     /// <summary>Chooses the next token.</summary>
-    /// <param name="logits">Logits of the last position, shape [V] or [1, V], any float dtype and device (not modified).</param>
+    /// <param name="logits">Logits of the last position, length V. Used as work space: overwritten (penalised, masked,
+    /// turned into weights).</param>
     /// <param name="contextTokens">Prompt followed by the tokens generated so far (used by the penalties).</param>
     /// <param name="generatedStart">Index in <paramref name="contextTokens"/> where the generated tokens begin.</param>
-    /// <returns>The token id, in [0, min(V, MaskTokenIdsFrom)).</returns>
-    /// <exception cref="ArgumentException">Bad shape, or a context token id outside [0, V).</exception>
-    /// <exception cref="InvalidOperationException">The logits contain NaN or no finite value.</exception>
     /// <param name="allowed">Tokens allowed by a constraint (others get −∞ after the penalties), or null.</param>
-    public int Next(Tensor logits, IReadOnlyList<int> contextTokens, int generatedStart, Constraints.TokenMask? allowed = null)
+    /// <returns>The token id, in [0, min(V, MaskTokenIdsFrom)).</returns>
+    /// <exception cref="ArgumentException">Empty logits, or a context token id outside [0, V).</exception>
+    /// <exception cref="InvalidOperationException">The logits contain NaN or no finite value.</exception>
+    public int Next(Span<float> logits, IReadOnlyList<int> contextTokens, int generatedStart, TokenMask? allowed = null)
     {
-        var x = Prepare(logits, contextTokens, generatedStart, out _);
+        var x = Prepare(logits, contextTokens, generatedStart);
         allowed?.Apply(x);
-        if (_generator is null)
-        {
-            int id = TensorPrimitives.IndexOfMax(x); // first maximum, like torch.argmax; first NaN if any
-            CheckBest(x[id]);
-            return id;
-        }
-        return Draw(x);
+        return _greedy ? Greedy(x) : Draw(x, _random.NextDouble());
     }
 
     /// <summary>
-    /// The logits after padding mask and penalties (before temperature), full length V with −∞ in masked rows.
-    /// For tests and diagnostics; the returned tensor belongs to the caller.
+    /// The choice alone for a given uniform number: greedy argmax, or temperature, top-k, top-p and the inverse CDF at
+    /// <paramref name="u"/> over <paramref name="logits"/> that are already penalised and masked (overwritten). Pure: the
+    /// same logits and <paramref name="u"/> give the same token; <see cref="Next"/> is this with the next uniform of the
+    /// seeded sequence. Tests sweep <paramref name="u"/> to check truncation and probabilities exactly.
     /// </summary>
-    internal Tensor AdjustLogits(Tensor logits, IReadOnlyList<int> contextTokens, int generatedStart)
+    /// <param name="logits">Candidate logits (length ≤ V); overwritten.</param>
+    /// <param name="u">A number in [0, 1); ignored when greedy.</param>
+    internal int Choose(Span<float> logits, double u) => _greedy ? Greedy(logits) : Draw(logits, u);
+
+    private static int Greedy(ReadOnlySpan<float> x)
     {
-        var x = Prepare(logits, contextTokens, generatedStart, out int vocab);
-        var full = new float[vocab];
-        x.CopyTo(full);
-        full.AsSpan(x.Length).Fill(float.NegativeInfinity);
-        return tensor(full);
+        int id = TensorPrimitives.IndexOfMax(x); // first maximum, like torch.argmax; first NaN if any
+        CheckBest(x[id]);
+        return id;
     }
 
-    /// <summary>Copies the unmasked logits [0, n) into the work buffer as float32 and applies the penalties.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private Span<float> Prepare(Tensor logits, IReadOnlyList<int> contextTokens, int generatedStart, out int vocab)
+    /// <summary>
+    /// The logits after padding mask and penalties (before temperature), full length V with −∞ in masked rows; the
+    /// input is not modified. For tests and diagnostics.
+    /// </summary>
+    internal float[] AdjustLogits(ReadOnlySpan<float> logits, IReadOnlyList<int> contextTokens, int generatedStart)
     {
-        ArgumentNullException.ThrowIfNull(logits);
+        var full = logits.ToArray();
+        var x = Prepare(full, contextTokens, generatedStart);
+        full.AsSpan(x.Length).Fill(float.NegativeInfinity);
+        return full;
+    }
+
+    /// <summary>Checks the arguments, applies the penalties in place and returns the unmasked logits [0, n).</summary>
+    private Span<float> Prepare(Span<float> logits, IReadOnlyList<int> contextTokens, int generatedStart)
+    {
         ArgumentNullException.ThrowIfNull(contextTokens);
+        if (logits.IsEmpty)
+            throw new ArgumentException("logits must have at least one element.", nameof(logits));
         if (generatedStart < 0 || generatedStart > contextTokens.Count)
             throw new ArgumentOutOfRangeException(nameof(generatedStart), generatedStart, $"generatedStart must be in [0, {contextTokens.Count}].");
-        bool batchOfOne = logits.dim() == 2 && logits.shape[0] == 1;
-        if (!(logits.dim() == 1 || batchOfOne) || logits.shape[^1] < 1)
-            throw new ArgumentException($"logits must have shape [V] or [1, V]; got [{string.Join(", ", logits.shape)}].", nameof(logits));
-
-        vocab = checked((int)logits.shape[^1]);
+        int vocab = logits.Length;
         int n = _options.MaskTokenIdsFrom is { } mask && mask < vocab ? mask : vocab;
-        if (_work.Length < n)
-            _work = new float[n];
-        var x = _work.AsSpan(0, n);
-
-        using (NewDisposeScope())
-        {
-            var v = logits;
-            if (v.device_type != DeviceType.CPU)
-                v = v.cpu();
-            if (!v.is_contiguous())
-                v = v.contiguous();
-            switch (v.dtype)
-            {
-                case ScalarType.Float32:
-                    MemoryMarshal.Cast<byte, float>(v.bytes)[..n].CopyTo(x);
-                    break;
-                case ScalarType.BFloat16:
-                    var raw = MemoryMarshal.Cast<byte, ushort>(v.bytes)[..n];
-                    for (int i = 0; i < raw.Length; i++)
-                        x[i] = BitConverter.Int32BitsToSingle(raw[i] << 16);
-                    break;
-                default:
-                    if (!v.is_floating_point())
-                        throw new ArgumentException($"logits must be a floating-point tensor; got {v.dtype}.", nameof(logits));
-                    MemoryMarshal.Cast<byte, float>(v.to(ScalarType.Float32).bytes)[..n].CopyTo(x);
-                    break;
-            }
-        }
-
+        var x = logits[..n];
         if (HasPenalties)
             ApplyPenalties(x, vocab, contextTokens, generatedStart);
         return x;
@@ -170,8 +154,7 @@ internal sealed class Sampler : IDisposable
             for (int i = repetition ? 0 : generatedStart; i < context.Count; i++)
             {
                 int id = context[i];
-                if ((uint)id >= (uint)vocab)
-                    throw new ArgumentException($"contextTokens[{i}] = {id} is outside the vocabulary [0, {vocab}).", "contextTokens");
+                TokenLimits.CheckInVocabulary(id, i, vocab, "contextTokens", "Context token id");
                 if (id >= n)
                     continue; // masked anyway
                 if (!_seen[id])
@@ -212,24 +195,17 @@ internal sealed class Sampler : IDisposable
             throw new InvalidOperationException("All logits are −∞; cannot choose a token.");
     }
 
-    private double NextUniform()
-    {
-        using var r = rand(1, dtype: ScalarType.Float64, generator: _generator);
-        return r.item<double>();
-    }
-
-    private int Draw(Span<float> x)
+    private int Draw(Span<float> x, double u)
     {
         int n = x.Length;
         float max = TensorPrimitives.Max(x); // NaN if any NaN
         CheckBest(max);
-        double u = NextUniform();
 
         if (_topK > 0 && _topK < n)
         {
-            int k = SelectTopK(x, _topK);
-            var ids = _ids.AsSpan(0, k);
+            var ids = SelectTopK(x, _topK);
             // Weights of the candidates only: exp((x − max) / T); subtracting the max first keeps tiny temperatures finite.
+            int k = ids.Length;
             var weights = k <= 256 ? stackalloc float[k] : new float[k];
             for (int j = 0; j < k; j++)
                 weights[j] = MathF.Exp((x[ids[j]] - max) / _temperature);
@@ -237,11 +213,30 @@ internal sealed class Sampler : IDisposable
         }
 
         // Unnormalised probabilities in place: w = exp((x − max) / T) ∈ [0, 1], the maximum has weight 1.
-        TensorPrimitives.Subtract(x, max, x);
-        TensorPrimitives.Divide(x, _temperature, x);
-        TensorPrimitives.Exp(x, x);
+        ToWeights(x, max, _temperature);
         return _topP < 1f ? DrawNucleus(x, u) : DrawAll(x, u);
     }
+
+    /// <summary>x ← exp((x − max) / T), one fused pass. Scalar <see cref="MathF.Exp"/> rather than
+    /// <see cref="TensorPrimitives"/>.Exp: the latter runs unoptimized until the JIT tiers it up (measured on this
+    /// project's CI machine: 0.6–0.8 s per call at V = 100352 for the first ~20 calls, ~7 ms per call at V = 1000 for the
+    /// first ~1000 calls, under load), while this loop is compiled optimized on its first call.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ToWeights(Span<float> x, float max, float temperature)
+    {
+        for (int i = 0; i < x.Length; i++)
+            x[i] = MathF.Exp((x[i] - max) / temperature);
+    }
+
+    /// <summary>Sort key ordering by decreasing value, then increasing id (ascending keys; values are never NaN).</summary>
+    private static ulong DescendingKey(float value, int id)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value + 0f); // + 0 turns −0 into +0, which compare equal
+        uint ascending = (bits & 0x8000_0000u) != 0 ? ~bits : bits | 0x8000_0000u;
+        return ((ulong)~ascending << 32) | (uint)id;
+    }
+
+    private static int IdOf(ulong key) => (int)(uint)key;
 
     /// <summary>Candidates sorted by decreasing weight: applies top-p (renormalised over them) and inverts the CDF.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -279,7 +274,7 @@ internal sealed class Sampler : IDisposable
     {
         // Fast path (peaked distributions, the common case): if the tokens with weight ≥ FastCut already hold mass
         // ≥ p, the nucleus lies among them, since every other token weighs less than each of them.
-        _edge.Clear();
+        _sorted.Clear();
         double total = 0, heavy = 0;
         for (int i = 0; i < w.Length; i++)
         {
@@ -288,26 +283,26 @@ internal sealed class Sampler : IDisposable
             if (v >= FastCut)
             {
                 heavy += v;
-                _edge.Add(i);
+                if (_sorted.Count <= FastMaxCandidates) _sorted.Add(DescendingKey(v, i));
             }
         }
         double target = _topP * total;
-        if (heavy >= target && _edge.Count <= FastMaxCandidates)
+        if (heavy >= target && _sorted.Count <= FastMaxCandidates)
         {
-            var candidates = CollectionsMarshal.AsSpan(_edge);
-            var work = _work; // w is _work[0..n)
-            candidates.Sort((a, b) => work[a] != work[b] ? work[b].CompareTo(work[a]) : a.CompareTo(b));
+            var candidates = CollectionsMarshal.AsSpan(_sorted);
+            candidates.Sort();
             double mass = 0;
             int keep = 0;
             while (keep < candidates.Length && (keep == 0 || mass < target))
-                mass += w[candidates[keep++]];
+                mass += w[IdOf(candidates[keep++])];
             double draw = u * mass, sum = 0;
             for (int j = 0; j < keep; j++)
             {
-                sum += w[candidates[j]];
-                if (sum > draw) return candidates[j];
+                int id = IdOf(candidates[j]);
+                sum += w[id];
+                if (sum > draw) return id;
             }
-            return candidates[keep - 1];
+            return IdOf(candidates[keep - 1]);
         }
 
         var bucketMass = _bucketMass ??= new double[BucketCount];
@@ -329,21 +324,20 @@ internal sealed class Sampler : IDisposable
 
         // Members of higher buckets are all in the nucleus; the edge bucket is sorted (weight desc, id asc) and cut.
         _nucleus.Clear();
-        _edge.Clear();
+        _sorted.Clear();
         for (int i = 0; i < w.Length; i++)
         {
             int b = BitConverter.SingleToInt32Bits(w[i]) >> BucketShift;
             if (b > edgeBucket) _nucleus.Add(i);
-            else if (b == edgeBucket) _edge.Add(i);
+            else if (b == edgeBucket) _sorted.Add(DescendingKey(w[i], i));
         }
-        var edge = CollectionsMarshal.AsSpan(_edge);
-        var weights = _work; // w is _work[0..n)
-        if (edge.Length > 1)
-            edge.Sort((a, b) => weights[a] != weights[b] ? weights[b].CompareTo(weights[a]) : a.CompareTo(b));
+        var edge = CollectionsMarshal.AsSpan(_sorted);
+        edge.Sort();
         double before = above;
-        foreach (int id in edge)
+        foreach (ulong key in edge)
         {
             if (_nucleus.Count > 0 && before >= target) break;
+            int id = IdOf(key);
             _nucleus.Add(id);
             before += w[id];
         }
@@ -380,9 +374,9 @@ internal sealed class Sampler : IDisposable
         return last;
     }
 
-    /// <summary>Fills <c>_ids[0..k)</c> with the k largest logits, sorted by (logit desc, id asc); returns k.</summary>
+    /// <summary>The k largest logits' ids, sorted by (logit desc, id asc), in a reused buffer.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private int SelectTopK(ReadOnlySpan<float> x, int k)
+    private ReadOnlySpan<int> SelectTopK(ReadOnlySpan<float> x, int k)
     {
         if (_ids.Length < k)
             _ids = new int[k];
@@ -401,9 +395,12 @@ internal sealed class Sampler : IDisposable
             SiftDown(heap, x, 0);
             worst = x[heap[0]];
         }
-        var logits = _work; // x is _work[0..n)
-        heap.Sort((a, b) => logits[a] != logits[b] ? logits[b].CompareTo(logits[a]) : a.CompareTo(b));
-        return k;
+        _sorted.Clear();
+        foreach (int id in heap) _sorted.Add(DescendingKey(x[id], id));
+        var keys = CollectionsMarshal.AsSpan(_sorted);
+        keys.Sort();
+        for (int j = 0; j < k; j++) heap[j] = IdOf(keys[j]);
+        return heap;
     }
 
     private static bool Worse(ReadOnlySpan<float> x, int a, int b) => x[a] < x[b] || (x[a] == x[b] && a > b);
@@ -431,7 +428,4 @@ internal sealed class Sampler : IDisposable
             i = smallest;
         }
     }
-
-    /// <inheritdoc />
-    public void Dispose() => _generator?.Dispose();
 }

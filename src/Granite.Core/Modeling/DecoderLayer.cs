@@ -2,6 +2,7 @@ using Granite.Core.Configuration;
 using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 
 namespace Granite.Core.Modeling;
@@ -11,13 +12,12 @@ namespace Granite.Core.Modeling;
 /// </summary>
 internal sealed class DecoderLayer : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly RmsNorm input_layernorm, post_attention_layernorm;
-    private readonly MambaMixer? mamba;
-    private readonly GraniteAttention? self_attn;
-    private readonly MoeBlock? block_sparse_moe;
-    private readonly SharedMlp shared_mlp;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "input_layernorm")] private readonly RmsNorm _inputLayernorm;
+    [ComponentName(Name = "post_attention_layernorm")] private readonly RmsNorm _postAttentionLayernorm;
+    [ComponentName(Name = "mamba")] private readonly MambaMixer? _mamba;
+    [ComponentName(Name = "self_attn")] private readonly GraniteAttention? _selfAttn;
+    [ComponentName(Name = "block_sparse_moe")] private readonly MoeBlock? _blockSparseMoe;
+    [ComponentName(Name = "shared_mlp")] private readonly SharedMlp _sharedMlp;
     private readonly double _residual;
     private readonly GraniteKernels _kernels;
 
@@ -26,30 +26,30 @@ internal sealed class DecoderLayer : nn.Module
         Kind = c.LayerTypes[index];
         _residual = c.ResidualMultiplier;
         _kernels = kernels;
-        input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
-        post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
-        if (Kind == LayerKind.Mamba) mamba = new MambaMixer(c, dtype, device, kernels);
-        else self_attn = new GraniteAttention(c, dtype, device, kernels);
-        if (c.IsMoe) block_sparse_moe = new MoeBlock(c, dtype, device, kernels, offloadExperts);
-        shared_mlp = new SharedMlp(c, dtype, device, kernels);
+        _inputLayernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
+        _postAttentionLayernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
+        if (Kind == LayerKind.Mamba) _mamba = new MambaMixer(c, dtype, device, kernels);
+        else _selfAttn = new GraniteAttention(c, dtype, device, kernels);
+        if (c.IsMoe) _blockSparseMoe = new MoeBlock(c, dtype, device, kernels, offloadExperts);
+        _sharedMlp = new SharedMlp(c, dtype, device, kernels);
         RegisterComponents();
     }
 
     public LayerKind Kind { get; }
 
     /// <summary>The routed-expert block, if the model is MoE.</summary>
-    public MoeBlock? Moe => block_sparse_moe;
+    public MoeBlock? Moe => _blockSparseMoe;
 
     public Tensor Forward(Tensor h, MambaLayerState? mambaState, AttentionLayerState? kv)
     {
-        var u = input_layernorm.Forward(h);
-        u = mamba is not null ? mamba.Forward(u, mambaState!) : self_attn!.Forward(u, kv!);
+        var u = _inputLayernorm.Forward(h);
+        u = _mamba is not null ? _mamba.Forward(u, mambaState!) : _selfAttn!.Forward(u, kv!);
         h = _kernels.Residual(h, u, null, _residual);
-        u = post_attention_layernorm.Forward(h);
-        var shared = shared_mlp.Forward(u);
-        return block_sparse_moe is null
+        u = _postAttentionLayernorm.Forward(h);
+        var shared = _sharedMlp.Forward(u);
+        return _blockSparseMoe is null
             ? _kernels.Residual(h, shared, null, _residual)
-            : _kernels.Residual(h, block_sparse_moe.Forward(u), shared, _residual);
+            : _kernels.Residual(h, _blockSparseMoe.Forward(u), shared, _residual);
     }
 
     /// <summary>
@@ -59,15 +59,15 @@ internal sealed class DecoderLayer : nn.Module
     /// </summary>
     public Tensor ForwardBatch(Tensor h, IReadOnlyList<InferenceState> states, int layer)
     {
-        var u = input_layernorm.Forward(h);
-        u = mamba is not null
-            ? mamba.ForwardBatch(u, states.Select(s => s.Mamba[layer]!).ToArray())
-            : self_attn!.ForwardBatch(u, states.Select(s => s.Attention[layer]!).ToArray());
+        var u = _inputLayernorm.Forward(h);
+        u = _mamba is not null
+            ? _mamba.ForwardBatch(u, states.Select(s => s.Mamba[layer]!).ToArray())
+            : _selfAttn!.ForwardBatch(u, states.Select(s => s.Attention[layer]!).ToArray());
         h = _kernels.Residual(h, u, null, _residual);
-        u = post_attention_layernorm.Forward(h);
-        var shared = shared_mlp.Forward(u);
-        return block_sparse_moe is null
+        u = _postAttentionLayernorm.Forward(h);
+        var shared = _sharedMlp.Forward(u);
+        return _blockSparseMoe is null
             ? _kernels.Residual(h, shared, null, _residual)
-            : _kernels.Residual(h, block_sparse_moe.Forward(u), shared, _residual);
+            : _kernels.Residual(h, _blockSparseMoe.Forward(u), shared, _residual);
     }
 }

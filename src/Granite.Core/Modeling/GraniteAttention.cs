@@ -2,6 +2,7 @@ using Granite.Core.Configuration;
 using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -13,9 +14,10 @@ namespace Granite.Core.Modeling;
 /// </summary>
 internal sealed class GraniteAttention : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly ParamBlock q_proj, k_proj, v_proj, o_proj;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "q_proj")] private readonly ParamBlock _qProj;
+    [ComponentName(Name = "k_proj")] private readonly ParamBlock _kProj;
+    [ComponentName(Name = "v_proj")] private readonly ParamBlock _vProj;
+    [ComponentName(Name = "o_proj")] private readonly ParamBlock _oProj;
     private readonly int _heads, _kvHeads, _headDim;
     private readonly double _scale;
     private readonly bool _rope;
@@ -34,10 +36,10 @@ internal sealed class GraniteAttention : nn.Module
         _acc = Precision.Islands(dtype);
         long h = c.HiddenSize;
         long[]? Bias(long n) => c.AttentionBias ? new[] { n } : null;
-        q_proj = new ParamBlock("q_proj", new[] { (long)_heads * _headDim, h }, Bias((long)_heads * _headDim), dtype, device);
-        k_proj = new ParamBlock("k_proj", new[] { (long)_kvHeads * _headDim, h }, Bias((long)_kvHeads * _headDim), dtype, device);
-        v_proj = new ParamBlock("v_proj", new[] { (long)_kvHeads * _headDim, h }, Bias((long)_kvHeads * _headDim), dtype, device);
-        o_proj = new ParamBlock("o_proj", new[] { h, (long)_heads * _headDim }, Bias(h), dtype, device);
+        _qProj = new ParamBlock("q_proj", new[] { (long)_heads * _headDim, h }, Bias((long)_heads * _headDim), dtype, device);
+        _kProj = new ParamBlock("k_proj", new[] { (long)_kvHeads * _headDim, h }, Bias((long)_kvHeads * _headDim), dtype, device);
+        _vProj = new ParamBlock("v_proj", new[] { (long)_kvHeads * _headDim, h }, Bias((long)_kvHeads * _headDim), dtype, device);
+        _oProj = new ParamBlock("o_proj", new[] { h, (long)_heads * _headDim }, Bias(h), dtype, device);
         // inv_freq_i = θ^(−2i/d), as float32 like the reference.
         _invFreq = Enumerable.Range(0, _headDim / 2).Select(i => (float)(1.0 / Math.Pow(c.RopeTheta, 2.0 * i / _headDim))).ToArray();
         RegisterComponents();
@@ -48,9 +50,9 @@ internal sealed class GraniteAttention : nn.Module
     {
         long T = u.shape[0];
         long start = cache.Length;
-        var q = _kernels.Linear(u, q_proj.Weight, q_proj.Bias, KernelPart.AttentionQkv).reshape(T, _heads, _headDim);
-        var k = _kernels.Linear(u, k_proj.Weight, k_proj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
-        var v = _kernels.Linear(u, v_proj.Weight, v_proj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
+        var q = _kernels.Linear(u, _qProj.Weight, _qProj.Bias, KernelPart.AttentionQkv).reshape(T, _heads, _headDim);
+        var k = _kernels.Linear(u, _kProj.Weight, _kProj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
+        var v = _kernels.Linear(u, _vProj.Weight, _vProj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
         Tensor o;
         using (_kernels.Time(KernelPart.AttentionCore))
         {
@@ -63,7 +65,7 @@ internal sealed class GraniteAttention : nn.Module
             cache.Append(k.permute(1, 0, 2), v.permute(1, 0, 2));
             o = AttendCached(q, start, cache);
         }
-        return _kernels.Linear(o, o_proj.Weight, o_proj.Bias, KernelPart.AttentionOut);
+        return _kernels.Linear(o, _oProj.Weight, _oProj.Bias, KernelPart.AttentionOut);
     }
 
     /// <summary>
@@ -74,9 +76,9 @@ internal sealed class GraniteAttention : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<AttentionLayerState> caches)
     {
         long n = u.shape[0];
-        var q = _kernels.Linear(u, q_proj.Weight, q_proj.Bias).reshape(n, _heads, _headDim);
-        var k = _kernels.Linear(u, k_proj.Weight, k_proj.Bias).reshape(n, _kvHeads, _headDim);
-        var v = _kernels.Linear(u, v_proj.Weight, v_proj.Bias).reshape(n, _kvHeads, _headDim);
+        var q = _kernels.Linear(u, _qProj.Weight, _qProj.Bias).reshape(n, _heads, _headDim);
+        var k = _kernels.Linear(u, _kProj.Weight, _kProj.Bias).reshape(n, _kvHeads, _headDim);
+        var v = _kernels.Linear(u, _vProj.Weight, _vProj.Bias).reshape(n, _kvHeads, _headDim);
         var starts = new long[n];
         for (int b = 0; b < n; b++) starts[b] = caches[b].Length;
         if (_rope)
@@ -93,7 +95,7 @@ internal sealed class GraniteAttention : nn.Module
             rows[b] = AttendCached(q.narrow(0, b, 1), starts[b], caches[b]);
         }
         var o = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_h·d]
-        return _kernels.Linear(o, o_proj.Weight, o_proj.Bias);
+        return _kernels.Linear(o, _oProj.Weight, _oProj.Bias);
     }
 
     /// <summary>

@@ -3,6 +3,7 @@ using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -14,10 +15,8 @@ namespace Granite.Core.Modeling;
 /// </summary>
 internal sealed class GraniteCausalLM : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly GraniteBackbone model;
-    private readonly ParamBlock? lm_head;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "model")] private readonly GraniteBackbone _model;
+    [ComponentName(Name = "lm_head")] private readonly ParamBlock? _lmHead;
     private readonly double _logitsScaling;
     private readonly ScalarType _acc;
     private readonly GraniteKernels _kernels;
@@ -30,14 +29,14 @@ internal sealed class GraniteCausalLM : nn.Module
         _logitsScaling = c.LogitsScaling;
         _acc = Precision.Islands(dtype);
         _kernels = kernels;
-        model = new GraniteBackbone(c, dtype, device, kernels, offloadExperts);
-        if (!c.TieWordEmbeddings) lm_head = new ParamBlock("lm_head", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
+        _model = new GraniteBackbone(c, dtype, device, kernels, offloadExperts);
+        if (!c.TieWordEmbeddings) _lmHead = new ParamBlock("lm_head", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
         RegisterComponents();
     }
 
     public GraniteConfig Config { get; }
 
-    internal GraniteBackbone Backbone => model;
+    internal GraniteBackbone Backbone => _model;
 
     /// <summary>
     /// Runs <paramref name="ids"/> [T] through the model, advancing <paramref name="state"/>; returns float32 logits for
@@ -48,9 +47,9 @@ internal sealed class GraniteCausalLM : nn.Module
     public Tensor Forward(Tensor ids, InferenceState state, bool allPositions, List<Tensor>? hidden = null, CancellationToken cancellationToken = default)
     {
         _kernels.Profile?.CountPass();
-        var h = model.Forward(ids, state, hidden, cancellationToken);
+        var h = _model.Forward(ids, state, hidden, cancellationToken);
         if (!allPositions) h = h[-1];
-        var logits = _kernels.LinearHead(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        var logits = _kernels.LinearHead(h, _lmHead?.Weight ?? _model.EmbeddingWeight).to_type(_acc);
         using (_kernels.Time(KernelPart.Head)) return logits / _logitsScaling;
     }
 
@@ -58,8 +57,8 @@ internal sealed class GraniteCausalLM : nn.Module
     public Tensor ForwardBatch(Tensor ids, IReadOnlyList<InferenceState> states, CancellationToken cancellationToken = default)
     {
         _kernels.Profile?.CountPass();
-        var h = model.ForwardBatch(ids, states, cancellationToken);
-        var logits = _kernels.LinearHead(h, lm_head?.Weight ?? model.EmbeddingWeight).to_type(_acc);
+        var h = _model.ForwardBatch(ids, states, cancellationToken);
+        var logits = _kernels.LinearHead(h, _lmHead?.Weight ?? _model.EmbeddingWeight).to_type(_acc);
         using (_kernels.Time(KernelPart.Head)) return logits / _logitsScaling;
     }
 }
@@ -67,11 +66,9 @@ internal sealed class GraniteCausalLM : nn.Module
 /// <summary><c>model.*</c>: embeddings, decoder layers, final norm.</summary>
 internal sealed class GraniteBackbone : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly ParamBlock embed_tokens;
-    private readonly ModuleList<DecoderLayer> layers;
-    private readonly RmsNorm norm;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "embed_tokens")] private readonly ParamBlock _embedTokens;
+    [ComponentName(Name = "layers")] private readonly ModuleList<DecoderLayer> _layers;
+    [ComponentName(Name = "norm")] private readonly RmsNorm _norm;
     private readonly double _embeddingMultiplier;
     private readonly ScalarType _acc;
     private readonly GraniteKernels _kernels;
@@ -80,35 +77,35 @@ internal sealed class GraniteBackbone : nn.Module
     {
         _embeddingMultiplier = c.EmbeddingMultiplier;
         _acc = Precision.Islands(dtype);
-        embed_tokens = new ParamBlock("embed_tokens", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
-        layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device, kernels, offloadExperts)).ToArray());
+        _embedTokens = new ParamBlock("embed_tokens", new long[] { c.VocabSize, c.HiddenSize }, null, dtype, device);
+        _layers = new ModuleList<DecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new DecoderLayer(c, i, dtype, device, kernels, offloadExperts)).ToArray());
         _kernels = kernels;
-        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
+        _norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, dtype, device, kernels);
         RegisterComponents();
     }
 
-    public Tensor EmbeddingWeight => embed_tokens.Weight;
+    public Tensor EmbeddingWeight => _embedTokens.Weight;
 
     /// <summary>The decoder layers, by index.</summary>
-    public IList<DecoderLayer> Layers => layers;
+    public IList<DecoderLayer> Layers => _layers;
 
     public Tensor Forward(Tensor ids, InferenceState state, List<Tensor>? hidden, CancellationToken cancellationToken = default)
     {
         Tensor h;
         using (_kernels.Time(KernelPart.Embedding))
-            h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [T, H], residual stream in float32
+            h = _embedTokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [T, H], residual stream in float32
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
-        for (int i = 0; i < layers.Count; i++)
+        for (int i = 0; i < _layers.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             // One dispose scope per layer: a layer's intermediates (prefill activations, expert outputs) are freed as soon
             // as it is done instead of piling up until the whole pass ends.
             using var layerScope = torch.NewDisposeScope();
-            var next = layers[i].Forward(h, state.Mamba[i], state.Attention[i]);
+            var next = _layers[i].Forward(h, state.Mamba[i], state.Attention[i]);
             hidden?.Add(next.to_type(ScalarType.Float32, copy: true).MoveToOuterDisposeScope());
             h = next.MoveToOuterDisposeScope();
         }
-        h = norm.Forward(h);
+        h = _norm.Forward(h);
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         return h;
     }
@@ -118,13 +115,13 @@ internal sealed class GraniteBackbone : nn.Module
     {
         Tensor h;
         using (_kernels.Time(KernelPart.Embedding))
-            h = embed_tokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
-        for (int i = 0; i < layers.Count; i++)
+            h = _embedTokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
+        for (int i = 0; i < _layers.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             using var layerScope = torch.NewDisposeScope();
-            h = layers[i].ForwardBatch(h, states, i).MoveToOuterDisposeScope();
+            h = _layers[i].ForwardBatch(h, states, i).MoveToOuterDisposeScope();
         }
-        return norm.Forward(h);
+        return _norm.Forward(h);
     }
 }

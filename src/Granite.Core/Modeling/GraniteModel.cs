@@ -243,16 +243,10 @@ internal sealed class GraniteModel : IDisposable
             throw new ArgumentException("The inference state was created by a different model instance.", nameof(state));
         if (ids.Length == 0) throw new ArgumentException("At least one token id is required.", nameof(ids));
         var c = Config;
-        if ((long)state.Length + ids.Length > c.MaxPositionEmbeddings)
-            throw new ArgumentException($"The context would hold {state.Length} cached + {ids.Length} new = {state.Length + ids.Length} tokens, more than max_position_embeddings ({c.MaxPositionEmbeddings}).", nameof(ids));
+        TokenLimits.CheckContext(state.Length, ids.Length, c.MaxPositionEmbeddings, "The context (cached + new tokens)", nameof(ids));
+        TokenLimits.CheckInVocabulary(ids, c.VocabSize, nameof(ids));
         var longs = new long[ids.Length];
-        for (int i = 0; i < ids.Length; i++)
-        {
-            int id = ids[i];
-            if ((uint)id >= (uint)c.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} at index {i} is outside the vocabulary [0, {c.VocabSize}).");
-            longs[i] = id;
-        }
+        for (int i = 0; i < ids.Length; i++) longs[i] = ids[i];
 
         using var noGrad = torch.no_grad();
         using var scope = torch.NewDisposeScope();
@@ -305,12 +299,9 @@ internal sealed class GraniteModel : IDisposable
             if (!ReferenceEquals(state.Owner, _identity))
                 throw new ArgumentException($"The inference state states[{b}] was created by a different model instance.", nameof(states));
             if (!seen.Add(state)) throw new ArgumentException($"states[{b}] appears more than once in the batch.", nameof(states));
-            if (state.Length + 1L > c.MaxPositionEmbeddings)
-                throw new ArgumentException($"Sequence {b} already holds {state.Length} tokens, the context limit (max_position_embeddings = {c.MaxPositionEmbeddings}).", nameof(states));
-            int id = ids[b];
-            if ((uint)id >= (uint)c.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Token id {id} at index {b} is outside the vocabulary [0, {c.VocabSize}).");
-            longs[b] = id;
+            TokenLimits.CheckContext(state.Length, 1, c.MaxPositionEmbeddings, $"Sequence {b}", nameof(states));
+            TokenLimits.CheckInVocabulary(ids[b], b, c.VocabSize, nameof(ids));
+            longs[b] = ids[b];
         }
 
         using var noGrad = torch.no_grad();

@@ -3,6 +3,7 @@ using Granite.Core.Kernels;
 using Granite.Core.State;
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -15,15 +16,13 @@ namespace Granite.Core.Modeling;
 /// </summary>
 internal sealed class MambaMixer : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly ParamBlock in_proj;
-    private readonly ParamBlock conv1d;
-    private readonly Parameter dt_bias;
-    private readonly Parameter A_log;
-    private readonly Parameter D;
-    private readonly ParamBlock norm;
-    private readonly ParamBlock out_proj;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "in_proj")] private readonly ParamBlock _inProj;
+    [ComponentName(Name = "conv1d")] private readonly ParamBlock _conv1d;
+    [ComponentName(Name = "dt_bias")] private readonly Parameter _dtBias;
+    [ComponentName(Name = "A_log")] private readonly Parameter _aLog;
+    [ComponentName(Name = "D")] private readonly Parameter _d;
+    [ComponentName(Name = "norm")] private readonly ParamBlock _norm;
+    [ComponentName(Name = "out_proj")] private readonly ParamBlock _outProj;
 
     private readonly int _inner, _convDim, _heads, _headDim, _groups, _dState, _kernel, _chunk;
     private readonly double _eps, _dtMin, _dtMax;
@@ -46,15 +45,15 @@ internal sealed class MambaMixer : nn.Module
         _dtMax = c.TimeStepLimit.Max;
         _acc = Precision.Islands(dtype);
         long h = c.HiddenSize;
-        in_proj = new ParamBlock("in_proj", new[] { (long)c.MambaInProjSize, h }, c.MambaProjBias ? new long[] { c.MambaInProjSize } : null, dtype, device);
-        conv1d = new ParamBlock("conv1d", new long[] { _convDim, 1, _kernel }, c.MambaConvBias ? new long[] { _convDim } : null, dtype, device);
+        _inProj = new ParamBlock("in_proj", new[] { (long)c.MambaInProjSize, h }, c.MambaProjBias ? new long[] { c.MambaInProjSize } : null, dtype, device);
+        _conv1d = new ParamBlock("conv1d", new long[] { _convDim, 1, _kernel }, c.MambaConvBias ? new long[] { _convDim } : null, dtype, device);
         // A_log, D and dt_bias only feed float32 islands: keep them float32 whatever the weight dtype
         // (float64 in a float64 model).
-        dt_bias = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
-        A_log = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
-        D = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
-        norm = new ParamBlock("norm", new long[] { _inner }, null, dtype, device);
-        out_proj = new ParamBlock("out_proj", new[] { h, (long)_inner }, c.MambaProjBias ? new[] { h } : null, dtype, device);
+        _dtBias = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
+        _aLog = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
+        _d = ParamBlock.NewParameter(new long[] { _heads }, _acc, device);
+        _norm = new ParamBlock("norm", new long[] { _inner }, null, dtype, device);
+        _outProj = new ParamBlock("out_proj", new[] { h, (long)_inner }, c.MambaProjBias ? new[] { h } : null, dtype, device);
         RegisterComponents();
     }
 
@@ -62,7 +61,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor Forward(Tensor u, MambaLayerState state)
     {
         long T = u.shape[0];
-        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias, KernelPart.MambaInProj); // [T, D_in]
+        var proj = _kernels.Linear(u, _inProj.Weight, _inProj.Bias, KernelPart.MambaInProj); // [T, D_in]
         var z = proj.narrow(1, 0, _inner);                                          // gate
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
@@ -70,8 +69,8 @@ internal sealed class MambaMixer : nn.Module
         Tensor xBCa;                                                                // [T, C] float32, after SiLU
         using (_kernels.Time(KernelPart.MambaConv))
         {
-            if (T == 1 && _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias))
-                xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], conv1d.Weight, conv1d.Bias);  // decode: fused shift + conv + SiLU
+            if (T == 1 && _kernels.UseConvStep(state.Conv, _conv1d.Weight, _conv1d.Bias))
+                xBCa = _kernels.ConvStepOne(state.Conv, xBC[0], _conv1d.Weight, _conv1d.Bias);  // decode: fused shift + conv + SiLU
             else
                 xBCa = ConvAndSilu(xBC, state);
         }
@@ -89,8 +88,8 @@ internal sealed class MambaMixer : nn.Module
         state.Conv.copy_(window.narrow(1, T - 1, _kernel));
         // The conv runs in float32 (tiny weights; LibTorch's BF16 depthwise conv is ~10× slower on CPU). One new column
         // (decode) is a per-channel dot product over the window: no conv1d dispatch, which cost milliseconds per call.
-        var w32 = conv1d.Weight.to_type(_acc);                        // [C, 1, K]
-        var b32 = conv1d.Bias?.to_type(_acc);
+        var w32 = _conv1d.Weight.to_type(_acc);                        // [C, 1, K]
+        var b32 = _conv1d.Bias?.to_type(_acc);
         Tensor conv;                                                                // [C, T] float32
         if (T == 1)
         {
@@ -120,9 +119,9 @@ internal sealed class MambaMixer : nn.Module
         var B = xBCa.narrow(1, _inner, _groups * _dState).to_type(_acc).reshape(T, _groups, _dState);
         var C = xBCa.narrow(1, _inner + _groups * _dState, _groups * _dState).to_type(_acc).reshape(T, _groups, _dState);
 
-        var dt = F.softplus(dtRaw.to_type(_acc) + dt_bias);           // [T, n_m]
+        var dt = F.softplus(dtRaw.to_type(_acc) + _dtBias);           // [T, n_m]
         if (_dtMin > 0 || !double.IsPositiveInfinity(_dtMax)) dt = dt.clamp(_dtMin, _dtMax);
-        var A = -torch.exp(A_log);                                                  // [n_m]
+        var A = -torch.exp(_aLog);                                                  // [n_m]
         return (x, B, C, dt, A);
     }
 
@@ -132,15 +131,15 @@ internal sealed class MambaMixer : nn.Module
         Tensor normed;
         using (_kernels.Time(KernelPart.MambaGateNorm))
         {
-            if (_acc == ScalarType.Float32 && _kernels.GatedNorm(y, x, D, z, norm.Weight, _groups, _eps) is { } fused)
-                return _kernels.Linear(fused, out_proj.Weight, out_proj.Bias, KernelPart.MambaOutProj);
-            y = y + x * D.unsqueeze(1);
+            if (_acc == ScalarType.Float32 && _kernels.GatedNorm(y, x, _d, z, _norm.Weight, _groups, _eps) is { } fused)
+                return _kernels.Linear(fused, _outProj.Weight, _outProj.Bias, KernelPart.MambaOutProj);
+            y = y + x * _d.unsqueeze(1);
             var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
             var vg = v.reshape(T, _groups, _inner / _groups);
             vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
-            normed = vg.reshape(T, _inner) * norm.Weight.to_type(_acc);          // float32; out_proj casts
+            normed = vg.reshape(T, _inner) * _norm.Weight.to_type(_acc);          // float32; out_proj casts
         }
-        return _kernels.Linear(normed, out_proj.Weight, out_proj.Bias, KernelPart.MambaOutProj);
+        return _kernels.Linear(normed, _outProj.Weight, _outProj.Bias, KernelPart.MambaOutProj);
     }
 
     /// <summary>
@@ -153,7 +152,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<MambaLayerState> states)
     {
         long n = u.shape[0];
-        var proj = _kernels.Linear(u, in_proj.Weight, in_proj.Bias, KernelPart.MambaInProj); // [B, D_in]
+        var proj = _kernels.Linear(u, _inProj.Weight, _inProj.Bias, KernelPart.MambaInProj); // [B, D_in]
         var z = proj.narrow(1, 0, _inner);
         var xBC = proj.narrow(1, _inner, _convDim);
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
@@ -162,8 +161,8 @@ internal sealed class MambaMixer : nn.Module
         for (int b = 0; b < n; b++)
         {
             var state = states[b];
-            rows[b] = _kernels.UseConvStep(state.Conv, conv1d.Weight, conv1d.Bias)
-                ? _kernels.ConvStepOne(state.Conv, xBC[b], conv1d.Weight, conv1d.Bias)
+            rows[b] = _kernels.UseConvStep(state.Conv, _conv1d.Weight, _conv1d.Bias)
+                ? _kernels.ConvStepOne(state.Conv, xBC[b], _conv1d.Weight, _conv1d.Bias)
                 : ConvAndSilu(xBC.narrow(0, b, 1), state);
         }
         var xBCa = n == 1 ? rows[0] : torch.cat(rows, 0);                           // [B, C] float32

@@ -2,6 +2,7 @@ using Granite.Core.Configuration;
 using Granite.Core.Experts;
 using Granite.Core.Kernels;
 using TorchSharp;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -15,10 +16,9 @@ namespace Granite.Core.Modeling;
 /// </summary>
 internal sealed class MoeBlock : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly MoeRouter router;
-    private readonly ParamBlock input_linear, output_linear;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "router")] private readonly MoeRouter _router;
+    [ComponentName(Name = "input_linear")] private readonly ParamBlock _inputLinear;
+    [ComponentName(Name = "output_linear")] private readonly ParamBlock _outputLinear;
     private readonly int _experts, _topK;
     private readonly long _inter;
     private readonly GraniteKernels _kernels;
@@ -32,10 +32,10 @@ internal sealed class MoeBlock : nn.Module
         _topK = c.NumExpertsPerTok;
         _inter = c.IntermediateSize;
         _kernels = kernels;
-        router = new MoeRouter(c, dtype, device, kernels);
+        _router = new MoeRouter(c, dtype, device, kernels);
         var expertDevice = offloaded ? torch.META : device;
-        input_linear = new ParamBlock("input_linear", new[] { _experts, 2 * _inter, c.HiddenSize }, null, dtype, expertDevice);
-        output_linear = new ParamBlock("output_linear", new[] { _experts, c.HiddenSize, _inter }, null, dtype, expertDevice);
+        _inputLinear = new ParamBlock("input_linear", new[] { _experts, 2 * _inter, c.HiddenSize }, null, dtype, expertDevice);
+        _outputLinear = new ParamBlock("output_linear", new[] { _experts, c.HiddenSize, _inter }, null, dtype, expertDevice);
         RegisterComponents();
     }
 
@@ -45,7 +45,7 @@ internal sealed class MoeBlock : nn.Module
     public Tensor Forward(Tensor u)
     {
         long T = u.shape[0];
-        var logits = router.Logits(u).to_type(ScalarType.Float32);                   // [T, E]
+        var logits = _router.Logits(u).to_type(ScalarType.Float32);                   // [T, E]
         MoeRoute? route;
         Tensor tokenSorted, gateSorted;
         long[] counts;
@@ -92,8 +92,8 @@ internal sealed class MoeBlock : nn.Module
             {
                 long n = counts[e];
                 if (n == 0) continue;
-                var w1 = lease is null ? input_linear.Weight[e] : lease.Input(j);
-                var w2 = lease is null ? output_linear.Weight[e] : lease.Output(j);
+                var w1 = lease is null ? _inputLinear.Weight[e] : lease.Input(j);
+                var w2 = lease is null ? _outputLinear.Weight[e] : lease.Output(j);
                 j++;
                 var tok = tokenSorted.narrow(0, offset, n);
                 var xe = u.index_select(0, tok);                                   // [n, H]
@@ -127,8 +127,8 @@ internal sealed class MoeBlock : nn.Module
         for (int e = 0; e < _experts; e++)
         {
             if (counts[e] == 0) continue;
-            var a = input_linear.Weight[e];
-            var b = output_linear.Weight[e];
+            var a = _inputLinear.Weight[e];
+            var b = _outputLinear.Weight[e];
             if (!Qualifies(a) || !Qualifies(b)) return null;
             rows.Add((int)counts[e]);
             w1.Add(a);
@@ -163,8 +163,8 @@ internal sealed class MoeBlock : nn.Module
         {
             long n = counts[e];
             if (n == 0) continue;
-            var a = lease is null ? input_linear.Weight[e] : lease.Input(j);
-            var b = lease is null ? output_linear.Weight[e] : lease.Output(j);
+            var a = lease is null ? _inputLinear.Weight[e] : lease.Input(j);
+            var b = lease is null ? _outputLinear.Weight[e] : lease.Output(j);
             j++;
             if (!Qualifies(a) || !Qualifies(b)) return false;
             rows.Add((int)n);
@@ -186,17 +186,15 @@ internal sealed class MoeBlock : nn.Module
 /// <summary>The router (<c>block_sparse_moe.router.layer.weight</c>).</summary>
 internal sealed class MoeRouter : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly ParamBlock layer;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "layer")] private readonly ParamBlock _layer;
     private readonly GraniteKernels _kernels;
 
     public MoeRouter(GraniteConfig c, ScalarType dtype, Device device, GraniteKernels kernels) : base(nameof(MoeRouter))
     {
         _kernels = kernels;
-        layer = new ParamBlock("layer", new long[] { c.NumLocalExperts, c.HiddenSize }, null, dtype, device);
+        _layer = new ParamBlock("layer", new long[] { c.NumLocalExperts, c.HiddenSize }, null, dtype, device);
         RegisterComponents();
     }
 
-    public Tensor Logits(Tensor u) => _kernels.Linear(u, layer.Weight, part: KernelPart.Router);
+    public Tensor Logits(Tensor u) => _kernels.Linear(u, _layer.Weight, part: KernelPart.Router);
 }

@@ -1,5 +1,6 @@
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 
 namespace Granite.Core.Modeling;
@@ -11,21 +12,19 @@ namespace Granite.Core.Modeling;
 /// </summary>
 internal sealed class ParamBlock : nn.Module
 {
-#pragma warning disable IDE1006 // field names are the checkpoint names
-    private readonly Parameter weight;
-    private readonly Parameter? bias;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "weight")] private readonly Parameter _weight;
+    [ComponentName(Name = "bias")] private readonly Parameter? _bias;
 
     public ParamBlock(string name, long[] weightShape, long[]? biasShape, ScalarType dtype, Device device) : base(name)
     {
-        weight = NewParameter(weightShape, dtype, device);
-        if (biasShape is not null) bias = NewParameter(biasShape, dtype, device);
+        _weight = NewParameter(weightShape, dtype, device);
+        if (biasShape is not null) _bias = NewParameter(biasShape, dtype, device);
         RegisterComponents();
     }
 
-    public Tensor Weight => weight;
+    public Tensor Weight => _weight;
 
-    public Tensor? Bias => bias;
+    public Tensor? Bias => _bias;
 
     public static Parameter NewParameter(long[] shape, ScalarType dtype, Device device)
     {

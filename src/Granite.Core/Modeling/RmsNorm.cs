@@ -1,6 +1,7 @@
 using Granite.Core.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 
 namespace Granite.Core.Modeling;
@@ -10,9 +11,7 @@ namespace Granite.Core.Modeling;
 /// </summary>
 internal sealed class RmsNorm : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly Parameter weight;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "weight")] private readonly Parameter _weight;
     private readonly double _eps;
     private readonly ScalarType _acc;
     private readonly GraniteKernels _kernels;
@@ -22,12 +21,12 @@ internal sealed class RmsNorm : nn.Module
         _kernels = kernels;
         _eps = eps;
         _acc = Precision.Islands(dtype);
-        weight = ParamBlock.NewParameter(new[] { size }, dtype, device);
+        _weight = ParamBlock.NewParameter(new[] { size }, dtype, device);
         RegisterComponents();
     }
 
-    public Tensor Weight => weight;
+    public Tensor Weight => _weight;
 
     /// <summary>Normalises the last dimension of <paramref name="x"/>; returns the input dtype.</summary>
-    public Tensor Forward(Tensor x) => _kernels.RmsNorm(x, weight, _eps, _acc);
+    public Tensor Forward(Tensor x) => _kernels.RmsNorm(x, _weight, _eps, _acc);
 }

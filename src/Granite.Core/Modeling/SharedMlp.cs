@@ -1,6 +1,7 @@
 using Granite.Core.Configuration;
 using Granite.Core.Kernels;
 using TorchSharp;
+using TorchSharp.Utils;
 using static TorchSharp.torch;
 
 namespace Granite.Core.Modeling;
@@ -8,9 +9,8 @@ namespace Granite.Core.Modeling;
 /// <summary>Always-on SwiGLU MLP (<c>model.layers.{i}.shared_mlp</c>): input_linear = gate | up, output_linear.</summary>
 internal sealed class SharedMlp : nn.Module
 {
-#pragma warning disable IDE1006
-    private readonly ParamBlock input_linear, output_linear;
-#pragma warning restore IDE1006
+    [ComponentName(Name = "input_linear")] private readonly ParamBlock _inputLinear;
+    [ComponentName(Name = "output_linear")] private readonly ParamBlock _outputLinear;
     private readonly long _inter;
     private readonly GraniteKernels _kernels;
 
@@ -18,15 +18,15 @@ internal sealed class SharedMlp : nn.Module
     {
         _kernels = kernels;
         _inter = c.SharedIntermediateSize;
-        input_linear = new ParamBlock("input_linear", new[] { 2 * _inter, c.HiddenSize }, null, dtype, device);
-        output_linear = new ParamBlock("output_linear", new[] { c.HiddenSize, _inter }, null, dtype, device);
+        _inputLinear = new ParamBlock("input_linear", new[] { 2 * _inter, c.HiddenSize }, null, dtype, device);
+        _outputLinear = new ParamBlock("output_linear", new[] { c.HiddenSize, _inter }, null, dtype, device);
         RegisterComponents();
     }
 
     public Tensor Forward(Tensor u)
     {
-        var a = _kernels.Linear(u, input_linear.Weight, part: KernelPart.SharedIn);
+        var a = _kernels.Linear(u, _inputLinear.Weight, part: KernelPart.SharedIn);
         var m = _kernels.SiluMul(a, _inter, KernelPart.SharedAct);
-        return _kernels.Linear(m, output_linear.Weight, part: KernelPart.SharedOut);
+        return _kernels.Linear(m, _outputLinear.Weight, part: KernelPart.SharedOut);
     }
 }

@@ -140,15 +140,10 @@ internal sealed class TrainableGranite : IDisposable
     {
         if (ids.Length < 2)
             throw new ArgumentException("A training forward pass needs at least 2 tokens (single tokens take the fused decode kernels).", nameof(ids));
-        if (state.Length + ids.Length > Config.MaxPositionEmbeddings)
-            throw new ArgumentException($"The sequence ({state.Length} + {ids.Length} tokens) exceeds max_position_embeddings ({Config.MaxPositionEmbeddings}).", nameof(ids));
+        TokenLimits.CheckContext(state.Length, ids.Length, Config.MaxPositionEmbeddings, "The sequence (cached + new tokens)", nameof(ids));
+        TokenLimits.CheckInVocabulary(ids, Config.VocabSize, nameof(ids));
         var longs = new long[ids.Length];
-        for (int i = 0; i < ids.Length; i++)
-        {
-            if ((uint)ids[i] >= (uint)Config.VocabSize)
-                throw new ArgumentOutOfRangeException(nameof(ids), ids[i], $"Token id {ids[i]} at index {i} is outside the vocabulary [0, {Config.VocabSize}).");
-            longs[i] = ids[i];
-        }
+        for (int i = 0; i < ids.Length; i++) longs[i] = ids[i];
         using var idsT = torch.tensor(longs, ScalarType.Int64);
         var logits = Module.Forward(idsT, state, allPositions: true);
         state.AppendTokens(ids);

@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Granite.Core.Generation;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
@@ -42,7 +43,7 @@ internal sealed record GraniteRegistration(object? UserKey)
 
 /// <summary>Holds the engine of one registration; loaded once (at host start by the hosted service, or at first use).
 /// Created and disposed by the container; disposing it disposes the engine (which waits for the inference thread).</summary>
-internal sealed class GraniteModelHolder(string name, GraniteChatClientOptions options, ILoggerFactory? loggerFactory) : IDisposable
+internal sealed class GraniteModelHolder(string name, GraniteChatClientOptions options, ILoggerFactory? loggerFactory, IMeterFactory? meterFactory = null) : IDisposable
 {
     private readonly object _gate = new();
     private GraniteEngine? _engine;
@@ -67,7 +68,7 @@ internal sealed class GraniteModelHolder(string name, GraniteChatClientOptions o
                     throw new InvalidOperationException($"The Granite model '{Name}' has no ModelPath (configuration key Granite:ModelPath, or GraniteChatClientOptions.ModelPath).");
                 if (!Directory.Exists(Options.ModelPath) && !File.Exists(Options.ModelPath)) // a GGUF file is imported by GraniteEngine.Load
                     throw new DirectoryNotFoundException($"Granite model folder (or GGUF file) not found: {Options.ModelPath}");
-                _engine = GraniteEngine.Load(Options.ModelPath, GraniteChatClient.ToEngineOptions(Options), loggerFactory?.CreateLogger<GraniteEngine>());
+                _engine = GraniteEngine.Load(Options.ModelPath, GraniteChatClient.ToEngineOptions(Options) with { MeterFactory = meterFactory }, loggerFactory?.CreateLogger<GraniteEngine>());
                 return _engine;
             }
             catch (Exception ex)

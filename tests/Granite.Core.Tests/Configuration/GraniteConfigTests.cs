@@ -70,6 +70,45 @@ public class GraniteConfigTests
     }
 
     [Fact]
+    public void ReaderAcceptsCommentsTrailingCommasPythonLiteralsAndNestedRopeTheta()
+    {
+        var c = GraniteConfig.Parse("""
+        // written by hand
+        {
+          "num_hidden_layers": 2, /* two layers */
+          "time_step_limit": [0.001, Infinity],
+          "rope_parameters": {"rope_theta": 5e5, "rope_type": "default"},
+          "pad_token_id": null,
+          "mamba_d_head": null,
+        }
+        """, "hand.json");
+        c.TimeStepLimit.Should().Be((0.001, double.PositiveInfinity));
+        c.RopeTheta.Should().Be(5e5);
+        c.PadTokenId.Should().BeNull();
+        c.MambaDHead.Should().Be(2 * 4096 / 128, "null means auto, as when absent");
+        c.DefaultedFields.Should().NotContain("rope_theta").And.NotContain("pad_token_id").And.NotContain("time_step_limit").And.Contain("vocab_size");
+        var limits = GraniteConfig.Parse("""{"num_hidden_layers": 1, "time_step_limit": [-Infinity, NaN]}""").TimeStepLimit;
+        limits.Min.Should().Be(double.NegativeInfinity);
+        double.IsNaN(limits.Max).Should().BeTrue();
+    }
+
+    [Theory]
+    [InlineData("[1, 2]", "x.json: the root is not a JSON object")]
+    [InlineData("null", "x.json: the root is not a JSON object")]
+    [InlineData("""{"num_hidden_layers": 2, "hidden_size": [64,  64]}""", "x.json: field 'hidden_size' must be an integer (is [64,64])")]
+    [InlineData("""{"num_hidden_layers": 2, "hidden_size": 64.5}""", "x.json: field 'hidden_size' must be an integer (is 64.5)")]
+    [InlineData("""{"num_hidden_layers": 2, "tie_word_embeddings": "yes"}""", "x.json: field 'tie_word_embeddings' must be true or false (is \"yes\")")]
+    [InlineData("""{"num_hidden_layers": 2, "eos_token_id": [1, "2"]}""", "x.json: field 'eos_token_id[1]' must be an integer")]
+    [InlineData("""{"num_hidden_layers": 2, "time_step_limit": [0]}""", "x.json: field 'time_step_limit' must have two numbers")]
+    [InlineData("""{"num_hidden_layers": 1, "layer_types": "mamba"}""", "x.json: field 'layer_types' must be a list of \"mamba\"/\"attention\"")]
+    [InlineData("""{"num_hidden_layers": 2, "model_type": "llama"}""", "x.json: field 'model_type' is 'llama', expected 'granitemoehybrid'")]
+    public void ReaderErrorsNameTheFileAndField(string json, string message)
+    {
+        var act = () => GraniteConfig.Parse(json, "x.json");
+        act.Should().Throw<InvalidDataException>().Which.Message.Should().Be(message);
+    }
+
+    [Fact]
     public void MalformedJsonIsReported()
     {
         var act = () => GraniteConfig.Parse("{ \"hidden_size\": ", "bad.json");
@@ -82,7 +121,7 @@ public class GraniteConfigRoundTripTests
     [Fact]
     public void ToJsonRoundTripsEveryField()
     {
-        var c = GraniteConfig.HTinyShaped(12) with { SourcePath = "x" };
+        var c = GraniteConfigPresets.HTinyShaped(12) with { SourcePath = "x" };
         var back = GraniteConfig.Parse(c.ToJson(), "x");
         back.Should().BeEquivalentTo(c);
         back.AttentionLayerCount.Should().Be(1);
@@ -93,17 +132,17 @@ public class GraniteConfigRoundTripTests
     public void BenchmarkShapesAtFortyLayersHaveTheRealParameterCounts()
     {
         // granite-spec §5 totals (tied embeddings counted once).
-        GraniteConfig.HTinyShaped(40).TotalParameterCount.Should().Be(6_939_037_248);
-        GraniteConfig.MicroShaped(40).TotalParameterCount.Should().Be(3_402_836_480);
-        var micro = GraniteConfig.MicroShaped(2) with { SourcePath = "m" };
+        GraniteConfigPresets.HTinyShaped(40).TotalParameterCount.Should().Be(6_939_037_248);
+        GraniteConfigPresets.MicroShaped(40).TotalParameterCount.Should().Be(3_402_836_480);
+        var micro = GraniteConfigPresets.MicroShaped(2) with { SourcePath = "m" };
         micro.Validate();
         GraniteConfig.Parse(micro.ToJson(), "m").Should().BeEquivalentTo(micro);
         micro.HeadDim.Should().Be(64);
         micro.AttentionMultiplier.Should().Be(1.0 / micro.HeadDim);
         micro.LogitsScaling.Should().Be(micro.HiddenSize / 256.0);
-        var none = () => GraniteConfig.MicroShaped(0);
+        var none = () => GraniteConfigPresets.MicroShaped(0);
         none.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*layers*");
-        var negative = () => GraniteConfig.HTinyShaped(-1);
+        var negative = () => GraniteConfigPresets.HTinyShaped(-1);
         negative.Should().Throw<ArgumentOutOfRangeException>().WithMessage("*layers*");
     }
 }

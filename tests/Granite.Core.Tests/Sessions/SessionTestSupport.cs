@@ -24,7 +24,7 @@ internal static class SessionTestSupport
 
     public static string NextUser(string text) => "\n" + User(text);
 
-    public static GraniteEngine Load(long budget = 64L << 20, SessionStoreOptions? store = null)
+    public static GraniteEngine Load(long budget = 64L << 20, SessionStoreOptions? store = null, System.Diagnostics.Metrics.IMeterFactory? meterFactory = null)
     {
         GraniteRuntime.EnsureLoaded();
         return GraniteEngine.Load(ModelDir, new GraniteEngineOptions
@@ -32,6 +32,7 @@ internal static class SessionTestSupport
             Model = new GraniteModelOptions { WeightDtype = WeightDtypePolicy.Float32 },
             SessionCacheBytes = budget,
             SessionStore = store ?? new SessionStoreOptions(),
+            MeterFactory = meterFactory,
         });
     }
 

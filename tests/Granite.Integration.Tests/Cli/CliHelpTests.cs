@@ -108,6 +108,28 @@ public class CliHelpTests
     }
 
     [Fact]
+    public async Task GeneratePrompt_IsTheTemplatedUserTurn_SameAsGivingItsIds()
+    {
+        var file = Path.Combine(Path.GetTempPath(), $"granite-conv-{Guid.NewGuid():N}.json");
+        File.WriteAllText(file, "{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"add_generation_prompt\":true}");
+        try
+        {
+            var (pcode, pout, perr) = await Run("prompt", "--model", Fixture("tiny-h-moe"), "--conversation", file, "--json");
+            pcode.Should().Be(0, perr);
+            var ids = System.Text.Json.JsonDocument.Parse(pout).RootElement.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+            ids.Should().NotBeEmpty();
+            var (code, output, err) = await Run("generate", "--model", Fixture("tiny-h-moe"), "--prompt", "Hello", "--max-tokens", "3", "--json");
+            code.Should().Be(0, err);
+            var byIds = await Run("generate", "--model", Fixture("tiny-h-moe"), "--ids", string.Join(",", ids), "--max-tokens", "3", "--json");
+            byIds.Code.Should().Be(0, byIds.Err);
+            var j = System.Text.Json.JsonDocument.Parse(output).RootElement;
+            j.GetProperty("prompt_tokens").GetInt32().Should().Be(ids.Length);
+            output.Should().Be(byIds.Out);
+        }
+        finally { File.Delete(file); }
+    }
+
+    [Fact]
     public async Task ValuesAreLiteral_NoResponseFiles_AndVerboseIsAcceptedAnywhere()
     {
         var (code, output, err) = await Run("tokenize", "--model", Fixture("tiny-h-moe"), "--text", "@not-a-response-file", "--json", "--verbose");
