@@ -1,8 +1,9 @@
 namespace Granite.Core.Tests;
 
-/// <summary>Tests that measure process-wide memory run alone, so other tests' allocations don't disturb them.</summary>
+/// <summary>This assembly's non-parallel collection (see <see cref="ProcessWide"/>): tests that change process-wide settings
+/// (environment, LibTorch threads, ISA caps) or measure process-wide memory run alone.</summary>
 [CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class NonParallelCollection
 {
-    public const string Name = "Process-wide measurements";
+    public const string Name = ProcessWide.Collection;
 }

@@ -1,4 +1,3 @@
-using Granite.Core.Tests.Modeling;
 using Granite.Core.Weights.Gguf;
 
 namespace Granite.Gguf.Tests;
@@ -33,9 +32,13 @@ public sealed class ExportedFixtures : IDisposable
     }
 }
 
-[CollectionDefinition(Name)]
+/// <summary>
+/// llama.cpp contexts in one collection: no parallel native runs competing for the two cores. It is also this assembly's
+/// non-parallel collection (see <see cref="ProcessWide"/>): its tests set <c>GRANITE_CACHE</c> and load models with
+/// <c>Threads = 1</c>, so nothing else in the assembly runs beside them.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
 public sealed class LlamaCppCollection : ICollectionFixture<ExportedFixtures>
 {
-    // llama.cpp contexts in one collection: no parallel native runs competing for the two cores.
     public const string Name = "llama.cpp";
 }

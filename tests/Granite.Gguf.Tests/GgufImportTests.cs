@@ -1,6 +1,5 @@
 using Granite.Core.Configuration;
 using Granite.Core.Modeling;
-using Granite.Core.Tests.Modeling;
 using Granite.Core.Tokenization;
 using Granite.Core.Weights;
 using Granite.Core.Weights.Gguf;

@@ -1,6 +1,5 @@
 using System.Text;
 using System.Text.Json;
-using Granite.Core.Tests.Modeling;
 using Granite.Core.Tokenization;
 using Granite.Core.Weights.Gguf;
 using Xunit.Abstractions;

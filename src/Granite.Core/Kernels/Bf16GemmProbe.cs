@@ -6,7 +6,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace Granite.Core.Kernels;
 
 /// <summary>
-/// Decides, once per kernels object, whether prefill GEMMs on BF16 weights run LibTorch's native BF16 GEMM or a float32
+/// Decides whether prefill GEMMs on BF16 weights run LibTorch's native BF16 GEMM or a float32
 /// GEMM on an upcast copy. CPU flags alone do not tell: LibTorch's BF16 GEMM was 3–3.7× the upcast path on an AMD EPYC
 /// with AVX512-BF16 (issue #11), but 0.6–0.8× of it per CPU-second on an Intel Xeon VM with AVX512-BF16 (no AMX exposed),
 /// and yet 1.4× faster in wall time on whole 512-token prefills there (2 interleaved `granite bench` rounds under load;
@@ -16,6 +16,8 @@ namespace Granite.Core.Kernels;
 /// descheduled), and native wins only if ≥ 10 % faster.
 /// Without AVX512-BF16 LibTorch has no fast BF16 kernels (measured 4–7× slower than upcast on AVX2): upcast, no probe.
 /// <c>GRANITE_BF16_GEMM=native|upcast</c> overrides the automatic choice (for A/B runs and tests).
+/// The probe runs once per process and LibTorch thread count, and every later model load reuses its decision: a timing
+/// that flipped between two loads (it did, under load) gave two models in one process different numerics.
 /// </summary>
 internal static class Bf16GemmProbe
 {
@@ -36,10 +38,12 @@ internal static class Bf16GemmProbe
                 _ => throw new ArgumentException($"{EnvironmentVariable}='{env}' is not one of native, upcast."),
             };
         if (isa < KernelIsa.Avx512Bf16) return (false, "upcast to f32 (no AVX512-BF16)");
-        var (native, upcast) = Measure();
+        var (native, upcast) = Measured.GetOrAdd(torch.get_num_threads(), _ => new Lazy<(double, double)>(Measure)).Value;
         bool useNative = native < 0.9 * upcast;
         return (useNative, $"{(useNative ? "native" : "upcast to f32")} (probe: native {native * 1e3:F1} ms, upcast {upcast * 1e3:F1} ms, best of 5)");
     }
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<int, Lazy<(double Native, double Upcast)>> Measured = new();
 
     private static (double Native, double Upcast) Measure()
     {

@@ -4,7 +4,6 @@ namespace Granite.Core.Tests.Configuration;
 
 public class GraniteConfigTests
 {
-    internal static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "TestData", name);
 
     internal static string HSmallJson(string extra = "") => $$"""
     {
@@ -25,7 +24,7 @@ public class GraniteConfigTests
     [InlineData("tiny-dense", 4, 0, 4, 0)]
     public void LoadsFixtureConfigs(string fixture, int layers, int mamba, int attention, int experts)
     {
-        var c = GraniteConfig.Load(Fixture(fixture));
+        var c = GraniteConfig.Load(Fixtures.Dir(fixture));
         c.NumHiddenLayers.Should().Be(layers);
         c.MambaLayerCount.Should().Be(mamba);
         c.AttentionLayerCount.Should().Be(attention);

@@ -16,7 +16,7 @@ public sealed class ConstraintEngines : IDisposable
         GraniteRuntime.EnsureLoaded();
         var options = new GraniteEngineOptions { Model = new GraniteModelOptions { WeightDtype = WeightDtypePolicy.Float32 }, SessionCacheBytes = 0 };
         Engines = new[] { "tiny-h-moe", "tiny-dense" }
-            .Select(f => GraniteEngine.Load(Path.Combine(AppContext.BaseDirectory, "TestData", f), options)).ToArray();
+            .Select(f => GraniteEngine.Load(Fixtures.Dir(f), options)).ToArray();
     }
 
     public GraniteEngine[] Engines { get; }
@@ -253,7 +253,7 @@ public class ConstraintRandomWalkTests
     [Fact]
     public void Random_token_walks_never_dead_end_and_always_validate()
     {
-        var tok = GraniteTokenizer.FromDirectory(Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe"));
+        var tok = GraniteTokenizer.FromDirectory(Fixtures.Dir(Fixtures.TinyHMoe));
         var vocab = TokenVocabulary.For(tok, 544);
         int eos = tok.EosTokenId!.Value;
         var rng = new Random(7);

@@ -1,7 +1,7 @@
 using System.Diagnostics.Metrics;
 using Granite.Core.Experts;
+using Granite.Core.Kernels;
 using Granite.Core.Modeling;
-using Granite.Core.Tests.Modeling;
 using Granite.Core.Weights;
 using TorchSharp;
 using Xunit.Abstractions;
@@ -50,8 +50,13 @@ public class ExpertOffloadModelTests
         from b in new[] { "all", "one-per-layer", "top-k", "3-per-layer", "50%", "75%-lru", "one-lru", "3-lru" }
         select new object[] { f, p, b };
 
+    // The BF16 prefill GEMM is chosen per model by a timing probe (Bf16GemmProbe) on AVX512-BF16 CPUs; under load two
+    // models can choose differently, so both sides of a comparison fix the same choice.
     private static GraniteModel Load(string fixture, WeightDtypePolicy policy, ExpertOffloadOptions offload) =>
-        GraniteModel.Load(Golden.FixtureDir(fixture), new GraniteModelOptions { WeightDtype = policy, Threads = 1, ExpertOffload = offload });
+        GraniteModel.Load(Golden.FixtureDir(fixture), new GraniteModelOptions
+        {
+            WeightDtype = policy, Threads = 1, ExpertOffload = offload, KernelTuning = new KernelTuning { Bf16Gemm = Bf16GemmMode.Native },
+        });
 
     private static float[] Floats(Tensor t) => t.to_type(ScalarType.Float32).contiguous().data<float>().ToArray();
 

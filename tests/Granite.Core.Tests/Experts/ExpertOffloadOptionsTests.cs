@@ -62,7 +62,7 @@ public class WriteConfigTests
     [InlineData("tiny-dense")]
     public void WrittenConfigReadsBackEqual(string fixture)
     {
-        var original = Granite.Core.Configuration.GraniteConfig.Load(Path.Combine(AppContext.BaseDirectory, "TestData", fixture));
+        var original = Granite.Core.Configuration.GraniteConfig.Load(Fixtures.Dir(fixture));
         var dir = Path.Combine(Path.GetTempPath(), "granite-writeconfig-" + Guid.NewGuid().ToString("N"));
         try
         {

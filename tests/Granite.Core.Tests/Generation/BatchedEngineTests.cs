@@ -13,6 +13,7 @@ namespace Granite.Core.Tests.Generation;
 /// constrained, with forced prefixes, reusing sessions, queued beyond MaxBatchSize, with expert offload) produce exactly
 /// what the same requests produce one after another.
 /// </summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0: LibTorch's thread count is process-wide
 public class BatchedEngineTests
 {
     private readonly ITestOutputHelper _out;

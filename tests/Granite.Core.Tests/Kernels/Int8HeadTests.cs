@@ -10,6 +10,7 @@ namespace Granite.Core.Tests.Kernels;
 
 /// <summary>The optional int8 LM head: exact against its own dequantised weights under every ISA cap, within its
 /// analytic error bound of the BF16 head, and its measured effect on the fixtures' logits.</summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0 (and ISA caps): LibTorch's thread count is process-wide
 public class Int8HeadTests
 {
     private readonly ITestOutputHelper _out;

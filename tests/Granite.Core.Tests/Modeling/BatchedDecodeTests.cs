@@ -10,6 +10,7 @@ namespace Granite.Core.Tests.Modeling;
 /// The batched decode step (<see cref="GraniteModel.ForwardBatch(ReadOnlySpan{int}, IReadOnlyList{InferenceState})"/>)
 /// against the one-sequence path, on every fixture: mixed prompt lengths, sequences joining and leaving the batch.
 /// </summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0: LibTorch's thread count is process-wide
 public class BatchedDecodeTests
 {
     private const double Tolerance = 1e-4;

@@ -12,6 +12,7 @@ namespace Granite.Core.Tests.Modeling;
 /// below <see cref="LogitsRelRms"/>, and argmax/greedy equal wherever the top-1/top-2 margin exceeds
 /// <see cref="ArgmaxMarginNeeded"/> = 2 × the observed worst error.
 /// </summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0: LibTorch's thread count is process-wide
 public class Bf16FastPathTests
 {
     /// <summary>Max |logit − golden| allowed in BF16 compute (logits here are O(1–10); BF16 has 8 mantissa bits).</summary>

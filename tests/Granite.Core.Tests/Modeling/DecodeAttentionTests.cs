@@ -6,6 +6,7 @@ using static TorchSharp.torch;
 namespace Granite.Core.Tests.Modeling;
 
 /// <summary>The managed one-token attention against softmax(q·Kᵀ·scale)·V computed by LibTorch in float64.</summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0: LibTorch's thread count is process-wide
 public class DecodeAttentionTests
 {
     public DecodeAttentionTests() => GraniteRuntime.EnsureLoaded();

@@ -5,6 +5,7 @@ using Granite.Core.Modeling;
 namespace Granite.Core.Tests.Modeling;
 
 /// <summary>Kernel selection at load: CPU features, the ISA caps (option and GRANITE_ISA) and the thread policy.</summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0: LibTorch's thread count is process-wide
 public class GraniteKernelsTests
 {
     public GraniteKernelsTests() => GraniteRuntime.EnsureLoaded();
@@ -92,6 +93,8 @@ public class GraniteKernelsTests
         var (native, reason) = Bf16GemmProbe.Decide(KernelIsa.Avx512Bf16, Bf16GemmMode.Auto);
         reason.Should().MatchRegex(@"^(native|upcast to f32) \(probe: native [0-9.]+ ms, upcast [0-9.]+ ms, best of 5\)$");
         reason.Should().StartWith(native ? "native" : "upcast");
+        // Once per process (and thread count): a second load must not re-time and possibly flip the choice.
+        Bf16GemmProbe.Decide(KernelIsa.Avx512Bf16, Bf16GemmMode.Auto).Should().Be((native, reason));
     }
 
     [Fact]

@@ -10,6 +10,7 @@ namespace Granite.Core.Tests.Modeling;
 /// persistent pool) and the BF16 kernel path (GEMV, grouped experts, managed routing and small ops) against the reference
 /// GEMM path with LibTorch ops, as <see cref="Bf16KernelPathTests"/> does for the detected level.
 /// </summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0 (and ISA caps): LibTorch's thread count is process-wide
 public class KernelCapParityTests
 {
     private readonly ITestOutputHelper _out;

@@ -8,6 +8,7 @@ using static TorchSharp.torch;
 namespace Granite.Core.Tests.Modeling;
 
 /// <summary>Float32 parity of the TorchSharp model with the reference goldens, for every fixture.</summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0: LibTorch's thread count is process-wide
 public class ModelParityTests
 {
     private readonly ITestOutputHelper _out;

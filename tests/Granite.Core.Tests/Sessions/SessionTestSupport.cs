@@ -8,7 +8,7 @@ namespace Granite.Core.Tests.Sessions;
 /// <summary>Engines on the tiny hybrid-MoE fixture (float32 compute) and Granite-formatted token prompts for session tests.</summary>
 internal static class SessionTestSupport
 {
-    public static string ModelDir => Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe");
+    public static string ModelDir => Fixtures.Dir(Fixtures.TinyHMoe);
 
     public const string SystemTurn =
         "<|start_of_role|>system<|end_of_role|>You are a helpful assistant with access to the following tools. You may call one or more tools to assist with the user query.\n\n" +

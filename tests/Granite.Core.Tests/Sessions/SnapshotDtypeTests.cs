@@ -1,7 +1,7 @@
 using Granite.Core.Configuration;
 using Granite.Core.Modeling;
-using Granite.Core.State;
 using Granite.Core.Tests.Modeling;
+using Granite.Core.State;
 using Xunit.Abstractions;
 
 namespace Granite.Core.Tests.Sessions;

@@ -1,7 +1,6 @@
 using FluentAssertions;
 using Granite.Core.Configuration;
 using Granite.Core.Modeling;
-using Granite.Core.Tests.Modeling;
 using Granite.Core.Training;
 using TorchSharp;
 using Xunit.Abstractions;
@@ -14,6 +13,7 @@ namespace Granite.Core.Tests.Training;
 /// for parameters of every block type (embeddings, Mamba mixer, attention, MLP, norms), on the tiny-h-dense fixture
 /// layout (4 Mamba + 1 NoPE attention layers, chunk size 8, so sequences span several scan chunks).
 /// </summary>
+[Collection(NonParallelCollection.Name)] // loads models with Threads > 0: LibTorch's thread count is process-wide
 public class GradientCheckTests
 {
     private readonly ITestOutputHelper _out;

@@ -20,8 +20,8 @@ public class SafetensorsFixtureTests
     {
         var dir = Fixtures.Dir(fixture);
         var config = GraniteConfig.Load(Path.Combine(dir, "config.json"));
-        using var golden = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "golden.json")));
-        var dtypeName = golden.RootElement.GetProperty("weights_dtype")[0].GetString();
+        var golden = GoldenJson.Root(fixture);
+        var dtypeName = golden.GetProperty("weights_dtype")[0].GetString();
         var expectedDtype = dtypeName switch { "BF16" => ScalarType.BFloat16, "F32" => ScalarType.Float32, _ => throw new InvalidOperationException(dtypeName) };
 
         using var ckpt = SafetensorsCheckpoint.Open(dir);
@@ -57,8 +57,8 @@ public class SafetensorsFixtureTests
     {
         var dir = Fixtures.Dir(fixture);
         var config = GraniteConfig.Load(Path.Combine(dir, "config.json"));
-        using var golden = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "golden.json")));
-        var debug = golden.RootElement.GetProperty("debug");
+        var golden = GoldenJson.Root(fixture);
+        var debug = golden.GetProperty("debug");
         var ids = debug.GetProperty("input_ids").EnumerateArray().Select(e => e.GetInt64()).ToArray();
         var h0 = debug.GetProperty("hidden_states")[0];
 

@@ -51,10 +51,10 @@ public class SafetensorsZeroCopyTests
 
         GC.Collect();
         GC.WaitForPendingFinalizers();
-        long before = Fixtures.ReadRssKiB();
+        long before = ProcessMemory.ReadRssKiB();
         using var ckpt = SafetensorsCheckpoint.Open(path);
         var tensors = specs.Select(s => ckpt.GetTensor(s.Name)).ToList();
-        long after = Fixtures.ReadRssKiB();
+        long after = ProcessMemory.ReadRssKiB();
         _out.WriteLine($"VmRSS before open {before} KiB, after open + 8 GetTensor {after} KiB (+{after - before} KiB) for a {new FileInfo(path).Length >> 20} MiB file");
         var sw = System.Diagnostics.Stopwatch.StartNew();
         try
@@ -70,7 +70,7 @@ public class SafetensorsZeroCopyTests
             }
             using (var s = tensors[count - 1].sum(ScalarType.Float64))
                 s.item<double>().Should().Be((rows * cols - 1) * (double)Value(count - 1) + 100);
-            _out.WriteLine($"checking values (one full 64 MiB sum) through the mapping: {sw.ElapsedMilliseconds} ms; VmRSS now {Fixtures.ReadRssKiB()} KiB");
+            _out.WriteLine($"checking values (one full 64 MiB sum) through the mapping: {sw.ElapsedMilliseconds} ms; VmRSS now {ProcessMemory.ReadRssKiB()} KiB");
         }
         finally
         {

@@ -44,10 +44,9 @@ internal static class RawSafetensors
     public static byte[] Data(int n) => Enumerable.Range(0, n).Select(i => (byte)(i % 251)).ToArray();
 }
 
-internal static class Fixtures
+/// <summary>Reads this process's resident set size.</summary>
+internal static class ProcessMemory
 {
-    public static string Dir(string name) => Path.Combine(AppContext.BaseDirectory, "TestData", name);
-
     public static long ReadRssKiB()
     {
         foreach (var line in File.ReadLines("/proc/self/status"))

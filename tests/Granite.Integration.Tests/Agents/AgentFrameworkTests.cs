@@ -2,7 +2,6 @@ using System.Text.Json;
 using Granite.Core.Modeling;
 using Granite.Core.Tokenization;
 using Granite.Extensions.AI;
-using Granite.Integration.Tests.Client;
 using Microsoft.Agents.AI;
 using Microsoft.Extensions.AI;
 
@@ -18,17 +17,6 @@ public class AgentFrameworkTests(TinyEngineFixture fx) : IClassFixture<TinyEngin
 {
     private const string Instructions = "You are a weather assistant.";
     private const string WeatherCall = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call><|end_of_text|>";
-
-    private static (AIFunction Tool, List<(string City, int Days)> Calls) WeatherTool()
-    {
-        var calls = new List<(string, int)>();
-        var tool = AIFunctionFactory.Create((string city, int days) =>
-        {
-            lock (calls) calls.Add((city, days));
-            return $"Sunny in {city} for {days} days, 21 C";
-        }, "get_weather", "Gets the weather forecast for a city");
-        return (tool, calls);
-    }
 
     private static ChatClientAgentRunOptions Run(int maxTokens, string? forced = null) => new(new ChatOptions
     {
@@ -52,7 +40,7 @@ public class AgentFrameworkTests(TinyEngineFixture fx) : IClassFixture<TinyEngin
     {
         using var granite = fx.NewClient();
         using var capture = new PromptCapture(granite);
-        var (tool, calls) = WeatherTool();
+        var (tool, calls) = TestTools.Weather();
         AIAgent agent = granite.AsAIAgent(instructions: Instructions, name: "weather", tools: [tool]);
         var session = await agent.CreateSessionAsync();
 

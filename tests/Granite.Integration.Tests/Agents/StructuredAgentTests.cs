@@ -1,4 +1,3 @@
-using Granite.Integration.Tests.Client;
 using Microsoft.Agents.AI;
 using Microsoft.Extensions.AI;
 

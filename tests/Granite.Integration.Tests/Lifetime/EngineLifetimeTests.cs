@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Granite.Core;
 using Granite.Core.Generation;
 using Granite.Extensions.AI;
@@ -6,7 +5,6 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.SemanticKernel;
-using TorchSharp;
 
 namespace Granite.Integration.Tests.Lifetime;
 
@@ -14,11 +12,12 @@ namespace Granite.Integration.Tests.Lifetime;
 /// Whoever creates the engine disposes it, and disposal never returns while native work runs on the inference thread:
 /// DI containers (M.E.AI, keyed, generic host, Semantic Kernel), the engine itself, and a process that never disposes.
 /// </summary>
+[Collection(ProcessWide.Collection)] // ProcessExit hooks and child processes that exit with native work running
 public class EngineLifetimeTests
 {
     public EngineLifetimeTests() => GraniteRuntime.EnsureLoaded();
 
-    private static string ModelDir => Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe");
+    private static string ModelDir => Fixtures.Dir(Fixtures.TinyHMoe);
 
     /// <summary>Queues about <paramref name="seconds"/> of LibTorch work (BF16 matmul + depthwise conv1d, the oneDNN
     /// paths) and returns once it runs; <see cref="NativeWork.Completed"/> turns true only when it has finished.</summary>
@@ -34,18 +33,7 @@ public class EngineLifetimeTests
             Task = engine.RunOnInferenceThreadAsync(() =>
             {
                 started.Set();
-                var sw = Stopwatch.StartNew();
-                int rounds = 0;
-                using var w = torch.rand(256, 256, dtype: torch.ScalarType.BFloat16);
-                using var x = torch.rand(1, 256, 256, dtype: torch.ScalarType.BFloat16);
-                using var k = torch.rand(256, 1, 4, dtype: torch.ScalarType.BFloat16);
-                while (sw.Elapsed.TotalSeconds < seconds)
-                {
-                    using var scope = torch.NewDisposeScope();
-                    var y = torch.nn.functional.conv1d(x, k, groups: 256).squeeze(0);
-                    w.matmul(y).sum().to_type(torch.ScalarType.Float32).item<float>();
-                    rounds++;
-                }
+                int rounds = NativeBusyWork.Run(seconds, channels: 256);
                 Volatile.Write(ref _completed, 1);
                 return rounds;
             });
@@ -224,20 +212,9 @@ public class EngineLifetimeTests
         for (int run = 0; run < 3; run++)
         {
             string marker = Path.Combine(Path.GetTempPath(), $"granite-exit-probe-{Environment.ProcessId}-{run}-{Guid.NewGuid():N}");
-            var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            psi.ArgumentList.Add(probe);
-            psi.ArgumentList.Add(ModelDir);
-            psi.ArgumentList.Add(marker);
-            psi.ArgumentList.Add("1");
-            using var p = Process.Start(psi)!;
-            var stderr = p.StandardError.ReadToEndAsync();
-            var stdout = p.StandardOutput.ReadToEndAsync();
-            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-            await p.WaitForExitAsync(timeout.Token);
-            string err = await stderr;
-            string output = await stdout;
-            p.ExitCode.Should().Be(0, $"run {run}: the process exits cleanly (stdout: {output}; stderr: {err})");
-            File.Exists(marker).Should().BeTrue($"run {run}: the running native work finished before the process exited (stderr: {err})");
+            var result = await ChildProcess.RunDotnetAsync(probe, [ModelDir, marker, "1"]);
+            result.ExitCode.Should().Be(0, $"run {run}: the process exits cleanly ({result})");
+            File.Exists(marker).Should().BeTrue($"run {run}: the running native work finished before the process exited ({result})");
             File.Delete(marker);
         }
     }

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Granite.Core;
 
@@ -41,21 +40,13 @@ public sealed class MissingBackendTests
             File.Exists(Path.Combine(app.FullName, "libtorch_cpu.so")).Should().BeFalse();
             StripBackendPackages(Path.Combine(app.FullName, "granite.deps.json"));
 
-            var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-            psi.ArgumentList.Add(Path.Combine(app.FullName, "granite.dll"));
             // Before the check this crashed (exit 134: TorchSharp's unhandled "doesn't contain a reference to
             // libtorch-cpu-linux-x64", after copying ~480 MB of natives from the NuGet cache into bin/cpu).
-            foreach (var arg in new[] { "generate", "--model", Path.Combine(bin, "TestData", "tiny-h-moe"), "--prompt", "hi", "--max-tokens", "1" })
-                psi.ArgumentList.Add(arg);
-            using var p = Process.Start(psi)!;
-            var stderr = p.StandardError.ReadToEndAsync();
-            var stdout = p.StandardOutput.ReadToEndAsync();
-            using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-            await p.WaitForExitAsync(timeout.Token);
-            string err = await stderr;
-            string output = await stdout;
+            var result = await ChildProcess.RunDotnetAsync(Path.Combine(app.FullName, "granite.dll"),
+                ["generate", "--model", Fixtures.Dir(Fixtures.TinyHMoe), "--prompt", "hi", "--max-tokens", "1"]);
+            string err = result.Stderr;
 
-            p.ExitCode.Should().Be(2, $"a clear one-line error, not a crash (stdout: {output}; stderr: {err})");
+            result.ExitCode.Should().Be(2, $"a clear one-line error, not a crash ({result})");
             err.Should().Contain("TorchSharp native backend (LibTorch) is missing").And.Contain("TorchSharp-cpu")
                 .And.Contain("Choosing the TorchSharp backend");
             err.Should().NotContain("DllNotFoundException");
