@@ -78,7 +78,9 @@ internal sealed record KernelTuning
 
     /// <summary>
     /// Small per-token ops (RMSNorm, SiLU·up, residual adds, router top-k, expert gather/scatter) in managed code for
-    /// float32 activations of at most <see cref="SmallOps.MaxRows"/> rows; false runs the LibTorch ops.
+    /// float32 activations of at most <see cref="SmallOps.MaxRows"/> rows; false (the default) runs the LibTorch ops. Off by
+    /// default: with it on, a batched decode row still differs from the same sequence decoded alone by float32 rounding
+    /// somewhere (BatchedDecodeTests, docs/benchmarks.md), which BF16 state amplifies.
     /// </summary>
     public bool ManagedSmallOps { get; init; }
 

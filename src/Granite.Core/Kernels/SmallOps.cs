@@ -23,6 +23,8 @@ internal static unsafe class SmallOps
         x.dtype == ScalarType.Float32 && x.device_type == DeviceType.CPU && x.dim() >= 1 && x.shape[^1] > 0
         && x.numel() / x.shape[^1] <= MaxRows;
 
+    private static bool IsFloat32Cpu(Tensor x) => x.dtype == ScalarType.Float32 && x.device_type == DeviceType.CPU;
+
     private static bool IsWeight(Tensor w, long n) =>
         (w.dtype == ScalarType.Float32 || w.dtype == ScalarType.BFloat16) && w.device_type == DeviceType.CPU && w.is_contiguous() && w.numel() == n;
 
@@ -110,7 +112,11 @@ internal static unsafe class SmallOps
     /// </summary>
     public static Tensor? GatedNorm(Tensor y, Tensor x, Tensor d, Tensor z, Tensor weight, int groups, double eps)
     {
-        if (!Supports(y) || !Supports(x) || !Supports(z) || y.dim() != 3 || d.dtype != ScalarType.Float32 || !d.is_contiguous()) return null;
+        // Rows are tokens (y.shape[0]), not y's flattened leading dimensions [T, n_m]: the managed path must not depend on
+        // how many tokens share the call beyond MaxRows, or a batched decode row would round differently from that
+        // sequence decoded alone.
+        if (y.dim() != 3 || y.shape[0] > MaxRows || !IsFloat32Cpu(y) || !IsFloat32Cpu(x) || !IsFloat32Cpu(z)
+            || d.dtype != ScalarType.Float32 || !d.is_contiguous()) return null;
         int t = (int)y.shape[0], heads = (int)y.shape[1], p = (int)y.shape[2], inner = heads * p;
         if (!x.shape.SequenceEqual(y.shape) || z.numel() != (long)t * inner || d.numel() != heads || !IsWeight(weight, inner) || inner % groups != 0) return null;
         using var yc = y.contiguous();
