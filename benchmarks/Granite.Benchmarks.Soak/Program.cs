@@ -37,11 +37,11 @@ string fixture = Path.Combine(AppContext.BaseDirectory, "TestData", "tiny-h-moe"
 switch (args[0])
 {
     case "plot":
-        {
-            var table = Csv.Read(opts["csv"]);
-            Svg.Write(opts["svg"], Get("title", Path.GetFileNameWithoutExtension(opts["csv"])), table, opts["x"], opts["y"].Split(','), null);
-            return 0;
-        }
+    {
+        var table = Csv.Read(opts["csv"]);
+        Svg.Write(opts["svg"], Get("title", Path.GetFileNameWithoutExtension(opts["csv"])), table, opts["x"], opts["y"].Split(','), null);
+        return 0;
+    }
     case "long":
         return await LongGeneration();
     default:
