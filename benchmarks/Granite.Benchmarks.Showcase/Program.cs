@@ -52,7 +52,7 @@ using (var f = GgufFile.Open(output))
 if (llamaTokens > 0)
 {
     ProcStatus.ResetPeak();
-    var p = new ModelParams(output) { ContextSize = 256, BatchSize = 64, Threads = threads, BatchThreads = threads, GpuLayerCount = 0, UseMemorymap = true };
+    var p = new ModelParams(output) { ContextSize = 256, BatchSize = 64, Threads = threads, BatchThreads = threads, GpuLayerCount = 0 }; // llama.cpp maps the file (its default)
     var load = Stopwatch.StartNew();
     using var weights = LLamaWeights.LoadFromFile(p);
     using var context = weights.CreateContext(p);

@@ -7,32 +7,32 @@ public class GgufQuantizationTests
 {
     [Theory]
     // row lengths that fit the requested block keep the type
-    [InlineData(GgmlType.Q4_K, 1536, GgmlType.Q4_K)]
-    [InlineData(GgmlType.Q6_K, 512, GgmlType.Q6_K)]
-    [InlineData(GgmlType.Q8_0, 64, GgmlType.Q8_0)]
-    [InlineData(GgmlType.Q4_0, 96, GgmlType.Q4_0)]
+    [InlineData("Q4_K", 1536, "Q4_K")]
+    [InlineData("Q6_K", 512, "Q6_K")]
+    [InlineData("Q8_0", 64, "Q8_0")]
+    [InlineData("Q4_0", 96, "Q4_0")]
     // llama.cpp's tensor_type_fallback: K-quants to the 32-block types, F16 when even 32 does not divide the row
-    [InlineData(GgmlType.Q4_K, 896, GgmlType.Q5_0)]
-    [InlineData(GgmlType.Q4_K, 64, GgmlType.Q5_0)]
-    [InlineData(GgmlType.Q5_K, 128, GgmlType.Q5_1)]
-    [InlineData(GgmlType.Q6_K, 32, GgmlType.Q8_0)]
-    [InlineData(GgmlType.Q4_K, 40, GgmlType.F16)]
-    [InlineData(GgmlType.Q6_K, 100, GgmlType.F16)]
+    [InlineData("Q4_K", 896, "Q5_0")]
+    [InlineData("Q4_K", 64, "Q5_0")]
+    [InlineData("Q5_K", 128, "Q5_1")]
+    [InlineData("Q6_K", 32, "Q8_0")]
+    [InlineData("Q4_K", 40, "F16")]
+    [InlineData("Q6_K", 100, "F16")]
     // Q8_0/Q4_0 rows that are not a multiple of 32: the converter's F16 fallback
-    [InlineData(GgmlType.Q8_0, 48, GgmlType.F16)]
-    [InlineData(GgmlType.Q4_0, 16, GgmlType.F16)]
+    [InlineData("Q8_0", 48, "F16")]
+    [InlineData("Q4_0", 16, "F16")]
     // float types never fall back
-    [InlineData(GgmlType.BF16, 7, GgmlType.BF16)]
-    [InlineData(GgmlType.F32, 7, GgmlType.F32)]
-    public void TensorTypeFollowsLlamaQuantize(GgmlType requested, long row, GgmlType expected) =>
-        GgufQuantization.TensorType(requested, alwaysF32: false, row).Should().Be(expected);
+    [InlineData("BF16", 7, "BF16")]
+    [InlineData("F32", 7, "F32")]
+    public void TensorTypeFollowsLlamaQuantize(string requested, long row, string expected) =>
+        GgufQuantization.TensorType(Enum.Parse<GgmlType>(requested), alwaysF32: false, row).Should().Be(Enum.Parse<GgmlType>(expected));
 
     [Theory]
-    [InlineData(GgmlType.Q4_K)]
-    [InlineData(GgmlType.Q8_0)]
-    [InlineData(GgmlType.BF16)]
-    public void TensorsKeptUnquantizedStayF32(GgmlType requested) =>
-        GgufQuantization.TensorType(requested, alwaysF32: true, 4096).Should().Be(GgmlType.F32);
+    [InlineData("Q4_K")]
+    [InlineData("Q8_0")]
+    [InlineData("BF16")]
+    public void TensorsKeptUnquantizedStayF32(string requested) =>
+        GgufQuantization.TensorType(Enum.Parse<GgmlType>(requested), alwaysF32: true, 4096).Should().Be(GgmlType.F32);
 
     [Fact]
     public void Q5_0BlocksFollowGgmlsReferenceLayout()

@@ -76,14 +76,15 @@ public class GgufQuantizedValidationTests : IDisposable
 
     public static IEnumerable<object[]> BlockTypes() => new[]
     {
-        new object[] { GgmlType.Q8_0, 64L }, new object[] { GgmlType.Q4_0, 32L }, new object[] { GgmlType.Q5_0, 32L },
-        new object[] { GgmlType.Q4_K, 256L }, new object[] { GgmlType.Q5_K, 512L }, new object[] { GgmlType.Q6_K, 256L },
+        new object[] { "Q8_0", 64L }, new object[] { "Q4_0", 32L }, new object[] { "Q5_0", 32L },
+        new object[] { "Q4_K", 256L }, new object[] { "Q5_K", 512L }, new object[] { "Q6_K", 256L },
     };
 
     [Theory]
     [MemberData(nameof(BlockTypes))]
-    public void ValidQuantizedTensorsHaveTheirBlockSizes(GgmlType type, long row)
+    public void ValidQuantizedTensorsHaveTheirBlockSizes(string typeName, long row)
     {
+        var type = Enum.Parse<GgmlType>(typeName);
         using var f = GgufFile.Open(WithQuantized(type, new long[] { 3, row }));
         var (be, bb) = G.BlockLayout(type);
         var t = f.GetInfo("blk.0.q.weight");
@@ -94,13 +95,14 @@ public class GgufQuantizedValidationTests : IDisposable
     }
 
     [Theory]
-    [InlineData(GgmlType.Q4_K, 256, 128)]
-    [InlineData(GgmlType.Q5_K, 256, 64)]
-    [InlineData(GgmlType.Q6_K, 256, 96)]
-    [InlineData(GgmlType.Q8_0, 32, 48)]
-    [InlineData(GgmlType.Q4_0, 32, 16)]
-    public void RowsThatAreNotAMultipleOfTheBlockNameTheTensor(GgmlType type, int block, int row)
+    [InlineData("Q4_K", 256, 128)]
+    [InlineData("Q5_K", 256, 64)]
+    [InlineData("Q6_K", 256, 96)]
+    [InlineData("Q8_0", 32, 48)]
+    [InlineData("Q4_0", 32, 16)]
+    public void RowsThatAreNotAMultipleOfTheBlockNameTheTensor(string typeName, int block, int row)
     {
+        var type = Enum.Parse<GgmlType>(typeName);
         // A valid Q8_0 [2, 256] tensor re-labelled: a Q4_K tensor whose rows are 128 values long, and so on.
         var valid = WithQuantized(GgmlType.Q8_0, new long[] { 2, 256 });
         var path = Patched(valid, b =>
@@ -113,11 +115,12 @@ public class GgufQuantizedValidationTests : IDisposable
     }
 
     [Theory]
-    [InlineData(GgmlType.Q4_K)]
-    [InlineData(GgmlType.Q6_K)]
-    [InlineData(GgmlType.Q8_0)]
-    public void TruncatedQuantizedDataNamesTheTensor(GgmlType type)
+    [InlineData("Q4_K")]
+    [InlineData("Q6_K")]
+    [InlineData("Q8_0")]
+    public void TruncatedQuantizedDataNamesTheTensor(string typeName)
     {
+        var type = Enum.Parse<GgmlType>(typeName);
         var valid = WithQuantized(type, new long[] { 4, 256 });
         long end;
         using (var f = GgufFile.Open(valid)) end = f.GetInfo("blk.0.q.weight").Offset + f.GetInfo("blk.0.q.weight").ByteLength;
