@@ -18,6 +18,8 @@ internal static class GraniteChild
         string dir = o["model"];
         int threads = Program.Int(o, "threads", 2), promptTokens = Program.Int(o, "prompt-tokens", 512);
         int decodeTokens = Program.Int(o, "decode-tokens", 64), followupTokens = Program.Int(o, "followup-tokens", 32);
+        // The prompt is prefilled in chunks like GraniteEngine does (its PrefillChunkTokens default unless given).
+        int chunk = Program.Int(o, "prefill-chunk", new Granite.Core.Generation.GraniteEngineOptions().PrefillChunkTokens);
         GraniteRuntime.EnsureLoaded();
         long rssBefore = ProcStatus.ResetPeak();
         var sw = Stopwatch.StartNew();
@@ -39,7 +41,12 @@ internal static class GraniteChild
         var greedy = new List<int>();
         double cpu0 = CpuSeconds();
         sw.Restart();
-        using (NewDisposeScope()) greedy.Add((int)model.Forward(prompt, state).argmax().item<long>());
+        for (int start = 0; start < prompt.Length; start += chunk)
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(prompt.AsSpan(start, Math.Min(chunk, prompt.Length - start)), state);
+            if (start + chunk >= prompt.Length) greedy.Add((int)logits.argmax().item<long>());
+        }
         double prefill = sw.Elapsed.TotalSeconds;
         double prefillCpu = CpuSeconds() - cpu0;
         sw.Restart();
@@ -54,7 +61,7 @@ internal static class GraniteChild
         using (NewDisposeScope()) afterFollowup = (int)model.Forward(followup, state).argmax().item<long>();
         double ttft = sw.Elapsed.TotalSeconds;
         return Result("granite", load, promptTokens, prefill, decodeTokens, decode, ttft, greedy, afterFollowup, rssBefore,
-            $"weights {model.WeightDtype}, LibTorch threads {get_num_threads()}; kernels: {model.KernelDescription}", prefillCpu);
+            $"weights {model.WeightDtype}, LibTorch threads {get_num_threads()}, prefill chunks of {chunk}; kernels: {model.KernelDescription}", prefillCpu);
     }
 
     /// <summary>User + system CPU seconds of this process so far (all threads).</summary>
