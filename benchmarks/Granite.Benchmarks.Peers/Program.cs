@@ -36,7 +36,7 @@ internal static class Program
         }
     }
 
-    private const string Usage = "usage: Granite.Benchmarks.Peers [--model DIR | --layers 10] [--work DIR] [--gguf FILE] [--type bf16|f32] [--rounds 3] [--threads 2] [--prompt-tokens 512] [--decode-tokens 64] [--followup-tokens 32] [--sessions K] [--out results.json] [--keep]";
+    private const string Usage = "usage: Granite.Benchmarks.Peers [--model DIR | --layers 10] [--work DIR] [--gguf FILE] [--type bf16|f32] [--rounds 3] [--threads 2] [--prompt-tokens 512] [--decode-tokens 64] [--followup-tokens 32] [--sessions K] [--granite-dtype stored|q8_0] [--out results.json] [--keep]";
 
     internal static Dictionary<string, string> Options(IEnumerable<string> args)
     {
@@ -107,7 +107,7 @@ internal static class Program
                 var load = Machine.LoadAverage();
                 var res = RunChild(engine, new[] { "--model", model, "--gguf", gguf, "--threads", threads.ToString(CultureInfo.InvariantCulture),
                     "--prompt-tokens", promptTokens.ToString(CultureInfo.InvariantCulture), "--decode-tokens", decodeTokens.ToString(CultureInfo.InvariantCulture),
-                    "--followup-tokens", followup.ToString(CultureInfo.InvariantCulture) });
+                    "--followup-tokens", followup.ToString(CultureInfo.InvariantCulture), "--granite-dtype", Get(o, "granite-dtype", "stored") });
                 res["round"] = r + 1;
                 res["load_average"] = load;
                 runs.Add(res);

@@ -123,8 +123,10 @@ internal sealed class GgufFile : MappedFile, IDisposable
         _byName.TryGetValue(name, out var t) ? t : throw new InvalidDataException($"{Path}: tensor '{name}' is missing");
 
     /// <summary>
-    /// The tensor's values in row-major shape: a zero-copy view for F32/F16/BF16 and, as a first step for quantized
-    /// files, a Float32 copy dequantized at load for Q8_0. Other types raise <see cref="NotSupportedException"/> naming it.
+    /// The tensor's values in row-major shape: a zero-copy view for F32/F16/BF16; for the quantized types of
+    /// <see cref="Kernels.Quant.QuantType"/> (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) a Float32 copy dequantized here (the model loader
+    /// keeps quantized linears as blocks instead, see <see cref="GetQuantized"/>). Other types raise
+    /// <see cref="NotSupportedException"/> naming the tensor.
     /// </summary>
     public Tensor GetTensor(string name)
     {
@@ -135,30 +137,68 @@ internal sealed class GgufFile : MappedFile, IDisposable
             case GgmlType.F32: return CreateTensorAt(t.Offset, t.Shape, ScalarType.Float32, 4, t.ByteLength, t.Name);
             case GgmlType.F16: return CreateTensorAt(t.Offset, t.Shape, ScalarType.Float16, 2, t.ByteLength, t.Name);
             case GgmlType.BF16: return CreateTensorAt(t.Offset, t.Shape, ScalarType.BFloat16, 2, t.ByteLength, t.Name);
-            case GgmlType.Q8_0: return DequantizeQ8_0(t);
-            default: throw new NotSupportedException($"{Path}: tensor '{name}' has type {t.Type}, which this reader does not run yet (F32, F16, BF16, Q8_0)");
+            case var q when IsQuantized(q): return Dequantize(t);
+            default: throw new NotSupportedException($"{Path}: tensor '{name}' has type {t.Type}, which this reader does not run (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
         }
     }
 
-    private unsafe Tensor DequantizeQ8_0(GgufTensorInfo t)
+    /// <summary>Whether <paramref name="type"/> is a block format the quantized kernels run.</summary>
+    public static bool IsQuantized(GgmlType type) => Kernels.Quant.QuantFormat.IsQuantType((uint)type);
+
+    private unsafe Tensor Dequantize(GgufTensorInfo t)
     {
+        var type = (Kernels.Quant.QuantType)(uint)t.Type;
+        long k = t.Shape[^1];
+        long rowBytes = Kernels.Quant.QuantFormat.RowBytes(type, k);
+        long rows = t.ByteLength / rowBytes;
         var result = empty(t.Shape, dtype: ScalarType.Float32);
         float* dst = (float*)TorchNative.DataPointer(result);
-        long blocks = t.ByteLength / 34;
-        const int chunkBlocks = 1 << 16;
-        for (long b0 = 0; b0 < blocks; b0 += chunkBlocks)
-        {
-            int n = (int)Math.Min(chunkBlocks, blocks - b0);
-            var src = Span(t.Offset + b0 * 34, n * 34);
-            for (int b = 0; b < n; b++)
-            {
-                var block = src.Slice(b * 34, 34);
-                float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
-                float* o = dst + (b0 + b) * 32;
-                for (int i = 0; i < 32; i++) o[i] = d * (sbyte)block[2 + i];
-            }
-        }
+        byte* src = (byte*)BaseAddress + t.Offset;
+        for (long r = 0; r < rows; r++) Kernels.Quant.QuantFormat.DequantizeRow(type, src + r * rowBytes, dst + r * k, k);
         return result;
+    }
+
+    /// <summary>
+    /// A quantized tensor as blocks in place (zero-copy: the weight points into the mapping, which it keeps alive until it
+    /// is disposed). <paramref name="second"/>: a tensor of the same type whose rows follow this one's in each matrix
+    /// (<c>ffn_up*</c> after <c>ffn_gate*</c>), giving one [.., rows + rows2, K] weight without a copy.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The tensor's type is not a block format the kernels run.</exception>
+    public unsafe Kernels.Quant.QuantizedWeight GetQuantized(string name, string? second = null)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        var t = GetInfo(name);
+        if (!IsQuantized(t.Type)) throw new NotSupportedException($"{Path}: tensor '{name}' has type {t.Type}, not a quantized block format");
+        var type = (Kernels.Quant.QuantType)(uint)t.Type;
+        var u = second is null ? null : GetInfo(second);
+        if (u is not null && (u.Type != t.Type || !u.Shape.SequenceEqual(t.Shape)))
+            throw new InvalidDataException($"{Path}: tensors '{name}' ({t.Type} [{string.Join(",", t.Shape)}]) and '{second}' ({u.Type} [{string.Join(",", u.Shape)}]) must share type and shape");
+        if (!TryAddRef()) throw new ObjectDisposedException(GetType().Name, $"{Path} is no longer mapped");
+        var lease = new Lease(this);
+        try
+        {
+            byte* b = (byte*)BaseAddress;
+            if (u is null) return Kernels.Quant.QuantizedWeight.FromMemory(type, t.Shape, b + t.Offset, t.ByteLength, lease);
+            var shape = (long[])t.Shape.Clone();
+            shape[^2] *= 2;
+            return Kernels.Quant.QuantizedWeight.FromMemory(type, shape, b + t.Offset, b + u.Offset, t.Shape[^2], lease);
+        }
+        catch
+        {
+            lease.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>One reference on the mapping, released once.</summary>
+    private sealed class Lease(MappedFile file) : IDisposable
+    {
+        private int _done;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0) file.Release();
+        }
     }
 
     /// <summary>Releases the file's hold on the mapping (tensors already handed out keep theirs).</summary>
