@@ -32,28 +32,12 @@ internal static class Batched
     {
         int rounds = Program.Int(o, "rounds", 3), threads = Program.Int(o, "threads", 2);
         int promptTokens = Program.Int(o, "prompt-tokens", 128), decodeTokens = Program.Int(o, "decode-tokens", 32);
-        var machine = new JsonObject
-        {
-            ["cpu"] = Machine.CpuModel(),
-            ["cpu_flags"] = Machine.CpuFlags(),
-            ["logical_cpus"] = Environment.ProcessorCount,
-            ["load_average_start"] = Machine.LoadAverage(),
-        };
-        var runs = new JsonArray();
+        var machine = Machine.Describe();
         string[] engines = { "granite", "llama.cpp" };
-        for (int r = 0; r < rounds; r++)
-        {
-            foreach (var engine in r % 2 == 0 ? engines : engines.Reverse())
-            {
-                var load = Machine.LoadAverage();
-                var res = Program.RunChild(engine, new[] { "--model", model, "--gguf", gguf, "--threads", I(threads), "--prompt-tokens", I(promptTokens),
-                    "--decode-tokens", I(decodeTokens), "--sessions", I(sessions) });
-                res["round"] = r + 1;
-                res["load_average"] = load;
-                runs.Add(res);
-                Console.Error.WriteLine($"peers: round {r + 1} {engine} x{sessions}: aggregate decode {res["aggregate_decode_tokens_per_s"]} tok/s, per-token p50 {res["per_token_latency_ms_p50"]} ms, single {res["single_decode_tokens_per_s"]} tok/s (load {load})");
-            }
-        }
+        var runs = Machine.Interleave(rounds, engines,
+            engine => Program.RunChild(engine, new[] { "--model", model, "--gguf", gguf, "--threads", I(threads), "--prompt-tokens", I(promptTokens),
+                "--decode-tokens", I(decodeTokens), "--sessions", I(sessions) }),
+            (round, engine, res, load) => Console.Error.WriteLine($"peers: round {round} {engine} x{sessions}: aggregate decode {res["aggregate_decode_tokens_per_s"]} tok/s, per-token p50 {res["per_token_latency_ms_p50"]} ms, single {res["single_decode_tokens_per_s"]} tok/s (load {load})"));
         machine["load_average_end"] = Machine.LoadAverage();
         var summary = new JsonObject();
         foreach (var e in engines)

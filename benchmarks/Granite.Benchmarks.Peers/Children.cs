@@ -18,6 +18,8 @@ internal static class GraniteChild
         string dir = o["model"];
         int threads = Program.Int(o, "threads", 2), promptTokens = Program.Int(o, "prompt-tokens", 512);
         int decodeTokens = Program.Int(o, "decode-tokens", 64), followupTokens = Program.Int(o, "followup-tokens", 32);
+        // The prompt is prefilled in chunks like GraniteEngine does (its PrefillChunkTokens default unless given).
+        int chunk = Program.Int(o, "prefill-chunk", new Granite.Core.Generation.GraniteEngineOptions().PrefillChunkTokens);
         GraniteRuntime.EnsureLoaded();
         long rssBefore = ProcStatus.ResetPeak();
         var sw = Stopwatch.StartNew();
@@ -41,7 +43,12 @@ internal static class GraniteChild
         using var state = model.CreateState();
         var greedy = new List<int>();
         sw.Restart();
-        using (NewDisposeScope()) greedy.Add((int)model.Forward(prompt, state).argmax().item<long>());
+        for (int start = 0; start < prompt.Length; start += chunk)
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Forward(prompt.AsSpan(start, Math.Min(chunk, prompt.Length - start)), state);
+            if (start + chunk >= prompt.Length) greedy.Add((int)logits.argmax().item<long>());
+        }
         double prefill = sw.Elapsed.TotalSeconds;
         sw.Restart();
         for (int i = 0; i < decodeTokens; i++)
@@ -55,7 +62,7 @@ internal static class GraniteChild
         using (NewDisposeScope()) afterFollowup = (int)model.Forward(followup, state).argmax().item<long>();
         double ttft = sw.Elapsed.TotalSeconds;
         return Result("granite", load, promptTokens, prefill, decodeTokens, decode, ttft, greedy, afterFollowup, rssBefore,
-            $"weights {model.WeightDtype}{(model.LoadReport.QuantizedFormat is { } qf ? $", linears {qf}" : "")}, LibTorch threads {get_num_threads()}");
+            $"weights {model.WeightDtype}{(model.LoadReport.QuantizedFormat is { } qf ? $", linears {qf}" : "")}, LibTorch threads {get_num_threads()}, prefill chunks of {chunk}");
     }
 
     internal static JsonObject Result(string engine, double load, int promptTokens, double prefill, int decodeTokens, double decode, double ttft,

@@ -91,29 +91,13 @@ internal static class Program
             return rc;
         }
 
-        var machine = new JsonObject
-        {
-            ["cpu"] = Machine.CpuModel(),
-            ["cpu_flags"] = Machine.CpuFlags(),
-            ["logical_cpus"] = Environment.ProcessorCount,
-            ["load_average_start"] = Machine.LoadAverage(),
-        };
-        var runs = new JsonArray();
+        var machine = Machine.Describe();
         string[] engines = { "granite", "llama.cpp" };
-        for (int r = 0; r < rounds; r++)
-        {
-            foreach (var engine in r % 2 == 0 ? engines : engines.Reverse())
-            {
-                var load = Machine.LoadAverage();
-                var res = RunChild(engine, new[] { "--model", model, "--gguf", gguf, "--threads", threads.ToString(CultureInfo.InvariantCulture),
-                    "--prompt-tokens", promptTokens.ToString(CultureInfo.InvariantCulture), "--decode-tokens", decodeTokens.ToString(CultureInfo.InvariantCulture),
-                    "--followup-tokens", followup.ToString(CultureInfo.InvariantCulture), "--granite-dtype", Get(o, "granite-dtype", "stored") });
-                res["round"] = r + 1;
-                res["load_average"] = load;
-                runs.Add(res);
-                Console.Error.WriteLine($"peers: round {r + 1} {engine}: prefill {res["prefill_tokens_per_s"]} tok/s, decode {res["decode_tokens_per_s"]} tok/s, ttft{followup} {res["followup_ttft_ms"]} ms, peak RSS {(long)res["peak_rss_bytes"]! / 1048576.0:F0} MiB (load {load})");
-            }
-        }
+        string N(int v) => v.ToString(CultureInfo.InvariantCulture);
+        var runs = Machine.Interleave(rounds, engines,
+            engine => RunChild(engine, new[] { "--model", model, "--gguf", gguf, "--threads", N(threads), "--prompt-tokens", N(promptTokens),
+                "--decode-tokens", N(decodeTokens), "--followup-tokens", N(followup), "--granite-dtype", Get(o, "granite-dtype", "stored") }),
+            (round, engine, res, load) => Console.Error.WriteLine($"peers: round {round} {engine}: prefill {res["prefill_tokens_per_s"]} tok/s, decode {res["decode_tokens_per_s"]} tok/s, ttft{followup} {res["followup_ttft_ms"]} ms, peak RSS {(long)res["peak_rss_bytes"]! / 1048576.0:F0} MiB (load {load})"));
         machine["load_average_end"] = Machine.LoadAverage();
         var summary = Summary(runs, engines);
         var report = new JsonObject

@@ -21,12 +21,14 @@ public class KernelWorkersTests
     }
 
     [Theory]
-    [InlineData(2, true)]
-    [InlineData(3, true)]
-    [InlineData(2, false)]
-    public void EveryIndexRunsExactlyOncePerCall(int count, bool persistent)
+    [InlineData(2, true, KernelWorkers.DefaultSpinMicroseconds)]
+    [InlineData(3, true, KernelWorkers.DefaultSpinMicroseconds)]
+    [InlineData(2, true, 0)]
+    [InlineData(2, true, 3000)]
+    [InlineData(2, false, 0)]
+    public void EveryIndexRunsExactlyOncePerCall(int count, bool persistent, int spinMicroseconds)
     {
-        using var workers = new KernelWorkers(count, persistent);
+        using var workers = new KernelWorkers(count, persistent, spinMicroseconds);
         var rng = new Random(3);
         for (int call = 0; call < 500; call++)
         {
@@ -37,10 +39,13 @@ public class KernelWorkersTests
         }
     }
 
-    [Fact]
-    public void HelpersRunWorkAndAreJoinedByStopAndDispose()
+    [Theory]
+    [InlineData(KernelWorkers.DefaultSpinMicroseconds)]
+    [InlineData(0)]
+    [InlineData(50_000)]
+    public void HelpersRunWorkAndAreJoinedByStopAndDispose(int spinMicroseconds)
     {
-        var workers = new KernelWorkers(2);
+        var workers = new KernelWorkers(2, persistent: true, spinMicroseconds);
         var hits = new int[4000];
         var threads = new int[4000];
         workers.For(hits.Length, new Counter(hits, threads));

@@ -121,7 +121,7 @@ public class EngineLifetimeTests
     [Fact]
     public async Task Engine_Dispose_Joins_The_Managed_Kernel_Helper_Threads()
     {
-        var options = new GraniteEngineOptions { Model = new Granite.Core.Modeling.GraniteModelOptions { Threads = 2 } };
+        var options = new GraniteEngineOptions { Model = new Granite.Core.Modeling.GraniteModelOptions { Threads = 2, KernelTuning = new Granite.Core.Kernels.KernelTuning { PersistentWorkers = true } } };
         var engine = GraniteEngine.Load(ModelDir, options);
         var workers = engine.Model.Kernels.Workers;
         var hits = new int[256];
@@ -138,7 +138,7 @@ public class EngineLifetimeTests
     [Fact]
     public async Task Disposing_An_Engine_That_Does_Not_Own_Its_Model_Stops_The_Helpers_And_Leaves_The_Model_Usable()
     {
-        using var model = Granite.Core.Modeling.GraniteModel.Load(ModelDir, new Granite.Core.Modeling.GraniteModelOptions { Threads = 2 });
+        using var model = Granite.Core.Modeling.GraniteModel.Load(ModelDir, new Granite.Core.Modeling.GraniteModelOptions { Threads = 2, KernelTuning = new Granite.Core.Kernels.KernelTuning { PersistentWorkers = true } });
         var engine = new GraniteEngine(model, Granite.Core.Tokenization.GraniteTokenizer.FromDirectory(ModelDir), ownsModel: false);
         var workers = model.Kernels.Workers;
         await engine.RunOnInferenceThreadAsync(() => { workers.For(64, new Touch(new int[64])); return 0; });
