@@ -226,8 +226,8 @@ internal static unsafe class Wall
     /// <summary>Tied-head kernels on the model's own head weight, and the int8 head's effect on logits over a greedy decode.</summary>
     public static void Head(string dir, int threads, int rounds)
     {
-        using var model = LoadModel(dir, threads, new KernelTuning());
-        using var quant = LoadModel(dir, threads, new KernelTuning { Int8Head = true });
+        using var model = GraniteModel.Load(dir, new GraniteModelOptions { Threads = threads, KernelTuning = new KernelTuning() });
+        using var quant = GraniteModel.Load(dir, new GraniteModelOptions { Threads = threads, KernelTuning = new KernelTuning { Int8Head = true } });
         using var noGrad = no_grad();
         var w = model.Module.Backbone.EmbeddingWeight;
         Console.WriteLine($"head [{w.shape[0]}, {w.shape[1]}] {w.dtype}, {threads} thread(s); {model.KernelDescription}");

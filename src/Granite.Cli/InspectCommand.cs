@@ -124,7 +124,7 @@ internal static partial class GraniteCli
         stdout.WriteLine($"load memory      {memory.AllocatedBytes:N0} bytes private + {memory.MappedBytes:N0} bytes mapped from the file as {computeDtype}" +
             (memory.AvailableBytes is { } avail ? $"; {avail:N0} bytes available{(memory.AllocatedBytes > avail ? " (does not fit)" : "")}" : ""));
         if (quantization is not null)
-            stdout.WriteLine($"quantization     {quantization.format}: {quantization.tensors} linear weights, {quantization.quantized_bytes:N0} bytes (from {quantization.source_bytes:N0} as {computeDtype}); " +
+            stdout.WriteLine($"quantization     {quantization.format}: {quantization.tensors} weights (linears, embedding), {quantization.quantized_bytes:N0} bytes (from {quantization.source_bytes:N0} as {computeDtype}); " +
                 $"on {quantization.prompt_tokens} prompt tokens max |Δlogit| {quantization.max_abs_logit_delta:G4} vs {computeDtype}, top-1 agreement {quantization.top1_agreement}/{quantization.prompt_tokens}");
         stdout.WriteLine($"defaulted fields {(c.DefaultedFields.Count == 0 ? "none" : string.Join(", ", c.DefaultedFields))} (Hugging Face GraniteMoeHybridConfig defaults)");
         return 0;

@@ -22,7 +22,7 @@ public class QuantGemvTests
     }
 
     public static IEnumerable<object[]> Cases =>
-        from t in new[] { QuantType.Q8_0, QuantType.Q4_0, QuantType.Q4_K, QuantType.Q5_K, QuantType.Q6_K }
+        from t in new[] { "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K" }
         from isa in new[] { KernelIsa.Scalar, KernelIsa.Avx2, KernelIsa.Avx512 }
         select new object[] { t, isa };
 
@@ -31,8 +31,9 @@ public class QuantGemvTests
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void EveryPathMatchesTheDequantizedProduct(QuantType type, KernelIsa isa)
+    public void EveryPathMatchesTheDequantizedProduct(string format, KernelIsa isa)
     {
+        var type = Enum.Parse<QuantType>(format);
         if (!Available(isa)) { _out.WriteLine($"{isa} not on this CPU ({CpuFeatures.Current})"); return; }
         using var scope = NewDisposeScope();
         using var g = new Generator(21);
@@ -60,8 +61,9 @@ public class QuantGemvTests
 
     [Theory]
     [MemberData(nameof(Cases))]
-    public void GroupedCallsEqualSingleCalls(QuantType type, KernelIsa isa)
+    public void GroupedCallsEqualSingleCalls(string format, KernelIsa isa)
     {
+        var type = Enum.Parse<QuantType>(format);
         if (!Available(isa)) return;
         using var scope = NewDisposeScope();
         using var g = new Generator(5);
@@ -81,7 +83,7 @@ public class QuantGemvTests
         for (int i = 0; i < counts.Length; i++)
         {
             var single = gemv.Linear(x.narrow(0, row, counts[i]), views[i], null);
-            y.narrow(0, row, counts[i]).equal(single).Should().BeTrue($"group {i} (expert {which[i]}) as a single call");
+            (y.narrow(0, row, counts[i]) - single).abs().max().item<float>().Should().Be(0, $"group {i} (expert {which[i]}) as a single call");
             // The expert view is expert e's rows of the stacked weight.
             var expected = F.linear(x.narrow(0, row, counts[i]), q.Dequantize()[which[i]]);
             (single - expected).abs().max().item<float>().Should().BeLessThan(1e-4f);
@@ -130,7 +132,7 @@ public class QuantGemvTests
         using var qu = QuantizedWeight.Quantize(up, QuantType.Q8_0, workers);
         using var both = QuantizedWeight.FromMemory(QuantType.Q8_0, new long[] { 3, 16, 64 }, qg.Data, qu.Data, 8, owner: null);
         var expected = cat(new[] { qg.Dequantize(), qu.Dequantize() }, 1);
-        both.Dequantize().equal(expected).Should().BeTrue();
+        (both.Dequantize() - expected).abs().max().item<float>().Should().Be(0);
         var gemv = new QuantGemv(CpuFeatures.Current.Highest, workers, 0);
         var x = randn(new long[] { 2, 64 }, generator: g);
         for (int e = 0; e < 3; e++)

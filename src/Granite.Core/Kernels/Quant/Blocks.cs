@@ -21,7 +21,7 @@ internal static unsafe class BlockQ8_0
             // Same products as the loop below (one rounding each), 8 at a time: prefill dequantizes whole weights.
             var dv = System.Runtime.Intrinsics.Vector256.Create(d);
             for (int j = 0; j < 32; j += 8)
-                (System.Runtime.Intrinsics.Vector256.ConvertToSingle(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(q + j)) * dv).Store(y + j);
+                System.Runtime.Intrinsics.Vector256.Store(System.Runtime.Intrinsics.Vector256.ConvertToSingle(System.Runtime.Intrinsics.X86.Avx2.ConvertToVector256Int32(q + j)) * dv, y + j);
             return;
         }
         for (int j = 0; j < 32; j++) y[j] = d * q[j];

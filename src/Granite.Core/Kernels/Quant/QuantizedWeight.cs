@@ -13,8 +13,8 @@ namespace Granite.Core.Kernels.Quant;
 /// </summary>
 /// <remarks>
 /// The bytes live either in an owned native buffer (<see cref="Quantize"/>, freed by <see cref="Dispose"/>) or in memory
-/// someone else owns, kept alive by a reference to its owner (<see cref="FromMemory"/>: e.g. a zero-copy byte tensor
-/// over a memory-mapped GGUF file, which is never written). Views (<see cref="Expert"/>) share the owner and own nothing.
+/// someone else owns, kept alive by a reference to its owner (<c>FromMemory</c>: e.g. blocks inside a memory-mapped GGUF
+/// file, which is never written). Views (<see cref="Expert"/>) share the owner and own nothing.
 /// </remarks>
 internal sealed unsafe class QuantizedWeight : IDisposable
 {
