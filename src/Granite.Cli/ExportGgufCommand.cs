@@ -7,8 +7,9 @@ namespace Granite.Cli;
 internal static partial class GraniteCli
 {
     /// <summary>
-    /// <c>granite export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32] [--json]</c>: writes the checkpoint as a
-    /// llama.cpp GGUF v3 file (the converter's key set and tensor layout; docs/gguf.md). Default type: the stored dtype.
+    /// <c>granite export-gguf --model DIR --out FILE.gguf [--type bf16|f16|f32|q8_0|q4_0|q4_k|q6_k] [--json]</c>: writes
+    /// the checkpoint as a llama.cpp GGUF v3 file (the converter's key set and tensor layout; quantized types per tensor as
+    /// llama.cpp's quantizer chooses them; docs/gguf.md, docs/quantization.md). Default type: the stored dtype.
     /// </summary>
     private static Command ExportGgufCommand()
     {
@@ -16,14 +17,14 @@ internal static partial class GraniteCli
         var output = CliOptions.Text("--out", "FILE.gguf", "the GGUF file to write (replaced atomically)", required: true);
         var type = new Option<GgmlType?>("--type")
         {
-            Description = "weight type; default: as stored (lossless)",
-            HelpName = "bf16|f16|f32",
+            Description = "weight type; default: as stored (lossless). Quantized types are chosen per tensor as llama-quantize --pure does (norms, router, conv1d, A, D, biases stay F32)",
+            HelpName = "bf16|f16|f32|q8_0|q4_0|q4_k|q6_k",
             CustomParser = r =>
             {
                 var s = CliOptions.SingleValue(r, "--type");
                 if (s is null) return null;
                 try { return GgufExporter.ParseType(s); }
-                catch (ArgumentException) { r.AddError($"option --type must be bf16, f16 or f32 (got '{s}')"); return null; }
+                catch (ArgumentException) { r.AddError($"option --type must be {GgufExporter.TypeNames} (got '{s}')"); return null; }
             },
         };
         var json = CliOptions.Flag("--json", "print {\"path\",\"architecture\",\"type\",\"tensors\",\"metadata_keys\",\"bytes\"} instead of a summary line");

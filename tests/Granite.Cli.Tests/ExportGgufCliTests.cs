@@ -15,6 +15,7 @@ public class ExportGgufCliTests
     [InlineData("tiny-h-moe", null, "granitehybrid", "bf16", 96)]
     [InlineData("tiny-h-moe", "f32", "granitehybrid", "f32", 96)]
     [InlineData("tiny-dense", "bf16", "granite", "bf16", 39)]
+    [InlineData("tiny-h-moe", "q4_k", "granitehybrid", "q4_k", 96)]
     public async Task WritesAGgufFile(string fixture, string? type, string arch, string writtenType, int tensors)
     {
         var dir = Directory.CreateTempSubdirectory("granite-export-cli-").FullName;
@@ -40,7 +41,7 @@ public class ExportGgufCliTests
     }
 
     [Theory]
-    [InlineData("--type", "q4_k", "option --type must be bf16, f16 or f32 (got 'q4_k')")]
+    [InlineData("--type", "q2_k", "option --type must be bf16, f16, f32, q8_0, q4_0, q4_k or q6_k (got 'q2_k')")]
     [InlineData("--bogus", "1", "unknown option --bogus")]
     public async Task BadOptionsGiveOneLineErrors(string name, string value, string message)
     {

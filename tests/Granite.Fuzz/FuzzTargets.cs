@@ -3,6 +3,7 @@ using Granite.Core.Configuration;
 using Granite.Core.Modeling;
 using Granite.Core.Tokenization;
 using Granite.Core.Weights;
+using Granite.Core.Weights.Gguf;
 using Granite.Extensions.AI.Chat;
 using Microsoft.Extensions.AI;
 
@@ -19,6 +20,7 @@ internal static class FuzzTargets
         ["tokenizer"] = Tokenizer,
         ["toolcall-stream"] = ToolCallStream,
         ["conversation"] = Conversation,
+        ["gguf"] = GgufModel,
     };
 
     /// <summary>Fuzzing-only settings (a shorter regex match timeout keeps hangs below AFL's per-input limit).</summary>
@@ -46,6 +48,46 @@ internal static class FuzzTargets
                 if (e.End > data.Length - header.DataStart || e.Begin > e.End) throw new InvalidOperationException("entry outside the data section was accepted");
         }
         catch (InvalidDataException) { }
+    }
+
+    /// <summary>
+    /// A whole GGUF file (header, metadata, tensor infos, data), through everything a load does before building the
+    /// model: validation and mapping, every tensor read (quantized ones dequantized), metadata → config, tensors → the
+    /// checkpoint's tensors with the converter's transforms undone, and the tokenizer rebuilt. Errors must be
+    /// <see cref="InvalidDataException"/> (or <see cref="NotSupportedException"/> for a valid but unsupported type or
+    /// architecture) naming the file; accepted tensors must lie aligned inside the data section and read back with the
+    /// shape and element count they declare.
+    /// </summary>
+    private static void GgufModel(byte[] data)
+    {
+        string path = Path.Combine(WorkDir.Value, "fuzz.gguf");
+        File.Delete(path); // a new inode: a mapping still held by an earlier input never sees this one truncated
+        File.WriteAllBytes(path, data);
+        try
+        {
+            using var f = GgufFile.Open(path);
+            foreach (var t in f.Tensors)
+            {
+                if (t.Offset < f.DataStart || t.ByteLength < 0 || t.Offset + t.ByteLength > data.Length || (t.Offset - f.DataStart) % f.Alignment != 0)
+                    throw new InvalidOperationException($"tensor '{t.Name}' at [{t.Offset}, +{t.ByteLength}) outside the data section was accepted");
+                try
+                {
+                    using var x = f.GetTensor(t.Name);
+                    if (!x.shape.SequenceEqual(t.Shape)) throw new InvalidOperationException($"tensor '{t.Name}' read back as [{string.Join(",", x.shape)}]");
+                }
+                catch (NotSupportedException e) when (e.Message.Contains(path, StringComparison.Ordinal)) { }
+            }
+            var cfg = GgufImporter.ReadConfig(f);
+            foreach (var (spec, produce) in GgufImporter.Tensors(f, cfg))
+            {
+                using var scope = TorchSharp.torch.NewDisposeScope();
+                var x = produce();
+                if (!x.shape.SequenceEqual(spec.Shape)) throw new InvalidOperationException($"'{spec.Name}' imported as [{string.Join(",", x.shape)}], declared [{string.Join(",", spec.Shape)}]");
+            }
+            _ = GgufTokenizerImport.Build(f, cfg);
+        }
+        catch (InvalidDataException e) when (e.Message.Contains(path, StringComparison.Ordinal)) { }
+        catch (NotSupportedException e) when (e.Message.Contains(path, StringComparison.Ordinal)) { }
     }
 
     /// <summary>model.safetensors.index.json next to one real shard.</summary>

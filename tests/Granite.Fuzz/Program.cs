@@ -10,7 +10,7 @@ using Granite.Fuzz;
 
 // Nothing from the (instrumented) Granite assemblies may run before SharpFuzz has mapped AFL's shared memory: their
 // module initializers are instrumented too. So only names are known here; Targets is touched inside the callback.
-string[] names = ["safetensors", "index", "config", "tokenizer", "toolcall-stream", "conversation"];
+string[] names = ["safetensors", "index", "config", "tokenizer", "toolcall-stream", "conversation", "gguf"];
 if (args.Length == 0 || !names.Contains(args[0]))
 {
     Console.Error.WriteLine($"usage: Granite.Fuzz <{string.Join("|", names)}> [--replay PATH... | --random SECONDS [--seed N] [--corpus DIR]]");

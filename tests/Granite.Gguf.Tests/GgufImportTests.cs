@@ -217,6 +217,32 @@ public class GgufImportMismatchTests
 
     public GgufImportMismatchTests(ExportedFixtures exports) => _exports = exports;
 
+    [Theory]
+    [InlineData("granitehybrid.embedding_length", 0x80000000u)]
+    [InlineData("granitehybrid.block_count", 0xFFFFFFFFu)]
+    [InlineData("granitehybrid.feed_forward_length", 0x80000001u)]
+    [InlineData("tokenizer.ggml.eos_token_id", 0x90000000u)]
+    public void MetadataTooLargeForASizeNamesTheKey(string key, uint value)
+    {
+        var bytes = File.ReadAllBytes(_exports.Path("tiny-h-moe", null));
+        var k = System.Text.Encoding.UTF8.GetBytes(key);
+        int at = -1;
+        for (int i = 0; i + k.Length <= bytes.Length && at < 0; i++) if (bytes.AsSpan(i, k.Length).SequenceEqual(k)) at = i;
+        at.Should().BeGreaterThan(0);
+        BitConverter.ToUInt32(bytes, at + k.Length).Should().Be((uint)GgufValueType.UInt32);
+        BitConverter.TryWriteBytes(bytes.AsSpan(at + k.Length + 4), value);
+        var dir = Directory.CreateTempSubdirectory("granite-gguf-big-").FullName;
+        try
+        {
+            var path = Path.Combine(dir, "big.gguf");
+            File.WriteAllBytes(path, bytes);
+            using var f = GgufFile.Open(path);
+            var act = () => GgufImporter.ReadConfig(f);
+            act.Should().Throw<InvalidDataException>().WithMessage($"{path}: metadata '{key}' is UInt32 {value}, expected a non-negative integer below 2^31");
+        }
+        finally { Directory.Delete(dir, recursive: true); }
+    }
+
     [Fact]
     public void TensorShapeDisagreeingWithMetadataNamesTheTensor()
     {

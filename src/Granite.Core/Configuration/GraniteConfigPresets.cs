@@ -26,6 +26,25 @@ internal static class GraniteConfigPresets
         MambaDHead = 64,
     };
 
+    /// <summary>An H-Small-shaped configuration (real widths: hidden 4096, 32 query / 8 KV heads of 128, 72 experts of 768
+    /// top-10, shared MLP 1536, 128 SSM heads of 64, vocab 100352; 32.2 B parameters at 40 layers) with
+    /// <paramref name="layers"/> layers in the H-Tiny layer pattern. For the low-memory showcase (a synthetic Q4_K GGUF).</summary>
+    public static GraniteConfig HSmallShaped(int layers) => HTinyShaped(layers) with
+    {
+        HiddenSize = 4096,
+        IntermediateSize = 768,
+        SharedIntermediateSize = 1536,
+        NumAttentionHeads = 32,
+        NumKeyValueHeads = 8,
+        AttentionMultiplier = 1.0 / 128,
+        LogitsScaling = 16,
+        NumLocalExperts = 72,
+        NumExpertsPerTok = 10,
+        MambaNHeads = 128,
+        MambaDState = 128,
+        MambaDHead = 64,
+    };
+
     /// <summary>A Micro-shaped configuration (the dense Granite 4.0 Micro widths: hidden 2560, 40 query / 8 KV heads of 64,
     /// SwiGLU MLP 8192, RoPE θ = 10⁷, vocab 100352) with <paramref name="layers"/> attention layers. For benchmarks on
     /// generated checkpoints (e.g. the dense side of the session-memory comparison).</summary>

@@ -48,7 +48,11 @@ internal enum LlamaFileType : uint
 {
     AllF32 = 0,
     MostlyF16 = 1,
+    MostlyQ4_0 = 2,
     MostlyQ8_0 = 7,
+    /// <summary>"Q4_K - Small": written for a uniform Q4_K export (llama.cpp has no file type for pure Q4_K).</summary>
+    MostlyQ4_K_S = 14,
+    MostlyQ6_K = 18,
     MostlyBF16 = 32,
 }
 
@@ -208,6 +212,25 @@ internal static class Gguf
         for (int i = 0; i < shape.Count - 1; i++) rows = checked(rows * shape[i]);
         return checked(rows * (inner / be) * bb);
     }
+
+    /// <summary>The ggml name of a type id, including types this project does not read (IQ*, TQ*, MXFP4), or null.</summary>
+    public static string? KnownTypeName(uint raw) => raw switch
+    {
+        _ when Enum.IsDefined((GgmlType)raw) => ((GgmlType)raw).ToString(),
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        20 => "IQ4_NL",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        23 => "IQ4_XS",
+        29 => "IQ1_M",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
+        _ => null,
+    };
 
     /// <summary>Rounds <paramref name="n"/> up to a multiple of <paramref name="alignment"/>.</summary>
     public static long Align(long n, long alignment) => (n + alignment - 1) / alignment * alignment;

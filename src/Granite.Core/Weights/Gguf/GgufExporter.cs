@@ -18,19 +18,27 @@ internal sealed record GgufExportReport(string Path, string Architecture, GgmlTy
 /// </summary>
 internal static class GgufExporter
 {
+    /// <summary>The <c>--type</c> names, in the order the help lists them.</summary>
+    public const string TypeNames = "bf16, f16, f32, q8_0, q4_0, q4_k or q6_k";
+
     /// <summary>The weight types <c>--type</c> accepts.</summary>
     public static GgmlType ParseType(string s) => s.ToLowerInvariant() switch
     {
         "f32" => GgmlType.F32,
         "bf16" => GgmlType.BF16,
         "f16" => GgmlType.F16,
-        _ => throw new ArgumentException($"GGUF export type must be bf16, f16 or f32 (got '{s}')"),
+        "q8_0" => GgmlType.Q8_0,
+        "q4_0" => GgmlType.Q4_0,
+        "q4_k" => GgmlType.Q4_K,
+        "q6_k" => GgmlType.Q6_K,
+        _ => throw new ArgumentException($"GGUF export type must be {TypeNames} (got '{s}')"),
     };
 
     /// <summary>Exports <paramref name="modelDir"/> to <paramref name="outputPath"/>.</summary>
     /// <param name="modelDir">Checkpoint folder (config.json, safetensors, tokenizer.json, tokenizer_config.json).</param>
     /// <param name="outputPath">The .gguf file to write (replaced atomically).</param>
-    /// <param name="weightType">F32, F16 or BF16; null = the stored dtype of the weights (lossless).</param>
+    /// <param name="weightType">F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K (per tensor as llama.cpp's quantizer chooses:
+    /// <see cref="GgufQuantization.TensorType"/>); null = the stored dtype of the weights (lossless).</param>
     /// <exception cref="InvalidDataException">The checkpoint is invalid, incomplete, or has tensors with no GGUF mapping.</exception>
     public static GgufExportReport Export(string modelDir, string outputPath, GgmlType? weightType = null)
     {
@@ -41,8 +49,8 @@ internal static class GgufExporter
         bool hasLmHead = ckpt.Contains(GraniteCheckpointLayout.LmHead);
         CheckCheckpoint(cfg, ckpt);
         var type = weightType ?? StoredType(ckpt);
-        if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16))
-            throw new ArgumentException($"GGUF export type {type} is not supported (bf16, f16, f32)");
+        if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K))
+            throw new ArgumentException($"GGUF export type {type} is not supported ({TypeNames})");
 
         string arch = GraniteGgufLayout.Architecture(cfg);
         // llama.cpp applies RoPE exactly when there is no Mamba layer (rope.scaling.finetuned): other configs cannot be represented.
@@ -54,19 +62,43 @@ internal static class GgufExporter
         AddModelMetadata(w, cfg, arch, Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDir))), type);
         GgufTokenizerMetadata.Add(w, modelDir, GraniteGgufLayout.PaddedVocabSize(cfg));
 
-        foreach (var m in GraniteGgufLayout.Tensors(cfg, hasLmHead))
+        var mappings = GraniteGgufLayout.Tensors(cfg, hasLmHead);
+        var targets = mappings.Select(m => GgufQuantization.TensorType(type, m.AlwaysF32, m.Shape[^1])).ToList();
+        var quantizers = new Dictionary<GgmlType, GgufQuantizeRow>();
+        foreach (var t in targets.Where(GgufQuantization.IsQuantized).Distinct())
+            quantizers[t] = GgufQuantization.Quantizer(t)
+                ?? throw new NotSupportedException($"GGUF export type {type.ToString().ToLowerInvariant()} needs {t} blocks, and this build has no {t} quantizer");
+        for (int i = 0; i < mappings.Count; i++)
         {
-            var mapping = m;
-            var target = m.AlwaysF32 ? GgmlType.F32 : type;
-            w.AddTensor(new GgufTensorSpec(m.GgufName, target, m.Shape, () =>
+            var mapping = mappings[i];
+            var target = targets[i];
+            w.AddTensor(new GgufTensorSpec(mapping.GgufName, target, mapping.Shape, () =>
             {
                 var src = ckpt.GetTensor(mapping.HfName);
                 var derived = GraniteGgufLayout.Forward(cfg, mapping, src);
-                return derived.to_type(ScalarTypeOf(target)).contiguous();
+                return GgufQuantization.IsQuantized(target)
+                    ? Quantize(derived.to_type(ScalarType.Float32).contiguous(), target, quantizers[target])
+                    : derived.to_type(ScalarTypeOf(target)).contiguous();
             }));
         }
         long bytes = w.Write(outputPath);
         return new GgufExportReport(Path.GetFullPath(outputPath), arch, type, w.Tensors.Count, w.Metadata.Count, bytes);
+    }
+
+    /// <summary>The ggml blocks of a contiguous Float32 tensor, row by row (rows in parallel), as a Byte tensor.</summary>
+    internal static unsafe Tensor Quantize(Tensor f32, GgmlType type, GgufQuantizeRow quantizeRow)
+    {
+        var (be, bb) = Gguf.BlockLayout(type);
+        long row = f32.shape[^1];
+        if (row % be != 0 || row > int.MaxValue) throw new ArgumentException($"rows of {row} values do not fit {type} blocks of {be}");
+        long rows = f32.numel() / row;
+        int rowBytes = checked((int)(row / be * bb));
+        var result = empty(rows * rowBytes, dtype: ScalarType.Byte);
+        float* src = (float*)TorchNative.DataPointer(f32);
+        byte* dst = (byte*)TorchNative.DataPointer(result);
+        int n = (int)row;
+        Parallel.For(0L, rows, r => quantizeRow(new ReadOnlySpan<float>(src + r * n, n), new Span<byte>(dst + r * rowBytes, rowBytes)));
+        return result;
     }
 
     /// <summary>The TorchSharp dtype holding a float GGUF type's bytes.</summary>
@@ -109,7 +141,8 @@ internal static class GgufExporter
         }
     }
 
-    private static void AddModelMetadata(GgufWriter w, GraniteConfig c, string arch, string name, GgmlType type)
+    /// <summary>The converter's model keys (architecture, sizes, multipliers, SSM sizes) for <paramref name="c"/>.</summary>
+    internal static void AddModelMetadata(GgufWriter w, GraniteConfig c, string arch, string name, GgmlType type)
     {
         string K(string f) => Gguf.Llm.Key(f, arch);
         bool hybrid = c.MambaLayerCount > 0;
@@ -158,6 +191,9 @@ internal static class GgufExporter
         GgmlType.F16 => LlamaFileType.MostlyF16,
         GgmlType.BF16 => LlamaFileType.MostlyBF16,
         GgmlType.Q8_0 => LlamaFileType.MostlyQ8_0,
+        GgmlType.Q4_0 => LlamaFileType.MostlyQ4_0,
+        GgmlType.Q4_K => LlamaFileType.MostlyQ4_K_S,
+        GgmlType.Q6_K => LlamaFileType.MostlyQ6_K,
         _ => throw new ArgumentOutOfRangeException(nameof(t), t, "no file type"),
     };
 }

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Text;
+using Granite.Core.Diagnostics;
 using static TorchSharp.torch;
 
 namespace Granite.Core.Weights.Gguf;
@@ -107,6 +108,12 @@ internal sealed class GgufFile : MappedFile, IDisposable
     public uint GetUInt32(string key) =>
         Require(key).AsUInt32() ?? throw new InvalidDataException($"{Path}: metadata '{key}' is {Require(key).Describe()}, expected an unsigned 32-bit integer");
 
+    /// <summary>A required non-negative integer value that fits in a signed 32-bit integer (sizes and counts).</summary>
+    public int GetInt32(string key) =>
+        Require(key).AsInt64() is long l && l >= 0 && l <= int.MaxValue
+            ? (int)l
+            : throw new InvalidDataException($"{Path}: metadata '{key}' is {Require(key).Describe()}, expected a non-negative integer below 2^31");
+
     /// <summary>A required numeric value.</summary>
     public double GetDouble(string key) =>
         Require(key).AsDouble() ?? throw new InvalidDataException($"{Path}: metadata '{key}' is {Require(key).Describe()}, expected a number");
@@ -123,10 +130,9 @@ internal sealed class GgufFile : MappedFile, IDisposable
         _byName.TryGetValue(name, out var t) ? t : throw new InvalidDataException($"{Path}: tensor '{name}' is missing");
 
     /// <summary>
-    /// The tensor's values in row-major shape: a zero-copy view for F32/F16/BF16; for the quantized types of
-    /// <see cref="Kernels.Quant.QuantType"/> (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) a Float32 copy dequantized here (the model loader
-    /// keeps quantized linears as blocks instead, see <see cref="GetQuantized"/>). Other types raise
-    /// <see cref="NotSupportedException"/> naming the tensor.
+    /// The tensor's values in row-major shape: a zero-copy view for F32/F16/BF16 and, as a first step for quantized
+    /// files, a Float32 copy dequantized at load for the block types of <see cref="GgufQuantization.Dequantizer"/>.
+    /// Other types raise <see cref="NotSupportedException"/> naming it.
     /// </summary>
     public Tensor GetTensor(string name)
     {
@@ -137,24 +143,29 @@ internal sealed class GgufFile : MappedFile, IDisposable
             case GgmlType.F32: return CreateTensorAt(t.Offset, t.Shape, ScalarType.Float32, 4, t.ByteLength, t.Name);
             case GgmlType.F16: return CreateTensorAt(t.Offset, t.Shape, ScalarType.Float16, 2, t.ByteLength, t.Name);
             case GgmlType.BF16: return CreateTensorAt(t.Offset, t.Shape, ScalarType.BFloat16, 2, t.ByteLength, t.Name);
-            case var q when IsQuantized(q): return Dequantize(t);
-            default: throw new NotSupportedException($"{Path}: tensor '{name}' has type {t.Type}, which this reader does not run (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)");
+            default:
+                if (GgufQuantization.Dequantizer(t.Type) is { } dequantizeRow) return Dequantize(t, dequantizeRow);
+                throw new NotSupportedException($"{Path}: tensor '{name}' has type {t.Type}, which this reader does not run ({GgufQuantization.ReadableTypes})");
         }
     }
 
-    /// <summary>Whether <paramref name="type"/> is a block format the quantized kernels run.</summary>
+    /// <summary>Whether <paramref name="type"/> is a block format the quantized kernels run in place (Q8_0, Q4_0, Q4_K, Q5_K,
+    /// Q6_K; other readable block types, e.g. llama.cpp's Q5_0 fallback, are dequantized at load).</summary>
     public static bool IsQuantized(GgmlType type) => Kernels.Quant.QuantFormat.IsQuantType((uint)type);
 
-    private unsafe Tensor Dequantize(GgufTensorInfo t)
+    /// <summary>A Float32 copy of a block-quantized tensor, dequantized in runs of whole blocks (rows are runs of blocks).</summary>
+    private unsafe Tensor Dequantize(GgufTensorInfo t, GgufDequantizeRow dequantizeRow)
     {
-        var type = (Kernels.Quant.QuantType)(uint)t.Type;
-        long k = t.Shape[^1];
-        long rowBytes = Kernels.Quant.QuantFormat.RowBytes(type, k);
-        long rows = t.ByteLength / rowBytes;
+        var (be, bb) = Gguf.BlockLayout(t.Type);
+        long blocks = t.ByteLength / bb;
         var result = empty(t.Shape, dtype: ScalarType.Float32);
         float* dst = (float*)TorchNative.DataPointer(result);
-        byte* src = (byte*)BaseAddress + t.Offset;
-        for (long r = 0; r < rows; r++) Kernels.Quant.QuantFormat.DequantizeRow(type, src + r * rowBytes, dst + r * k, k);
+        const int chunk = 1 << 14;
+        for (long b0 = 0; b0 < blocks; b0 += chunk)
+        {
+            int n = (int)Math.Min(chunk, blocks - b0);
+            dequantizeRow(Span(t.Offset + b0 * bb, n * bb), new Span<float>(dst + b0 * be, n * be));
+        }
         return result;
     }
 
@@ -212,6 +223,7 @@ internal sealed class GgufFile : MappedFile, IDisposable
     private sealed record GgufHeader(uint Version, int Alignment, long DataStart, IReadOnlyList<KeyValuePair<string, GgufValue>> Metadata, IReadOnlyList<GgufTensorInfo> Tensors)
     {
         private const int MaxDims = 4;
+        private const int MaxTensorNameBytes = 63;
         private const long MaxStringBytes = 1L << 30;
 
         public static GgufHeader Read(FileStream fs, string path)
@@ -228,7 +240,7 @@ internal sealed class GgufFile : MappedFile, IDisposable
             if (nKv > (ulong)(length / 12)) throw r.Error($"declares {nKv} metadata entries, more than the file can hold");
             if (nTensors > (ulong)(length / 24)) throw r.Error($"declares {nTensors} tensors, more than the file can hold");
 
-            var kv = new List<KeyValuePair<string, GgufValue>>((int)nKv);
+            var kv = new List<KeyValuePair<string, GgufValue>>((int)Math.Min(nKv, 4096));
             var keys = new HashSet<string>(StringComparer.Ordinal);
             for (ulong i = 0; i < nKv; i++)
             {
@@ -246,11 +258,14 @@ internal sealed class GgufFile : MappedFile, IDisposable
                 alignment = (int)a;
             }
 
-            var infos = new List<(string Name, GgmlType Type, long[] Shape, ulong Offset, long Bytes)>((int)nTensors);
+            var infos = new List<(string Name, GgmlType Type, long[] Shape, ulong Offset, long Bytes)>((int)Math.Min(nTensors, 4096));
             var names = new HashSet<string>(StringComparer.Ordinal);
             for (ulong i = 0; i < nTensors; i++)
             {
                 string name = r.Str($"tensor name #{i}");
+                // ggml's GGML_MAX_NAME (64, with the terminating NUL): llama.cpp refuses longer names.
+                if (name.Length == 0 || Encoding.UTF8.GetByteCount(name) > MaxTensorNameBytes)
+                    throw r.Error($"tensor #{i} has a name of {Encoding.UTF8.GetByteCount(name)} bytes (1..{MaxTensorNameBytes} allowed): '{ErrorText.Excerpt(name)}'");
                 if (!names.Add(name)) throw r.Error($"has tensor '{name}' twice");
                 uint nDims = r.U32($"tensor '{name}' dimension count");
                 if (nDims == 0 || nDims > MaxDims) throw r.Error($"tensor '{name}' has {nDims} dimensions (1..{MaxDims} allowed)");
@@ -264,7 +279,9 @@ internal sealed class GgufFile : MappedFile, IDisposable
                 uint rawType = r.U32($"tensor '{name}' type");
                 var type = (GgmlType)rawType;
                 if (!Enum.IsDefined(type) || Gguf.BlockLayout(type).BlockElements == 0)
-                    throw r.Error($"tensor '{name}' has unknown ggml type {rawType}");
+                    throw r.Error(Gguf.KnownTypeName(rawType) is string known
+                        ? $"tensor '{name}' has ggml type {rawType} ({known}), which this reader does not support"
+                        : $"tensor '{name}' has unknown ggml type {rawType}");
                 ulong offset = r.U64($"tensor '{name}' offset");
                 var shape = ne.Reverse().ToArray();
                 long bytes;
@@ -331,28 +348,56 @@ internal sealed class GgufFile : MappedFile, IDisposable
                     ulong count = U64($"metadata '{key}' element count");
                     long min = elem == GgufValueType.String ? 8 : ElementSize(elem);
                     if (count > (ulong)((length - fs.Position) / min)) throw Error($"metadata '{key}' declares {count} elements, past the end of the file");
+                    if (count > (ulong)Array.MaxLength) throw Error($"metadata '{key}' declares {count} elements, more than an array can hold");
                     int n = (int)count;
+                    string what = $"metadata '{key}'";
                     Array arr = elem switch
                     {
-                        GgufValueType.String => new string[n],
-                        GgufValueType.Int32 => new int[n],
-                        GgufValueType.UInt32 => new uint[n],
-                        GgufValueType.Float32 => new float[n],
-                        GgufValueType.Bool => new bool[n],
-                        GgufValueType.UInt8 => new byte[n],
-                        GgufValueType.Int8 => new sbyte[n],
-                        GgufValueType.UInt16 => new ushort[n],
-                        GgufValueType.Int16 => new short[n],
-                        GgufValueType.UInt64 => new ulong[n],
-                        GgufValueType.Int64 => new long[n],
-                        GgufValueType.Float64 => new double[n],
+                        GgufValueType.String => Strings(n, what),
+                        GgufValueType.Int32 => Bulk<int>(n, what),
+                        GgufValueType.UInt32 => Bulk<uint>(n, what),
+                        GgufValueType.Float32 => Bulk<float>(n, what),
+                        GgufValueType.Bool => Bools(n, what),
+                        GgufValueType.UInt8 => Bulk<byte>(n, what),
+                        GgufValueType.Int8 => Bulk<sbyte>(n, what),
+                        GgufValueType.UInt16 => Bulk<ushort>(n, what),
+                        GgufValueType.Int16 => Bulk<short>(n, what),
+                        GgufValueType.UInt64 => Bulk<ulong>(n, what),
+                        GgufValueType.Int64 => Bulk<long>(n, what),
+                        GgufValueType.Float64 => Bulk<double>(n, what),
                         _ => throw Error($"metadata '{key}' has element type {elem}"),
                     };
-                    for (int i = 0; i < n; i++) arr.SetValue(Scalar(key, elem), i);
                     return new GgufValue(GgufValueType.Array, arr, elem);
                 }
                 if (!Enum.IsDefined(type)) throw Error($"metadata '{key}' has unknown value type {rawType}");
                 return new GgufValue(type, Scalar(key, type));
+            }
+
+            private string[] Strings(int n, string what)
+            {
+                var a = new string[n];
+                for (int i = 0; i < n; i++) a[i] = Str(what);
+                return a;
+            }
+
+            /// <summary>An array of little-endian primitives read in one go (the count was checked against the file).</summary>
+            private T[] Bulk<T>(int n, string what) where T : unmanaged
+            {
+                var a = new T[n];
+                var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.AsSpan());
+                if (fs.Position + bytes.Length > length) throw Error($"is truncated (reading {what} at byte {fs.Position})");
+                fs.ReadExactly(bytes);
+                if (!BitConverter.IsLittleEndian) throw new PlatformNotSupportedException("GGUF files are read on little-endian hosts only");
+                return a;
+            }
+
+            private bool[] Bools(int n, string what)
+            {
+                var raw = Bulk<byte>(n, what);
+                var a = new bool[n];
+                for (int i = 0; i < n; i++)
+                    a[i] = raw[i] <= 1 ? raw[i] == 1 : throw Error($"{what} element {i} is a bool with byte value {raw[i]}");
+                return a;
             }
 
             private static int ElementSize(GgufValueType t) => t switch

@@ -24,7 +24,7 @@ internal static class GgufImporter
         if (arch is not (Gguf.ArchGraniteHybrid or Gguf.ArchGranite or Gguf.ArchGraniteMoe))
             throw new NotSupportedException($"{f.Path}: general.architecture is '{arch}'; supported: {Gguf.ArchGraniteHybrid}, {Gguf.ArchGranite}, {Gguf.ArchGraniteMoe}");
         string K(string fmt) => Gguf.Llm.Key(fmt, arch);
-        int U(string fmt) => checked((int)f.GetUInt32(K(fmt)));
+        int U(string fmt) => f.GetInt32(K(fmt));
         int UOr(string fmt, int dflt) => f.Contains(K(fmt)) ? U(fmt) : dflt;
         double DOr(string fmt, double dflt) => f.Contains(K(fmt)) ? f.GetDouble(K(fmt)) : dflt;
 
@@ -44,7 +44,7 @@ internal static class GgufImporter
                 kvPerLayer[i] = arr.GetValue(i) is var v && new GgufValue(kvValue.ElementType, v!).AsInt64() is long l && l >= 0 && l <= int.MaxValue
                     ? (int)l : throw Bad(f, kvKey, $"entry {i} is not a non-negative integer");
         }
-        else kvPerLayer = Enumerable.Repeat(checked((int)f.GetUInt32(kvKey)), layers).ToArray();
+        else kvPerLayer = Enumerable.Repeat(f.GetInt32(kvKey), layers).ToArray();
         var kinds = kvPerLayer.Select(n => n == 0 ? LayerKind.Mamba : LayerKind.Attention).ToArray();
         var kvHeads = kvPerLayer.Where(n => n > 0).Distinct().ToArray();
         if (kvHeads.Length > 1) throw new NotSupportedException($"{f.Path}: metadata '{kvKey}' has different key/value head counts per attention layer ({string.Join(", ", kvHeads)})");
@@ -55,7 +55,9 @@ internal static class GgufImporter
         var embd = f.GetInfo("token_embd.weight");
         if (embd.Shape.Length != 2 || embd.Shape[1] != hidden)
             throw new InvalidDataException($"{f.Path}: tensor 'token_embd.weight' has shape [{string.Join(",", embd.Shape)}], metadata implies [vocab, {hidden}]");
-        int vocab = checked((int)embd.Shape[0]);
+        if (embd.Shape[0] > int.MaxValue)
+            throw new InvalidDataException($"{f.Path}: tensor 'token_embd.weight' has {embd.Shape[0]} rows, more than a vocabulary can have");
+        int vocab = (int)embd.Shape[0];
         if (f.Contains(K(Gguf.Llm.VocabSize)) && U(Gguf.Llm.VocabSize) != vocab)
             throw Bad(f, K(Gguf.Llm.VocabSize), $"is {U(Gguf.Llm.VocabSize)} but token_embd.weight has {vocab} rows");
 
@@ -68,7 +70,7 @@ internal static class GgufImporter
         if (hybrid && (inner % hidden != 0)) throw Bad(f, K(Gguf.Llm.SsmInnerSize), $"({inner}) is not a multiple of embedding_length ({hidden})");
         if (hybrid && (ssmHeads <= 0 || inner % ssmHeads != 0)) throw Bad(f, K(Gguf.Llm.SsmTimeStepRank), $"({ssmHeads}) must divide ssm.inner_size ({inner})");
 
-        int? Tok(string key) => f.Contains(key) ? checked((int)f.GetUInt32(key)) : null;
+        int? Tok(string key) => f.Contains(key) ? f.GetInt32(key) : null;
         int? eos = Tok(Gguf.Tokenizer.EosId);
         var cfg = new GraniteConfig
         {
@@ -137,8 +139,11 @@ internal static class GgufImporter
                 : throw new InvalidDataException($"{f.Path}: tensor '{m.GgufName}' is missing (needed for {m.HfName})");
             if (!info.Shape.SequenceEqual(m.Shape))
                 throw new InvalidDataException($"{f.Path}: tensor '{m.GgufName}' has shape [{string.Join(",", info.Shape)}], the metadata implies [{string.Join(",", m.Shape)}]");
-            if (info.Type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16) && !GgufFile.IsQuantized(info.Type))
-                throw new NotSupportedException($"{f.Path}: tensor '{m.GgufName}' has type {info.Type}; import reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K");
+            if (m.Transform is GgufTransform.PermuteQ or GgufTransform.PermuteK
+                && (m.Transform == GgufTransform.PermuteQ ? c.NumAttentionHeads : c.NumKeyValueHeads) is var h && (h <= 0 || m.Shape[0] % (2L * h) != 0))
+                throw new InvalidDataException($"{f.Path}: tensor '{m.GgufName}' has {m.Shape[0]} rows, which do not split into {h} heads of even size (the converter's RoPE row order cannot be undone)");
+            if (!GgufQuantization.IsReadable(info.Type))
+                throw new NotSupportedException($"{f.Path}: tensor '{m.GgufName}' has type {info.Type}; import reads {GgufQuantization.ReadableTypes} (block types dequantized at load)");
         }
         var used = mappings.Select(m => m.GgufName).ToHashSet(StringComparer.Ordinal);
         var extra = f.Tensors.Where(t => !used.Contains(t.Name)).Select(t => t.Name).ToList();
