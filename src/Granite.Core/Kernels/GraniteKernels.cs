@@ -58,6 +58,18 @@ internal sealed record KernelTuning
     public bool PairedRows512 { get; init; } = true;
 
     /// <summary>
+    /// With <see cref="PairedRows512"/>: calls of ≥ <see cref="Bf16Gemv.BlockedMinRows"/> rows run the register- and
+    /// cache-blocked form of the paired kernel (8 weight rows × 4 x rows per pass; bit-identical results, see
+    /// Bf16Gemv.Blocked.cs), and the routed experts of a pass are grouped into two managed calls whenever no expert has
+    /// more than <see cref="BlockedExpertMaxRows"/> rows (prefills included) instead of only up to
+    /// <see cref="Bf16Gemv.MaxRows"/>. False: the paired kernel and the 64-row grouping limit (for side-by-side runs).
+    /// </summary>
+    public bool BlockedGemm { get; init; } = true;
+
+    /// <summary>Most rows of one routed expert for the grouped managed experts with <see cref="BlockedGemm"/> (beyond: per-expert GEMMs).</summary>
+    public int BlockedExpertMaxRows { get; init; } = 4096;
+
+    /// <summary>
     /// Batched decode steps advance every sequence's Mamba conv window and SSM state in one kernel call each
     /// (<see cref="ConvStep.StepBatch"/>, <see cref="SsmStep.StepBatch"/>: no per-sequence LibTorch calls, the SSM split
     /// over the kernel workers) instead of one fused call per sequence. Same results; false for side-by-side measurements.
@@ -117,6 +129,13 @@ internal sealed class GraniteKernels
     /// <summary>Forward passes of at most this many tokens are decode-shaped (attention keeps BF16 operands up to this many query rows).</summary>
     public const int DecodeMaxTokens = 4;
 
+    /// <summary>
+    /// Set to <c>off</c> (or <c>0</c>, <c>false</c>) to turn off <see cref="KernelTuning.BlockedGemm"/> (the blocked
+    /// multi-row kernel and prefill expert grouping), or to a number N to let the managed kernel take dense BF16 linears
+    /// of up to N rows (<see cref="KernelTuning.Bf16GemvMaxRows"/>, when not set otherwise), for side-by-side measurements.
+    /// </summary>
+    public const string PrefillGemmEnvironmentVariable = "GRANITE_PREFILL_GEMM";
+
     private GraniteKernels(CpuFeatures cpu, KernelIsa isa, string capSource, KernelWorkers workers, KernelTuning tuning)
     {
         Cpu = cpu;
@@ -127,7 +146,8 @@ internal sealed class GraniteKernels
         GemvIsa = isa >= KernelIsa.Avx512 && !tuning.Wide512Gemv ? KernelIsa.Avx2 : isa;
         // The int8 head's widening (vpmovsxbd) costs the same per weight at either width; it follows the GEMV's width.
         HeadIsa = GemvIsa;
-        Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes, paired512: isa >= KernelIsa.Avx512 && tuning.PairedRows512);
+        Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes, paired512: isa >= KernelIsa.Avx512 && tuning.PairedRows512,
+            blocked: tuning.BlockedGemm);
         // The quantized GEMV has no float32 parity contract with a GEMM path to keep, and its K-quant unpacking is
         // compute-heavy: it takes the full width the CPU (and the cap) allows.
         QuantGemv = new QuantGemv(isa >= KernelIsa.Avx512 ? KernelIsa.Avx512 : isa, workers, tuning.ParallelMinBytes);
@@ -149,6 +169,14 @@ internal sealed class GraniteKernels
         tuning ??= new KernelTuning();
         if (Environment.GetEnvironmentVariable(BatchKernelsEnvironmentVariable)?.Trim().ToLowerInvariant() is "off" or "0" or "false")
             tuning = tuning with { PairedRows512 = false, StackedMambaStep = false };
+        var prefill = Environment.GetEnvironmentVariable(PrefillGemmEnvironmentVariable)?.Trim().ToLowerInvariant();
+        if (prefill is "off" or "0" or "false") tuning = tuning with { BlockedGemm = false };
+        else if (!string.IsNullOrEmpty(prefill) && prefill is not ("on" or "true"))
+        {
+            if (!int.TryParse(prefill, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int denseRows))
+                throw new ArgumentException($"{PrefillGemmEnvironmentVariable}='{prefill}' is not one of on, off or a row count (dense linears of up to that many rows on the managed kernel).");
+            if (tuning.Bf16GemvMaxRows == Bf16Gemv.MaxRows) tuning = tuning with { Bf16GemvMaxRows = denseRows };
+        }
         return new GraniteKernels(cpu, isa, source, new KernelWorkers(workers, tuning.PersistentWorkers, tuning.WorkerSpinMicroseconds), tuning);
     }
 
@@ -229,7 +257,8 @@ internal sealed class GraniteKernels
     /// <summary>One line for logs and benchmark records: ISA, CPU flags, GEMM choice, threads.</summary>
     public string Description =>
         $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {_bf16Gemm.Value.Reason}, "
-        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")}{(Gemv.Paired512 ? " (multi-row: paired 512-bit)" : "")} ≤ {Tuning.Bf16GemvMaxRows} rows, "
+        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")}{(Gemv.Paired512 ? " (multi-row: paired 512-bit" + (Gemv.Blocked ? $", blocked from {Bf16Gemv.BlockedMinRows} rows" : "") + ")" : "")} ≤ {Tuning.Bf16GemvMaxRows} rows, "
+        + $"routed experts grouped up to {ExpertGroupMaxRows} rows per expert, "
         + $"{Workers.Count} kernel threads ({(Workers.Persistent ? $"persistent pool, spin {Workers.SpinMicroseconds} µs" : "Parallel.For")}), small ops {(Tuning.ManagedSmallOps ? "managed" : "LibTorch")}, "
         + $"head {(Tuning.Int8Head ? "int8 (per-row scales)" : "as the weights")}{(Tuning.StackedMambaStep ? "" : ", per-sequence Mamba steps")}, "
         + $"quantized GEMV {(QuantGemv.Isa >= KernelIsa.Avx512 ? "512-bit" : QuantGemv.Isa == KernelIsa.Avx2 ? "256-bit" : "scalar")} ≤ {Quant.QuantGemv.MaxRows} rows";
@@ -314,7 +343,7 @@ internal sealed class GraniteKernels
         }
         long rows = x.numel() / x.shape[^1];
         int maxRows = Tuning.Bf16GemvMaxRows;
-        if (rows <= maxRows && Bf16Gemv.Supports(x, weight)) return Gemv.Linear(x, weight, bias);
+        if (rows <= maxRows && Bf16Gemv.Supports(x, weight, maxRows)) return Gemv.Linear(x, weight, bias);
         if (rows > maxRows && !NativeBf16Gemm && weight.numel() <= Tuning.MaxUpcastElements)
         {
             var x32 = x.dtype == ScalarType.Float32 ? x : x.to_type(ScalarType.Float32);
@@ -333,13 +362,22 @@ internal sealed class GraniteKernels
     /// two grouped managed calls (<see cref="LinearGrouped"/>) instead of one GEMM pair per expert.
     /// </summary>
     public bool GroupExperts(Device device, long maxRowsPerExpert) =>
-        device.type == DeviceType.CPU && maxRowsPerExpert <= Math.Min(Bf16Gemv.MaxRows, Tuning.Bf16GemvMaxRows);
+        device.type == DeviceType.CPU && maxRowsPerExpert <= ExpertGroupMaxRows;
+
+    /// <summary>
+    /// Most rows of one expert for <see cref="GroupExperts"/>: with the blocked kernel (<see cref="Bf16Gemv.Blocked"/>)
+    /// <see cref="KernelTuning.BlockedExpertMaxRows"/> (a prefill's experts too), else <see cref="Bf16Gemv.MaxRows"/>;
+    /// never more than <see cref="KernelTuning.Bf16GemvMaxRows"/> when that is below <see cref="Bf16Gemv.MaxRows"/> (0: no grouping).
+    /// </summary>
+    public int ExpertGroupMaxRows =>
+        Tuning.Bf16GemvMaxRows < Bf16Gemv.MaxRows ? Math.Max(0, Tuning.Bf16GemvMaxRows)
+        : Gemv.Blocked ? Math.Max(Bf16Gemv.MaxRows, Tuning.BlockedExpertMaxRows) : Bf16Gemv.MaxRows;
 
     /// <summary>Routed-expert linears in one pass; see <see cref="Bf16Gemv.LinearGrouped"/>.</summary>
     public Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts, KernelPart part = KernelPart.Other)
     {
         using var time = Time(part);
-        return Gemv.LinearGrouped(x, weights, rowCounts);
+        return Gemv.LinearGrouped(x, weights, rowCounts, ExpertGroupMaxRows);
     }
 
     /// <summary>
