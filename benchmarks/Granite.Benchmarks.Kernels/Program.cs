@@ -2,6 +2,8 @@
 // that a shared, loaded machine still gives per-CPU-second efficiency (wall time there mostly measures the scheduler):
 //   gemv [--threads 1] [--isas avx2,avx512] [--rows 1]   managed BF16 GEMV per ISA, GB of weights per CPU-second,
 //                                                         interleaved rounds, 256 MiB of distinct weights per shape set
+//   qgemv [--threads 1] [--isas avx2,avx512] [--rows 1]   GEMV on quantized blocks (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) per ISA next to
+//                                                         the BF16 GEMV: weights and bytes per CPU-second, interleaved rounds
 //   gemm [--threads 1]                                    LibTorch native BF16 GEMM vs upcast + float32 GEMM, GFLOP per CPU-second
 //   prefill [--threads 2] [--tokens 512] [--rows 512] [--rounds 5]
 //                                                         a prefill's routed experts and dense linears: blocked managed kernel,
@@ -10,7 +12,7 @@
 //   stream [--threads 2] [--mib 1024] [--rounds 9]        streaming-read bandwidth (the decode bound), GB/s, dedicated threads
 //   head --model DIR [--threads 2] [--rounds 9]           tied-head kernels (BF16 256/512-bit, LibTorch, int8 256/512-bit), ms
 //                                                         and GB/s; int8 head accuracy over a greedy decode (max |Δlogit|, top-1)
-//   decode --model DIR [--threads 2] [--rounds 5] [--tokens 32] [--variants base,pool,ops,int8]
+//   decode --model DIR [--threads 2] [--rounds 5] [--tokens 32] [--variants base,pool,ops,int8] (also stored, q8_0)
 //                                                         interleaved A/B of kernel variants, one model per variant (mmap),
 //                                                         decode ms/token and a 32-token follow-up, medians
 //   profile --model DIR [--threads 2] [--rounds 3] [--tokens 16] [--variants base,ops]
@@ -60,6 +62,50 @@ if (mode == "gemv")
             var l = results[isa].Order().ToList();
             Console.WriteLine($"W[{n},{k}] x{copies}, {rows} row(s), {kernels[isa].Isa,-10}: median {l[l.Count / 2]:F1} GB per CPU-s (range {l[0]:F1}-{l[^1]:F1})");
         }
+    }
+}
+else if (mode == "qgemv")
+{
+    var isas = opts.GetValueOrDefault("isas", "avx2,avx512").Split(',').Select(s => GraniteKernels.ParseIsa(s) ?? throw new ArgumentException(s)).ToArray();
+    int rows = int.Parse(opts.GetValueOrDefault("rows", "1"), CultureInfo.InvariantCulture);
+    var types = new[] { Granite.Core.Kernels.Quant.QuantType.Q8_0, Granite.Core.Kernels.Quant.QuantType.Q4_0, Granite.Core.Kernels.Quant.QuantType.Q4_K,
+        Granite.Core.Kernels.Quant.QuantType.Q5_K, Granite.Core.Kernels.Quant.QuantType.Q6_K };
+    // Routed expert gate|up (64 distinct copies: more than the caches) and the Mamba in_proj.
+    foreach (var (n, k, copies) in new[] { (1024L, 1536L, 64), (6448L, 1536L, 8) })
+    {
+        using var scope = NewDisposeScope();
+        var dense = Enumerable.Range(0, copies).Select(_ => { using var r = randn(n, k); return r.to_type(ScalarType.BFloat16); }).ToArray();
+        var x = randn(rows, k);
+        using var w1 = new KernelWorkers(1);
+        var quant = types.ToDictionary(t => t, t => dense.Select(d => Granite.Core.Kernels.Quant.QuantizedWeight.Quantize(d, t, w1)).ToArray());
+        var kernels = isas.ToDictionary(i => i, i => GraniteKernels.Create(i, threads));
+        var variants = new List<string> { "BF16" };
+        variants.AddRange(types.Select(t => t.ToString()));
+        var results = isas.ToDictionary(i => i, _ => variants.ToDictionary(v => v, _ => new List<double>()));
+        long weights = n * k * copies;
+        for (int round = 0; round < 5; round++)
+            foreach (var isa in isas)
+                foreach (var v in variants)
+                {
+                    var kk = kernels[isa];
+                    void Once()
+                    {
+                        if (v == "BF16") foreach (var d in dense) kk.Gemv.Linear(x, d, null).Dispose();
+                        else foreach (var q in quant[Enum.Parse<Granite.Core.Kernels.Quant.QuantType>(v)]) kk.QuantGemv.Linear(x, q, null).Dispose();
+                    }
+                    Once();
+                    double t0 = Cpu.Seconds();
+                    for (int r = 0; r < 3; r++) Once();
+                    results[isa][v].Add(3.0 * weights / (Cpu.Seconds() - t0) / 1e9);
+                }
+        foreach (var isa in isas)
+            foreach (var v in variants)
+            {
+                var l = results[isa][v].Order().ToList();
+                double bitsPer = v == "BF16" ? 16 : Granite.Core.Kernels.Quant.QuantFormat.BitsPerWeight(Enum.Parse<Granite.Core.Kernels.Quant.QuantType>(v));
+                Console.WriteLine($"W[{n},{k}] x{copies}, {rows} row(s), {kernels[isa].Isa,-10} {v,-5}: median {l[l.Count / 2]:F2} G weights per CPU-s = {l[l.Count / 2] * bitsPer / 8:F1} GB per CPU-s (range {l[0]:F2}-{l[^1]:F2})");
+            }
+        foreach (var qs in quant.Values) foreach (var q in qs) q.Dispose();
     }
 }
 else if (mode == "gemm")
@@ -154,7 +200,7 @@ else if (mode == "decode") Wall.Decode(opts["model"], threads, int.Parse(opts.Ge
     int.Parse(opts.GetValueOrDefault("tokens", "32"), CultureInfo.InvariantCulture), opts.GetValueOrDefault("variants", "base,pool,ops,int8").Split(','));
 else if (mode == "profile") Wall.Profile(opts["model"], threads, int.Parse(opts.GetValueOrDefault("rounds", "3"), CultureInfo.InvariantCulture),
     int.Parse(opts.GetValueOrDefault("tokens", "16"), CultureInfo.InvariantCulture), opts.GetValueOrDefault("variants", "base,ops").Split(','));
-else throw new ArgumentException($"unknown mode '{mode}' (gemv, gemm, prefill, stream, head, decode, profile)");
+else throw new ArgumentException($"unknown mode '{mode}' (gemv, qgemv, gemm, prefill, stream, head, decode, profile)");
 
 /// <summary>Process CPU time (all threads).</summary>
 internal static class Cpu

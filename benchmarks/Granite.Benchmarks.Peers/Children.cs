@@ -23,7 +23,10 @@ internal static class GraniteChild
         GraniteRuntime.EnsureLoaded();
         long rssBefore = ProcStatus.ResetPeak();
         var sw = Stopwatch.StartNew();
-        using var model = GraniteModel.Load(dir, new GraniteModelOptions { WeightDtype = WeightDtypePolicy.AsStored, Threads = threads });
+        // --granite-dtype q8_0: quantize the linears at load (WeightDtypePolicy.Q8_0); a .gguf --model loads in place.
+        var policy = Program.Get(o, "granite-dtype", "stored") == "q8_0" ? WeightDtypePolicy.Q8_0 : WeightDtypePolicy.AsStored;
+        if (File.Exists(dir)) dir = Granite.Core.Weights.Gguf.GgufImporter.ResolveModelPath(dir);
+        using var model = GraniteModel.Load(dir, new GraniteModelOptions { WeightDtype = policy, Threads = threads });
         double load = sw.Elapsed.TotalSeconds;
         var c = model.Config;
         var prompt = Program.Prompt(promptTokens, c.VocabSize, 7);
@@ -61,7 +64,7 @@ internal static class GraniteChild
         using (NewDisposeScope()) afterFollowup = (int)model.Forward(followup, state).argmax().item<long>();
         double ttft = sw.Elapsed.TotalSeconds;
         return Result("granite", load, promptTokens, prefill, decodeTokens, decode, ttft, greedy, afterFollowup, rssBefore,
-            $"weights {model.WeightDtype}, LibTorch threads {get_num_threads()}, prefill chunks of {chunk}; kernels: {model.KernelDescription}", prefillCpu);
+            $"weights {model.WeightDtype}{(model.LoadReport.QuantizedFormat is { } qf ? $", linears {qf}" : "")}, LibTorch threads {get_num_threads()}, prefill chunks of {chunk}; kernels: {model.KernelDescription}", prefillCpu);
     }
 
     /// <summary>User + system CPU seconds of this process so far (all threads).</summary>

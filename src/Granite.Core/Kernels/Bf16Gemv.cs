@@ -23,7 +23,7 @@ namespace Granite.Core.Kernels;
 internal sealed unsafe partial class Bf16Gemv
 {
     /// <summary>
-    /// Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="GraniteKernels.Linear"/>). The kernel
+    /// Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="GraniteKernels.Linear(Tensor, Tensor, Tensor?, KernelPart)"/>). The kernel
     /// reads each BF16 weight once whatever the row count, and keeps beating upcast + MKL GEMM up to about this many rows on
     /// the 2-vCPU AVX2 box (measured per shape in docs/benchmarks.md: 32 rows of a 1024×1536 expert 2.8 vs 4.7 ms, of the
     /// 6448×1536 Mamba in_proj 12.8 vs 37.4 ms; at 64 rows roughly even on the smallest weights). This is what makes a

@@ -1,3 +1,4 @@
+using Granite.Core.Kernels.Quant;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -147,6 +148,9 @@ internal sealed class GraniteKernels
         HeadIsa = GemvIsa;
         Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes, paired512: isa >= KernelIsa.Avx512 && tuning.PairedRows512,
             blocked: tuning.BlockedGemm);
+        // The quantized GEMV has no float32 parity contract with a GEMM path to keep, and its K-quant unpacking is
+        // compute-heavy: it takes the full width the CPU (and the cap) allows.
+        QuantGemv = new QuantGemv(isa >= KernelIsa.Avx512 ? KernelIsa.Avx512 : isa, workers, tuning.ParallelMinBytes);
         // Decided on first use (a probe on AVX512-BF16 CPUs), so float32 models never pay for it.
         _bf16Gemm = new Lazy<(bool Native, string Reason)>(() => Bf16GemmProbe.Decide(isa, tuning.Bf16Gemm));
     }
@@ -222,6 +226,9 @@ internal sealed class GraniteKernels
     /// <summary>The managed BF16 GEMV.</summary>
     public Bf16Gemv Gemv { get; }
 
+    /// <summary>The GEMV on quantized blocks (<see cref="Quant.QuantGemv"/>).</summary>
+    public QuantGemv QuantGemv { get; }
+
     /// <summary>Instruction set of the int8 head kernel.</summary>
     public KernelIsa HeadIsa { get; }
 
@@ -253,7 +260,8 @@ internal sealed class GraniteKernels
         + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")}{(Gemv.Paired512 ? " (multi-row: paired 512-bit" + (Gemv.Blocked ? $", blocked from {Bf16Gemv.BlockedMinRows} rows" : "") + ")" : "")} ≤ {Tuning.Bf16GemvMaxRows} rows, "
         + $"routed experts grouped up to {ExpertGroupMaxRows} rows per expert, "
         + $"{Workers.Count} kernel threads ({(Workers.Persistent ? $"persistent pool, spin {Workers.SpinMicroseconds} µs" : "Parallel.For")}), small ops {(Tuning.ManagedSmallOps ? "managed" : "LibTorch")}, "
-        + $"head {(Tuning.Int8Head ? "int8 (per-row scales)" : "as the weights")}{(Tuning.StackedMambaStep ? "" : ", per-sequence Mamba steps")}";
+        + $"head {(Tuning.Int8Head ? "int8 (per-row scales)" : "as the weights")}{(Tuning.StackedMambaStep ? "" : ", per-sequence Mamba steps")}, "
+        + $"quantized GEMV {(QuantGemv.Isa >= KernelIsa.Avx512 ? "512-bit" : QuantGemv.Isa == KernelIsa.Avx2 ? "256-bit" : "scalar")} ≤ {Quant.QuantGemv.MaxRows} rows";
 
     /// <summary>
     /// y = x·Wᵀ (+ b). Float32 weights: float32 GEMM/GEMV, result float32 (the input is cast to the weight dtype).
@@ -267,6 +275,63 @@ internal sealed class GraniteKernels
         if (part == KernelPart.Other || Profile is null) return LinearCore(x, weight, bias);
         using var time = Time(part);
         return LinearCore(x, weight, bias);
+    }
+
+    /// <summary>
+    /// y = x·Wᵀ (+ b) for a weight that may be quantized: dense weights as <see cref="Linear(Tensor, Tensor, Tensor?, KernelPart)"/>;
+    /// quantized ones through <see cref="QuantLinear"/>. Float32 result for quantized weights.
+    /// </summary>
+    public Tensor Linear(Tensor x, LinearWeight weight, Tensor? bias = null, KernelPart part = KernelPart.Other)
+    {
+        if (weight.Quantized is null) return Linear(x, weight.Dense ?? throw new ArgumentException("no weight", nameof(weight)), bias, part);
+        if (part == KernelPart.Other || Profile is null) return QuantLinear(x, weight.Quantized, bias);
+        using var time = Time(part);
+        return QuantLinear(x, weight.Quantized, bias);
+    }
+
+    /// <summary>
+    /// x [..., K] · Wᵀ (+ b) on a quantized [N, K] weight, float32 [..., N]: up to <see cref="QuantGemv.MaxRows"/> CPU rows
+    /// directly on the blocks (<see cref="Quant.QuantGemv"/>); more rows (prefill) dequantize the weight to a transient float32
+    /// copy (freed at once) and run LibTorch's float32 GEMM.
+    /// </summary>
+    public Tensor QuantLinear(Tensor x, QuantizedWeight weight, Tensor? bias)
+    {
+        if (weight.Experts != 0) throw new ArgumentException("an expert stack needs Expert(e) first", nameof(weight));
+        long rows = x.numel() / x.shape[^1];
+        if (x.device_type == DeviceType.CPU && rows <= Quant.QuantGemv.MaxRows) return QuantGemv.Linear(x, weight, bias);
+        var x32 = x.dtype == ScalarType.Float32 ? x : x.to_type(ScalarType.Float32);
+        using var w32 = weight.Dequantize(Workers);
+        using var wd = x.device_type == DeviceType.CPU ? null : w32.to(x.device);
+        using var b32 = bias?.to_type(ScalarType.Float32);
+        return torch.nn.functional.linear(x32, wd ?? w32, b32);
+    }
+
+    /// <summary>Rows <paramref name="ids"/> (int64, CPU, in range) of a quantized [V, K] table dequantized: float32 [T, K] (embedding lookup).</summary>
+    public unsafe Tensor QuantRows(QuantizedWeight table, Tensor ids)
+    {
+        using var idsCpu = ids.to_type(ScalarType.Int64).cpu().contiguous();
+        long n = idsCpu.numel();
+        var y = torch.empty(new[] { n, table.Cols }, ScalarType.Float32);
+        var yp = (float*)Weights.TorchNative.DataPointer(y);
+        var ip = (long*)Weights.TorchNative.DataPointer(idsCpu);
+        for (long i = 0; i < n; i++)
+        {
+            long r = ip[i];
+            if (r < 0 || r >= table.Rows) throw new ArgumentOutOfRangeException(nameof(ids), r, $"row {r} is outside the {table.Rows} rows");
+            QuantFormat.DequantizeRow(table.Type, table.RowPointer(r), yp + i * table.Cols, table.Cols);
+        }
+        return ids.device_type == DeviceType.CPU ? y : y.to(ids.device);
+    }
+
+    /// <summary>Whether quantized routed experts whose largest batch has <paramref name="maxRowsPerExpert"/> rows run grouped (<see cref="LinearGroupedQuant"/>).</summary>
+    public bool GroupQuantExperts(Device device, long maxRowsPerExpert) =>
+        device.type == DeviceType.CPU && maxRowsPerExpert <= Quant.QuantGemv.MaxRows;
+
+    /// <summary>Quantized routed-expert linears in one pass; see <see cref="QuantGemv.LinearGrouped"/>.</summary>
+    public Tensor LinearGroupedQuant(Tensor x, IReadOnlyList<QuantizedWeight> weights, ReadOnlySpan<int> rowCounts, KernelPart part = KernelPart.Other)
+    {
+        using var time = Time(part);
+        return QuantGemv.LinearGrouped(x, weights, rowCounts);
     }
 
     private Tensor LinearCore(Tensor x, Tensor weight, Tensor? bias)
@@ -320,6 +385,17 @@ internal sealed class GraniteKernels
     /// the int8 copy of <paramref name="weight"/> (built on first use; passes of more than <see cref="Bf16Gemv.MaxRows"/>
     /// rows, other devices and dtypes use the weight itself). Float32 result.
     /// </summary>
+    public Tensor LinearHead(Tensor h, LinearWeight weight)
+    {
+        if (weight.Quantized is { } q)
+        {
+            using var qtime = Time(KernelPart.Head);
+            return QuantLinear(h, q, null);
+        }
+        return LinearHead(h, weight.Dense ?? throw new ArgumentException("no weight", nameof(weight)));
+    }
+
+    /// <inheritdoc cref="LinearHead(Tensor, LinearWeight)"/>
     public Tensor LinearHead(Tensor h, Tensor weight)
     {
         using var time = Time(KernelPart.Head);
