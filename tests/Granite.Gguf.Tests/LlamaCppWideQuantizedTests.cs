@@ -41,10 +41,18 @@ public sealed class LlamaCppWideQuantizedTests : IClassFixture<LlamaCppWideQuant
             var src = Golden.FixtureDir("tiny-h-moe");
             var cfg = GraniteConfig.Load(src) with
             {
-                HiddenSize = 256, IntermediateSize = 256, SharedIntermediateSize = 256, NumHiddenLayers = 3,
+                HiddenSize = 256,
+                IntermediateSize = 256,
+                SharedIntermediateSize = 256,
+                NumHiddenLayers = 3,
                 LayerTypes = new[] { LayerKind.Mamba, LayerKind.Attention, LayerKind.Mamba },
-                NumAttentionHeads = 4, NumKeyValueHeads = 2, AttentionMultiplier = 1.0 / 64,
-                MambaNHeads = 8, MambaDHead = 64, SourcePath = null, TorchDtype = "float32",
+                NumAttentionHeads = 4,
+                NumKeyValueHeads = 2,
+                AttentionMultiplier = 1.0 / 64,
+                MambaNHeads = 8,
+                MambaDHead = 64,
+                SourcePath = null,
+                TorchDtype = "float32",
             };
             GraniteCheckpointLayout.WriteConfig(Checkpoint, cfg);
             GraniteCheckpointLayout.WriteRandom(Checkpoint, cfg, ScalarType.Float32, seed: 12);
