@@ -86,8 +86,14 @@ internal static unsafe class Wall
         return s;
     }
 
-    private static GraniteModel LoadModel(string dir, int threads, KernelTuning tuning) =>
-        GraniteModel.Load(dir, new GraniteModelOptions { Threads = threads, KernelTuning = tuning });
+    private static GraniteModel LoadModel(string dir, int threads, string variant) =>
+        GraniteModel.Load(dir, new GraniteModelOptions
+        {
+            Threads = threads,
+            KernelTuning = Variant(variant),
+            // q8_0: the defaults with the linears and the embedding quantized at load (docs/quantization.md).
+            WeightDtype = variant == "q8_0" ? WeightDtypePolicy.Q8_0 : WeightDtypePolicy.AsStored,
+        });
 
     private static KernelTuning Variant(string name) => name switch
     {
@@ -96,13 +102,14 @@ internal static unsafe class Wall
         "ops" => new KernelTuning { PersistentWorkers = true, ManagedSmallOps = true },
         "int8" => new KernelTuning { PersistentWorkers = true, ManagedSmallOps = true, Int8Head = true },
         "opsonly" => new KernelTuning { PersistentWorkers = false, ManagedSmallOps = true },
-        _ => throw new ArgumentException($"unknown variant '{name}' (base, pool, ops, int8, opsonly)"),
+        "stored" or "q8_0" => new KernelTuning(),
+        _ => throw new ArgumentException($"unknown variant '{name}' (base, pool, ops, int8, opsonly, stored, q8_0)"),
     };
 
     /// <summary>Interleaved decode A/B: every round runs each variant (rotating the first) on a fresh state.</summary>
     public static void Decode(string dir, int threads, int rounds, int tokens, string[] variants)
     {
-        var models = variants.ToDictionary(v => v, v => LoadModel(dir, threads, Variant(v)));
+        var models = variants.ToDictionary(v => v, v => LoadModel(dir, threads, v));
         try
         {
             foreach (var (v, m) in models) Console.WriteLine($"{v}: {m.KernelDescription}");
@@ -155,7 +162,7 @@ internal static unsafe class Wall
     /// <summary>Per-part decode profile for each variant, interleaved rounds, median per part.</summary>
     public static void Profile(string dir, int threads, int rounds, int tokens, string[] variants)
     {
-        var models = variants.ToDictionary(v => v, v => LoadModel(dir, threads, Variant(v)));
+        var models = variants.ToDictionary(v => v, v => LoadModel(dir, threads, v));
         try
         {
             var rng = new Random(7);
@@ -219,8 +226,8 @@ internal static unsafe class Wall
     /// <summary>Tied-head kernels on the model's own head weight, and the int8 head's effect on logits over a greedy decode.</summary>
     public static void Head(string dir, int threads, int rounds)
     {
-        using var model = LoadModel(dir, threads, new KernelTuning());
-        using var quant = LoadModel(dir, threads, new KernelTuning { Int8Head = true });
+        using var model = GraniteModel.Load(dir, new GraniteModelOptions { Threads = threads, KernelTuning = new KernelTuning() });
+        using var quant = GraniteModel.Load(dir, new GraniteModelOptions { Threads = threads, KernelTuning = new KernelTuning { Int8Head = true } });
         using var noGrad = no_grad();
         var w = model.Module.Backbone.EmbeddingWeight;
         Console.WriteLine($"head [{w.shape[0]}, {w.shape[1]}] {w.dtype}, {threads} thread(s); {model.KernelDescription}");

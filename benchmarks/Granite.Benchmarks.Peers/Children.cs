@@ -23,7 +23,10 @@ internal static class GraniteChild
         GraniteRuntime.EnsureLoaded();
         long rssBefore = ProcStatus.ResetPeak();
         var sw = Stopwatch.StartNew();
-        using var model = GraniteModel.Load(dir, new GraniteModelOptions { WeightDtype = WeightDtypePolicy.AsStored, Threads = threads });
+        // --granite-dtype q8_0: quantize the linears at load (WeightDtypePolicy.Q8_0); a .gguf --model loads in place.
+        var policy = Program.Get(o, "granite-dtype", "stored") == "q8_0" ? WeightDtypePolicy.Q8_0 : WeightDtypePolicy.AsStored;
+        if (File.Exists(dir)) dir = Granite.Core.Weights.Gguf.GgufImporter.ResolveModelPath(dir);
+        using var model = GraniteModel.Load(dir, new GraniteModelOptions { WeightDtype = policy, Threads = threads });
         double load = sw.Elapsed.TotalSeconds;
         var c = model.Config;
         var prompt = Program.Prompt(promptTokens, c.VocabSize, 7);
@@ -39,6 +42,7 @@ internal static class GraniteChild
 
         using var state = model.CreateState();
         var greedy = new List<int>();
+        double cpu0 = CpuSeconds();
         sw.Restart();
         for (int start = 0; start < prompt.Length; start += chunk)
         {
@@ -47,6 +51,7 @@ internal static class GraniteChild
             if (start + chunk >= prompt.Length) greedy.Add((int)logits.argmax().item<long>());
         }
         double prefill = sw.Elapsed.TotalSeconds;
+        double prefillCpu = CpuSeconds() - cpu0;
         sw.Restart();
         for (int i = 0; i < decodeTokens; i++)
         {
@@ -59,13 +64,22 @@ internal static class GraniteChild
         using (NewDisposeScope()) afterFollowup = (int)model.Forward(followup, state).argmax().item<long>();
         double ttft = sw.Elapsed.TotalSeconds;
         return Result("granite", load, promptTokens, prefill, decodeTokens, decode, ttft, greedy, afterFollowup, rssBefore,
-            $"weights {model.WeightDtype}, LibTorch threads {get_num_threads()}, prefill chunks of {chunk}");
+            $"weights {model.WeightDtype}{(model.LoadReport.QuantizedFormat is { } qf ? $", linears {qf}" : "")}, LibTorch threads {get_num_threads()}, prefill chunks of {chunk}; kernels: {model.KernelDescription}", prefillCpu);
+    }
+
+    /// <summary>User + system CPU seconds of this process so far (all threads).</summary>
+    internal static double CpuSeconds()
+    {
+        using var self = Process.GetCurrentProcess();
+        return self.TotalProcessorTime.TotalSeconds;
     }
 
     internal static JsonObject Result(string engine, double load, int promptTokens, double prefill, int decodeTokens, double decode, double ttft,
-        List<int> greedy, int afterFollowup, long rssBefore, string detail) => new()
+        List<int> greedy, int afterFollowup, long rssBefore, string detail, double prefillCpu) => new()
         {
             ["engine_detail"] = detail,
+            ["prefill_cpu_seconds"] = Math.Round(prefillCpu, 2),
+            ["load_average_after_followup"] = File.ReadAllText("/proc/loadavg").Split(' ')[0],
             ["load_seconds"] = Math.Round(load, 2),
             ["prefill_tokens_per_s"] = Math.Round(promptTokens / prefill, 1),
             ["decode_tokens_per_s"] = Math.Round(decodeTokens / decode, 2),
@@ -112,9 +126,11 @@ internal static class LlamaChild
         ctx.NativeHandle.MemoryClear(true);
 
         var greedy = new List<int>();
+        double cpu0 = GraniteChild.CpuSeconds();
         sw.Restart();
         greedy.Add(Decode(ctx, prompt, 0));
         double prefill = sw.Elapsed.TotalSeconds;
+        double prefillCpu = GraniteChild.CpuSeconds() - cpu0;
         sw.Restart();
         for (int i = 0; i < decodeTokens; i++) greedy.Add(Decode(ctx, new[] { greedy[^1] }, promptTokens + i));
         double decode = sw.Elapsed.TotalSeconds;
@@ -123,7 +139,7 @@ internal static class LlamaChild
         double ttft = sw.Elapsed.TotalSeconds;
         var info = System.Runtime.InteropServices.Marshal.PtrToStringUTF8((IntPtr)NativeApi.llama_print_system_info()) ?? "";
         return GraniteChild.Result("llama.cpp", load, promptTokens, prefill, decodeTokens, decode, ttft, greedy, afterFollowup, rssBefore,
-            $"threads {threads}; {info}".Trim() + (log.Count > 0 ? "; warnings: " + string.Join(" | ", log.Distinct().Take(3)) : ""));
+            $"threads {threads}; {info}".Trim() + (log.Count > 0 ? "; warnings: " + string.Join(" | ", log.Distinct().Take(3)) : ""), prefillCpu);
     }
 
     /// <summary>Decodes <paramref name="ids"/> at positions <paramref name="start"/>.. and returns the argmax of the last logits.</summary>

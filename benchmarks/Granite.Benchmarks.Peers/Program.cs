@@ -36,7 +36,7 @@ internal static class Program
         }
     }
 
-    private const string Usage = "usage: Granite.Benchmarks.Peers [--model DIR | --layers 10] [--work DIR] [--gguf FILE] [--type bf16|f32] [--rounds 3] [--threads 2] [--prompt-tokens 512] [--decode-tokens 64] [--followup-tokens 32] [--sessions K] [--out results.json] [--keep]";
+    private const string Usage = "usage: Granite.Benchmarks.Peers [--model DIR | --layers 10] [--work DIR] [--gguf FILE] [--type bf16|f32] [--rounds 3] [--threads 2] [--prompt-tokens 512] [--decode-tokens 64] [--followup-tokens 32] [--sessions K] [--granite-dtype stored|q8_0] [--out results.json] [--keep]";
 
     internal static Dictionary<string, string> Options(IEnumerable<string> args)
     {
@@ -96,7 +96,7 @@ internal static class Program
         string N(int v) => v.ToString(CultureInfo.InvariantCulture);
         var runs = Machine.Interleave(rounds, engines,
             engine => RunChild(engine, new[] { "--model", model, "--gguf", gguf, "--threads", N(threads), "--prompt-tokens", N(promptTokens),
-                "--decode-tokens", N(decodeTokens), "--followup-tokens", N(followup) }),
+                "--decode-tokens", N(decodeTokens), "--followup-tokens", N(followup), "--granite-dtype", Get(o, "granite-dtype", "stored") }),
             (round, engine, res, load) => Console.Error.WriteLine($"peers: round {round} {engine}: prefill {res["prefill_tokens_per_s"]} tok/s, decode {res["decode_tokens_per_s"]} tok/s, ttft{followup} {res["followup_ttft_ms"]} ms, peak RSS {(long)res["peak_rss_bytes"]! / 1048576.0:F0} MiB (load {load})"));
         machine["load_average_end"] = Machine.LoadAverage();
         var summary = Summary(runs, engines);

@@ -121,6 +121,8 @@ internal static partial class GraniteCli
                 expert_offload = options.ExpertOffload.Enabled ? "on" : "off",
                 resident_expert_bytes = model.Experts?.ResidentBytes,
                 weight_dtype = model.WeightDtype.ToString(),
+                quantized_format = model.LoadReport.QuantizedFormat,
+                quantized_weight_bytes = model.LoadReport.QuantizedBytes,
                 threads = get_num_threads(),
                 kernel_path = model.KernelDescription,
                 prompt_tokens = promptTokens,

@@ -85,17 +85,17 @@ internal static class CliOptions
             CustomParser = ParseIds,
         };
 
-    /// <summary><c>--dtype f32|bf16</c> (also float32, bfloat16, stored); the default depends on the command.</summary>
+    /// <summary><c>--dtype f32|bf16|q8_0</c> (also float32, bfloat16, stored); the default depends on the command.</summary>
     public static Option<string> Dtype(string description) =>
         new("--dtype")
         {
             Description = description,
-            HelpName = "f32|bf16",
+            HelpName = "f32|bf16|q8_0",
             CustomParser = r =>
             {
                 var s = SingleValue(r, "--dtype");
-                if (s is null or "f32" or "float32" or "bf16" or "bfloat16" or "stored") return s;
-                r.AddError($"option --dtype must be f32 or bf16 (got '{s}')");
+                if (s is null or "f32" or "float32" or "bf16" or "bfloat16" or "stored" or "q8_0") return s;
+                r.AddError($"option --dtype must be f32, bf16 or q8_0 (got '{s}')");
                 return null;
             },
         };
@@ -227,6 +227,7 @@ internal sealed class ModelLoadOptions
         {
             null => defaultPolicy,
             "f32" or "float32" => WeightDtypePolicy.Float32,
+            "q8_0" => WeightDtypePolicy.Q8_0,
             _ => WeightDtypePolicy.AsStored,
         },
         Threads = r.GetValue(Threads) ?? 0,

@@ -22,18 +22,49 @@ internal sealed record DemoTrainSettings
     public int TokenizerConversations { get; init; } = 3000;
     public int Hidden { get; init; } = 128;
     public string Layers { get; init; } = "mmamma";
+
+    /// <summary>Attention heads per attention layer (0: one per 32 hidden units).</summary>
+    public int Heads { get; init; }
     public double LearningRate { get; init; } = 2.5e-3;
     public int WarmupSteps { get; init; } = 100;
     public int CheckpointEvery { get; init; } = 50;
     public int EvalCount { get; init; } = 50;
     public int Threads { get; init; } = 1;
 
-    /// <summary>The fields that must match to resume a checkpoint.</summary>
-    public JsonObject Identity() => new()
+    /// <summary><c>constant</c> (the peak after warm-up) or <c>cosine</c> (decay to a tenth of the peak at <see cref="Steps"/>).</summary>
+    public string Schedule { get; init; } = "constant";
+
+    /// <summary>First steps that train on copy-curriculum conversations only (short, no tool block).</summary>
+    public int CopyWarmup { get; init; } = 300;
+
+    /// <summary>Copy conversations per warm-up step.</summary>
+    public int CopyBatch { get; init; } = 16;
+
+    /// <summary>Copy conversations added to every main step after the warm-up.</summary>
+    public int CopyMix { get; init; } = 4;
+
+    /// <summary>Whether the shared system block runs without gradients (<c>detached</c>) or is trained through (<c>trained</c>).</summary>
+    public string Prefix { get; init; } = "detached";
+
+    /// <summary>Version of the corpus generator (2: fresh random numbers of random lengths, the copy curriculum).</summary>
+    public const int CorpusVersion = 2;
+
+    /// <summary>
+    /// The fields that must match to resume a checkpoint. With the constant schedule the weights after step N do not
+    /// depend on the total step count, so <c>steps</c> may grow between sessions.
+    /// </summary>
+    public JsonObject Identity()
     {
-        ["seed"] = Seed, ["steps"] = Steps, ["batch"] = Batch, ["merges"] = Merges, ["tokenizer_conversations"] = TokenizerConversations,
-        ["hidden"] = Hidden, ["layers"] = Layers, ["learning_rate"] = LearningRate, ["warmup_steps"] = WarmupSteps,
-    };
+        var o = new JsonObject
+        {
+            ["seed"] = Seed, ["batch"] = Batch, ["merges"] = Merges, ["tokenizer_conversations"] = TokenizerConversations,
+            ["hidden"] = Hidden, ["layers"] = Layers, ["heads"] = Heads, ["learning_rate"] = LearningRate, ["warmup_steps"] = WarmupSteps,
+            ["schedule"] = Schedule, ["copy_warmup"] = CopyWarmup, ["copy_batch"] = CopyBatch, ["copy_mix"] = CopyMix, ["prefix"] = Prefix,
+            ["corpus"] = CorpusVersion,
+        };
+        if (Schedule != "constant") o["steps"] = Steps;
+        return o;
+    }
 }
 
 /// <summary>What a train-demo run did.</summary>
@@ -62,15 +93,24 @@ internal static class DemoCommands
         var layers = CliOptions.Text("--layers", "mmamma", "layer kinds, m (Mamba) or a (attention), starting with m", d.Layers,
             l => l.Length > 0 && l[0] == 'm' && l.All(k => k is 'm' or 'a') ? null
                 : $"option --layers must be a string of m (Mamba) and a (attention) that starts with m (got '{l}')");
+        var heads = CliOptions.Int("--heads", "N", "attention heads per attention layer (0: hidden / 32)", d.Heads, min: 0);
         var lr = CliOptions.Number("--lr", "X", "peak learning rate", d.LearningRate);
         var warmup = CliOptions.Int("--warmup", "N", "learning-rate warm-up steps", d.WarmupSteps, min: 0);
         var checkpointEvery = CliOptions.Int("--checkpoint-every", "N", "steps between checkpoints", d.CheckpointEvery, min: 1);
         var eval = CliOptions.Int("--eval", "N", "held-out conversations evaluated at the end", d.EvalCount, min: 0);
         var threads = CliOptions.Int("--threads", "N", "LibTorch threads", d.Threads, min: 1);
+        var schedule = CliOptions.Text("--schedule", "constant|cosine", "learning rate after warm-up: constant peak, or cosine decay to a tenth at --steps", d.Schedule,
+            v => v is "constant" or "cosine" ? null : $"option --schedule must be constant or cosine (got '{v}')");
+        var copyWarmup = CliOptions.Int("--copy-warmup", "N", "first steps on copy-curriculum conversations only (values drawn fresh, no tool block)", d.CopyWarmup, min: 0);
+        var copyBatch = CliOptions.Int("--copy-batch", "N", "copy conversations per warm-up step", d.CopyBatch, min: 1);
+        var copyMix = CliOptions.Int("--copy-mix", "N", "copy conversations added to every later step", d.CopyMix, min: 0);
+        var prefix = CliOptions.Text("--prefix", "detached|trained", "the shared system block runs without gradients (detached) or is trained through", d.Prefix,
+            v => v is "detached" or "trained" ? null : $"option --prefix must be detached or trained (got '{v}')");
         var json = CliOptions.Flag("--json", "print the result as one JSON object (progress goes to stderr)");
         var command = new Command("train-demo", "train the demo tool-calling model (resumes from DIR/checkpoint); writes a Hugging Face folder to DIR")
         {
             outDir, seed, minutes, json, steps, batch, merges, tokenizerConversations, hidden, layers, lr, warmup, checkpointEvery, eval, threads,
+            schedule, copyWarmup, copyBatch, copyMix, prefix, heads,
         };
         command.SetAction((r, ct) => TrainAsync(new DemoTrainSettings
         {
@@ -83,11 +123,17 @@ internal static class DemoCommands
             TokenizerConversations = r.GetValue(tokenizerConversations),
             Hidden = r.GetValue(hidden),
             Layers = r.GetValue(layers) ?? d.Layers,
+            Heads = r.GetValue(heads),
             LearningRate = r.GetValue(lr) ?? d.LearningRate,
             WarmupSteps = r.GetValue(warmup),
             CheckpointEvery = r.GetValue(checkpointEvery),
             EvalCount = r.GetValue(eval),
             Threads = r.GetValue(threads),
+            Schedule = r.GetValue(schedule) ?? d.Schedule,
+            CopyWarmup = r.GetValue(copyWarmup),
+            CopyBatch = r.GetValue(copyBatch),
+            CopyMix = r.GetValue(copyMix),
+            Prefix = r.GetValue(prefix) ?? d.Prefix,
         }, r.GetValue(json), r.InvocationConfiguration.Output, r.InvocationConfiguration.Error, ct));
         return command;
     }
@@ -138,6 +184,7 @@ internal static class DemoCommands
     internal static async Task<DemoTrainResult> TrainAsync(DemoTrainSettings s, TextWriter log, CancellationToken ct)
     {
         var wall = Stopwatch.StartNew();
+        if (s.Heads > 0 && s.Hidden % s.Heads != 0) throw new CliUsageException($"option --heads must divide --hidden {s.Hidden} (got {s.Heads})");
         torch.set_num_threads(s.Threads);
         torch.manual_seed(s.Seed);
         Directory.CreateDirectory(s.OutDir);
@@ -157,7 +204,7 @@ internal static class DemoCommands
         }
         else
         {
-            // Tokenizer: BPE over the plain text of training conversations (system block once).
+            // Tokenizer: BPE over the plain text of training conversations (system block once) and copy conversations.
             log.WriteLine($"tokenizer: training {s.Merges} merges on {s.TokenizerConversations} conversations");
             var texts = new List<string>();
             for (int i = 0; i < s.TokenizerConversations; i++)
@@ -166,38 +213,66 @@ internal static class DemoCommands
                 var prompt = GraniteChatTemplate.Render(conv.Messages(), i == 0 ? tools.Declarations : null, addGenerationPrompt: false);
                 texts.AddRange(DemoData.TextPieces(prompt, added));
             }
+            for (int i = 0; i < s.TokenizerConversations / 5; i++)                    // the copy curriculum's random names and numbers
+                texts.AddRange(DemoData.TextPieces(GraniteChatTemplate.Render(corpus.CopyConversation(s.Seed, -1, i).Messages(), null, addGenerationPrompt: false), added));
             DemoData.WriteTokenizer(s.OutDir, texts, s.Merges);
         }
         var tokenizer = GraniteTokenizer.FromDirectory(s.OutDir);
-        var config = DemoData.ModelConfig(tokenizer, s.Hidden, s.Layers);
+        var config = DemoData.ModelConfig(tokenizer, s.Hidden, s.Layers, s.Heads);
         using var model = resume ? TrainableGranite.Load(ckptDir) : TrainableGranite.Create(config, s.Seed);
         using var trainer = new Trainer(model, new TrainerOptions
         {
             PeakLearningRate = s.LearningRate, WarmupSteps = s.WarmupSteps, TotalSteps = s.Steps, FinalLearningRate = s.LearningRate / 10, WeightDecay = 0.1, ClipNorm = 1.0,
+            ConstantLearningRate = s.Schedule == "constant", DetachPrefix = s.Prefix == "detached",
         });
         if (resume) trainer.LoadOptimizer(ckptDir);
         log.WriteLine($"model: {model.ParameterCount:N0} parameters, layers {s.Layers}, hidden {s.Hidden}, vocab {config.VocabSize}; " +
-                      (resume ? $"resumed at step {trainer.Step}" : "new") + $"; {s.Steps} steps of {s.Batch} conversations, budget {s.Minutes} min");
+                      (resume ? $"resumed at step {trainer.Step}" : "new") + $"; {s.Steps} steps of {s.Batch} conversations (+{s.CopyMix} copy), " +
+                      $"{s.Schedule} learning rate {s.LearningRate}, copy warm-up {s.CopyWarmup} steps of {s.CopyBatch}, prefix {s.Prefix}, budget {s.Minutes} min");
 
         TrainingExample Example(DemoConversation c) =>
             DemoData.ToExample(tokenizer, GraniteChatTemplate.Render(c.Messages(), tools.Declarations, addGenerationPrompt: false));
-        var heldOut = Enumerable.Range(0, 16).Select(i => Example(corpus.Generate(s.Seed + 7919, i % 2 == 0 ? DemoSplit.SeenTemplateUnseenValue : DemoSplit.UnseenTemplate, 1000 + i))).ToList();
+        TrainingExample CopyExample(DemoConversation c) =>
+            DemoData.ToExample(tokenizer, GraniteChatTemplate.Render(c.Messages(), null, addGenerationPrompt: false));
+        var copyHeld = Enumerable.Range(0, 32).Select(i => CopyExample(corpus.CopyConversation(s.Seed, 99, i))).ToList();
+        var heldOut = Enumerable.Range(0, 32).Select(i => Example(corpus.Generate(s.Seed + 7919, i % 2 == 0 ? DemoSplit.SeenTemplateUnseenValue : DemoSplit.UnseenTemplate, 1000 + i))).ToList();
         log.WriteLine($"prompt: shared system block {heldOut[0].PrefixLength} tokens; a conversation adds ~{heldOut.Average(e => e.Ids.Length - e.PrefixLength):F0}");
 
         double lastLoss = double.NaN, heldLoss = double.NaN;
         long tokens = 0, effective = 0;
         var trainTime = TimeSpan.Zero;
         var budget = TimeSpan.FromMinutes(s.Minutes);
-        var window = new List<double>();
+        double mainSum = 0, copySum = 0;
+        long mainCount = 0, copyCount = 0;
         long startStep = trainer.Step;
+        void WriteFolder()
+        {
+            // The standard Hugging Face folder next to the checkpoint: config, generation config, weights, tokenizer files.
+            model.Save(s.OutDir);
+            File.WriteAllText(Path.Combine(s.OutDir, "generation_config.json"),
+                new JsonObject { ["bos_token_id"] = tokenizer.EosTokenId, ["eos_token_id"] = tokenizer.EosTokenId, ["pad_token_id"] = tokenizer.PadTokenId }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        }
         while (trainer.Step < s.Steps && wall.Elapsed < budget)
         {
             ct.ThrowIfCancellationRequested();
             long step = trainer.Step;
-            var batch = Enumerable.Range(0, s.Batch).Select(k => Example(corpus.Generate(s.Seed, DemoSplit.Train, step * s.Batch + k))).ToList();
+            var batch = new List<TrainingExample>();
+            int main = 0;
+            if (step < s.CopyWarmup)
+                for (int k = 0; k < s.CopyBatch; k++) batch.Add(CopyExample(corpus.CopyConversation(s.Seed, 0, step * s.CopyBatch + k)));
+            else
+            {
+                for (int k = 0; k < s.Batch; k++) batch.Add(Example(corpus.Generate(s.Seed, DemoSplit.Train, step * s.Batch + k)));
+                main = batch.Count;
+                for (int k = 0; k < s.CopyMix; k++) batch.Add(CopyExample(corpus.CopyConversation(s.Seed, 1, step * s.CopyMix + k)));
+            }
             var r = trainer.TrainStep(batch);
             lastLoss = r.Loss;
-            window.Add(r.Loss);
+            for (int i = 0; i < r.Examples.Count; i++)
+            {
+                if (i < main) { mainSum += r.Examples[i].Sum; mainCount += r.Examples[i].Count; }
+                else { copySum += r.Examples[i].Sum; copyCount += r.Examples[i].Count; }
+            }
             tokens += r.ComputedTokens;
             effective += batch.Sum(e => (long)e.Ids.Length);
             trainTime += r.Elapsed;
@@ -205,24 +280,27 @@ internal static class DemoCommands
             {
                 double tps = tokens / trainTime.TotalSeconds;
                 var eta = TimeSpan.FromSeconds((s.Steps - r.Step) * trainTime.TotalSeconds / Math.Max(1, r.Step - startStep));
+                string Mean(double sum, long n) => n == 0 ? "-" : (sum / n).ToString("F3", CultureInfo.InvariantCulture);
                 log.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"step {r.Step}/{s.Steps}  loss {window.Average():F3}  lr {r.LearningRate:E2}  |g| {r.GradNorm:F2}  {tps:F0} tok/s ({effective / trainTime.TotalSeconds:F0} counting the shared prompt)  ETA {eta:hh\\:mm\\:ss}"));
-                window.Clear();
+                    $"step {r.Step}/{s.Steps}  loss {Mean(mainSum, mainCount)}  copy loss {Mean(copySum, copyCount)}  lr {r.LearningRate:E2}  |g| {r.GradNorm:F2}  {tps:F0} tok/s ({effective / trainTime.TotalSeconds:F0} counting the shared prompt)  {r.Elapsed.TotalSeconds:F1} s/step  ETA {eta:hh\\:mm\\:ss}"));
+                mainSum = copySum = 0;
+                mainCount = copyCount = 0;
             }
             if (r.Step % s.CheckpointEvery == 0 || r.Step == s.Steps)
             {
-                heldLoss = Trainer.EvaluateLoss(model, heldOut);
+                var held = Trainer.Evaluate(model, heldOut);
+                var copy = Trainer.Evaluate(model, copyHeld);
+                heldLoss = held.Loss;
                 trainer.SaveCheckpoint(ckptDir, s.Identity());
-                log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"checkpoint: step {r.Step}, held-out loss {heldLoss:F3} → {ckptDir}"));
+                WriteFolder();
+                log.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"checkpoint: step {r.Step}, held-out loss {held.Loss:F3} (token accuracy {100 * held.TokenAccuracy:F1} %, conversations all right {100 * held.ExactShare:F0} %), " +
+                    $"fresh copy loss {copy.Loss:F3} ({100 * copy.TokenAccuracy:F1} %, {100 * copy.ExactShare:F0} %) → {ckptDir}"));
             }
         }
         if (trainer.Step % s.CheckpointEvery != 0) trainer.SaveCheckpoint(ckptDir, s.Identity());
         if (double.IsNaN(heldLoss)) heldLoss = Trainer.EvaluateLoss(model, heldOut);
-
-        // The standard Hugging Face folder next to the checkpoint: config, generation config, weights, tokenizer files.
-        model.Save(s.OutDir);
-        File.WriteAllText(Path.Combine(s.OutDir, "generation_config.json"),
-            new JsonObject { ["bos_token_id"] = tokenizer.EosTokenId, ["eos_token_id"] = tokenizer.EosTokenId, ["pad_token_id"] = tokenizer.PadTokenId }.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        WriteFolder();
         bool finished = trainer.Step >= s.Steps;
         log.WriteLine(finished
             ? $"trained {trainer.Step} steps; model written to {s.OutDir}"

@@ -147,6 +147,9 @@ internal sealed class DemoCorpus
 
     private static readonly string[] Stems = { "config", "model", "tokenizer", "Program", "Demo", "Granite", "README", "notes", "test", "data", "report", "build", "app", "index", "main", "setup", "log", "cache", "plugin", "sample" };
 
+    /// <summary>Share of training city questions about a made-up place instead of a table city.</summary>
+    internal const double MadeUpCityShare = 0.3;
+
     /// <summary>Whether template <paramref name="index"/> (within its function's list) is held out.</summary>
     private static bool HeldOutTemplate(int index) => index % 5 == 4;
 
@@ -241,19 +244,23 @@ internal sealed class DemoCorpus
                 break;
             case "Time_GetTimeInCity":
             case "Weather_GetWeather":
-                value = Pick(rng, heldValue, () => DemoCities.All[rng.Next(DemoCities.All.Count)].Name);
+                // Training also asks about made-up places (the real tool answers "unknown city: X"), so a city name
+                // has to be copied from the question rather than recalled from the table's 52 names.
+                value = !heldValue && rng.NextDouble() < MadeUpCityShare
+                    ? Pick(rng, heldOut: false, () => RandomName(rng))
+                    : Pick(rng, heldValue, () => DemoCities.All[rng.Next(DemoCities.All.Count)].Name);
                 args["city"] = Str(value);
                 break;
             case "Units_MilesToKilometres":
-                value = Pick(rng, heldValue, () => RandomNumber(rng, 1, 500, 0.5));
+                value = Pick(rng, heldValue, () => RandomNumber(rng, maxDigits: 4, negativeShare: 0, maxDecimals: 2));
                 args["miles"] = Num(value);
                 break;
             case "Units_CelsiusToFahrenheit":
-                value = Pick(rng, heldValue, () => RandomNumber(rng, -30, 45, 0.3));
+                value = Pick(rng, heldValue, () => RandomNumber(rng, maxDigits: 2, negativeShare: 0.3, maxDecimals: 1));
                 args["celsius"] = Num(value);
                 break;
             case "Units_KilogramsToPounds":
-                value = Pick(rng, heldValue, () => RandomNumber(rng, 1, 250, 0.4));
+                value = Pick(rng, heldValue, () => RandomNumber(rng, maxDigits: 3, negativeShare: 0, maxDecimals: 2));
                 args["kilograms"] = Num(value);
                 break;
             case "Math_Calculate":
@@ -270,7 +277,9 @@ internal sealed class DemoCorpus
         string question = template.Question.Replace("{x}", value ?? "");
         var call = new ExpectedCall(fn, args);
         string result = _tools.Invoke(call);
-        string answer = template.Answer.Replace("{x}", value ?? "").Replace("{r}", result);
+        string answer = result.StartsWith("unknown city", StringComparison.Ordinal)
+            ? "Sorry, " + result + "."
+            : template.Answer.Replace("{x}", value ?? "").Replace("{r}", result);
         return new DemoTurn(template.Domain, question, new[] { call }, new[] { result }, answer);
     }
 
@@ -284,16 +293,31 @@ internal sealed class DemoCorpus
         throw new InvalidOperationException("value pool exhausted");
     }
 
-    private static string RandomNumber(Random rng, int min, int max, double decimalShare)
+    /// <summary>
+    /// A number of 1..<paramref name="maxDigits"/> integer digits (uniform length, no leading zero), negative with
+    /// probability <paramref name="negativeShare"/>, with 0..<paramref name="maxDecimals"/> decimals (the last one non-zero,
+    /// so the text is the number's shortest form). Lengths and digits are drawn fresh, so values cannot be memorised.
+    /// </summary>
+    internal static string RandomNumber(Random rng, int maxDigits, double negativeShare, int maxDecimals)
     {
-        int whole = rng.Next(min, max + 1);
-        if (rng.NextDouble() >= decimalShare) return whole.ToString(CultureInfo.InvariantCulture);
-        return (whole + rng.Next(1, 10) / 10.0).ToString("0.0", CultureInfo.InvariantCulture);
+        var sb = new System.Text.StringBuilder();
+        if (negativeShare > 0 && rng.NextDouble() < negativeShare) sb.Append('-');
+        int digits = 1 + rng.Next(maxDigits);
+        sb.Append((char)('1' + rng.Next(9)));
+        for (int i = 1; i < digits; i++) sb.Append((char)('0' + rng.Next(10)));
+        int decimals = rng.Next(maxDecimals + 1);
+        if (decimals > 0)
+        {
+            sb.Append('.');
+            for (int i = 1; i < decimals; i++) sb.Append((char)('0' + rng.Next(10)));
+            sb.Append((char)('1' + rng.Next(9)));
+        }
+        return sb.ToString();
     }
 
     private static string RandomExpression(Random rng)
     {
-        string N() => rng.Next(1, rng.NextDouble() < 0.6 ? 100 : 1000).ToString(CultureInfo.InvariantCulture);
+        string N() => RandomNumber(rng, maxDigits: rng.NextDouble() < 0.5 ? 2 : 4, negativeShare: 0, maxDecimals: rng.NextDouble() < 0.15 ? 1 : 0);
         string Op() => "+-*/"[rng.Next(4)].ToString();
         return rng.Next(4) switch
         {
@@ -305,14 +329,105 @@ internal sealed class DemoCorpus
 
     private static string RandomPattern(Random rng)
     {
-        string ext = Extensions[rng.Next(Extensions.Length)];
-        string stem = Stems[rng.Next(Stems.Length)];
+        string ext = rng.NextDouble() < 0.85 ? Extensions[rng.Next(Extensions.Length)] : RandomLetters(rng, 2, 4);
+        string stem = rng.NextDouble() < 0.6 ? Stems[rng.Next(Stems.Length)] : RandomLetters(rng, 3, 8);
         return rng.Next(4) switch
         {
             0 or 1 => "*." + ext,
             2 => stem + "*",
             _ => stem + "*." + ext,
         };
+    }
+
+    private const string Consonants = "bcdfghjklmnprstvwz";
+    private const string Vowels = "aeiou";
+
+    /// <summary>A random lower-case string of <paramref name="min"/>..<paramref name="max"/> letters.</summary>
+    internal static string RandomLetters(Random rng, int min, int max)
+    {
+        int n = min + rng.Next(max - min + 1);
+        var sb = new System.Text.StringBuilder(n);
+        for (int i = 0; i < n; i++) sb.Append((char)('a' + rng.Next(26)));
+        return sb.ToString();
+    }
+
+    /// <summary>A pronounceable made-up name of 2..4 syllables, capitalised (one or two words).</summary>
+    internal static string RandomName(Random rng)
+    {
+        string Word()
+        {
+            var sb = new System.Text.StringBuilder();
+            int syllables = 2 + rng.Next(3);
+            for (int i = 0; i < syllables; i++) sb.Append(Consonants[rng.Next(Consonants.Length)]).Append(Vowels[rng.Next(Vowels.Length)]);
+            if (rng.Next(3) == 0) sb.Append(Consonants[rng.Next(Consonants.Length)]);
+            sb[0] = char.ToUpperInvariant(sb[0]);
+            return sb.ToString();
+        }
+        return rng.Next(5) == 0 ? Word() + " " + Word() : Word();
+    }
+
+    // ----- Copy curriculum -----------------------------------------------------------------------------------------
+
+    private static readonly string[] CopyKeys = { "city", "miles", "celsius", "kilograms", "expression", "pattern", "value", "name", "text" };
+
+    /// <summary>
+    /// A random value for the copy curriculum: digit strings of random length, decimals, negative numbers, made-up
+    /// names, random words, glob patterns, times, date-times and expressions — drawn fresh every time (never from a pool)
+    /// and never a held-out value.
+    /// </summary>
+    internal static string CopyValue(Random rng) => Pick(rng, heldOut: false, () => rng.Next(10) switch
+    {
+        0 => RandomNumber(rng, maxDigits: 8, negativeShare: 0, maxDecimals: 0),
+        1 => RandomNumber(rng, maxDigits: 4, negativeShare: 0, maxDecimals: 3),
+        2 => RandomNumber(rng, maxDigits: 3, negativeShare: 1, maxDecimals: 2),
+        3 or 4 => RandomName(rng),
+        5 => RandomLetters(rng, 3, 9),
+        6 => RandomPattern(rng),
+        7 => $"{rng.Next(24):00}:{rng.Next(60):00}",
+        8 => $"{2020 + rng.Next(10)}-{1 + rng.Next(12):00}-{1 + rng.Next(28):00} {rng.Next(24):00}:{rng.Next(60):00} UTC",
+        _ => RandomExpression(rng),
+    });
+
+    private static bool IsJsonNumber(string v) => System.Text.RegularExpressions.Regex.IsMatch(v, @"^-?[1-9][0-9]*(\.[0-9]+)?$|^-?0\.[0-9]+$");
+
+    /// <summary>The value as the template writes it inside tool-call arguments (numbers bare, text quoted).</summary>
+    private static string ArgumentJson(string v) => IsJsonNumber(v) ? v : "\"" + v + "\"";
+
+    /// <summary>
+    /// Copy-curriculum conversation <paramref name="index"/> of <paramref name="stream"/>: 1–3 turns whose answers must
+    /// echo values that appear only in the user text (plainly, inside a sentence, or as a JSON field like a tool call's
+    /// arguments). The copied values are the turns' <see cref="DemoTurn.Results"/>. Rendered without the tool block,
+    /// so these sequences are short.
+    /// </summary>
+    public DemoConversation CopyConversation(long seed, long stream, long index)
+    {
+        var rng = new Random(StableSeed(seed, 1_000 + stream, index));
+        int turns = 1 + rng.Next(3);
+        var list = new DemoTurn[turns];
+        for (int t = 0; t < turns; t++) list[t] = CopyTurn(rng);
+        return new DemoConversation("copy", DemoSplit.Train, list);
+    }
+
+    private static DemoTurn CopyTurn(Random rng)
+    {
+        string a = CopyValue(rng), b = CopyValue(rng);
+        string key = CopyKeys[rng.Next(CopyKeys.Length)], key2 = CopyKeys[rng.Next(CopyKeys.Length)];
+        if (key2 == key) key2 = "other";
+        string Field(string k, string v) => "\"" + k + "\": " + ArgumentJson(v);
+        (string User, string Answer, string[] Values) turn = rng.Next(10) switch
+        {
+            0 => ($"Repeat exactly: {a}", a, new[] { a }),
+            1 => ($"Say {a} back to me.", a, new[] { a }),
+            2 => ($"Copy this value: {a}", a, new[] { a }),
+            3 => ($"Put {a} in the field {key} as JSON.", "{" + Field(key, a) + "}", new[] { a }),
+            4 => ($"Write JSON with {key} = {a} and {key2} = {b}.", "{" + Field(key, a) + ", " + Field(key2, b) + "}", new[] { a, b }),
+            5 => ($"Repeat {a} and then {b}.", $"{a} and then {b}", new[] { a, b }),
+            6 => ($"The result was {a}. What was the result?", $"The result was {a}.", new[] { a }),
+            7 => ($"I said {a}. What did I say?", $"You said {a}.", new[] { a }),
+            8 => ($"Which is first: {a} or {b}? Answer with the first one.", a, new[] { a }),
+            _ => ($"Echo {a}, please.", a, new[] { a }),
+        };
+        return new DemoTurn("copy", turn.User, Array.Empty<ExpectedCall>(), turn.Values, turn.Answer);
     }
 
     private static JsonElement Str(string s) => JsonSerializer.SerializeToElement(s);

@@ -75,9 +75,14 @@ internal static class DemoData
         }
     }
 
-    /// <summary>The demo model's architecture (Granite 4.0-H layout) for a vocabulary size.</summary>
-    public static GraniteConfig ModelConfig(GraniteTokenizer tokenizer, int hidden = 128, string layers = "mmamma")
+    /// <summary>
+    /// The demo model's architecture (Granite 4.0-H layout) for a vocabulary size; <paramref name="heads"/> attention
+    /// heads (0: one per 32 hidden units), each of <c>hidden / heads</c> dimensions.
+    /// </summary>
+    public static GraniteConfig ModelConfig(GraniteTokenizer tokenizer, int hidden = 128, string layers = "mmamma", int heads = 0)
     {
+        if (heads <= 0) heads = hidden / 32;
+        if (hidden % heads != 0) throw new ArgumentException($"hidden size {hidden} is not a multiple of {heads} attention heads", nameof(heads));
         int vocab = (tokenizer.VocabularySize + 7) / 8 * 8;
         int eos = tokenizer.EosTokenId ?? throw new InvalidDataException("the tokenizer has no eos token");
         int pad = tokenizer.PadTokenId ?? eos;
@@ -90,8 +95,8 @@ internal static class DemoData
             ["hidden_size"] = hidden,
             ["num_hidden_layers"] = layers.Length,
             ["layer_types"] = types,
-            ["num_attention_heads"] = hidden / 32,
-            ["num_key_value_heads"] = hidden / 32,
+            ["num_attention_heads"] = heads,
+            ["num_key_value_heads"] = heads,
             ["intermediate_size"] = 2 * hidden,
             ["shared_intermediate_size"] = 2 * hidden,
             ["num_local_experts"] = 0,
@@ -101,7 +106,7 @@ internal static class DemoData
             ["rms_norm_eps"] = 1e-5,
             ["embedding_multiplier"] = 1.0,
             ["residual_multiplier"] = 1.0,
-            ["attention_multiplier"] = 1.0 / Math.Sqrt(32),
+            ["attention_multiplier"] = 1.0 / Math.Sqrt(hidden / heads),
             ["logits_scaling"] = 1.0,
             ["mamba_n_heads"] = 2 * hidden / 32,
             ["mamba_d_head"] = 32,

@@ -32,11 +32,12 @@ internal sealed unsafe partial class Bf16Gemv
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void RowsPaired512(int from, int to)
         {
+            float* sums = stackalloc float[128];                    // a 4 × 4 tile's accumulators, stored before reduction
             int r = from;
             for (; r + 4 <= to; r += 4)
             {
                 int m = 0;
-                for (; m + 4 <= _rows; m += 4) Pair4x4(r, m);
+                for (; m + 4 <= _rows; m += 4) Pair4x4(r, m, sums);
                 for (; m < _rows; m++) Pair4x1(r, m);
             }
             for (; r < to; r++)
@@ -48,10 +49,11 @@ internal sealed unsafe partial class Bf16Gemv
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static Vector512<uint> Halves(ushort* lower, ushort* upper) =>
-            Vector512.Create(Vector256.Load((uint*)lower), Vector256.Load((uint*)upper));
+            // Not Vector512.Create(lo, hi): the JIT built that through a stack slot, a store and a reload per call.
+            Avx512F.InsertVector256(Vector256.Load((uint*)lower).ToVector512Unsafe(), Vector256.Load((uint*)upper), 1);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private void Pair4x4(int r, int m)
+        private void Pair4x4(int r, int m, float* sums)
         {
             int k = _k, kBlocks = k / 16;
             long stride = (long)kBlocks * 16;
@@ -86,10 +88,28 @@ internal sealed unsafe partial class Bf16Gemv
                 a3 = Vector512.FusedMultiplyAdd(d01, xo, Vector512.FusedMultiplyAdd(e01, xe, a3));
                 b3 = Vector512.FusedMultiplyAdd(d23, xo, Vector512.FusedMultiplyAdd(e23, xe, b3));
             }
-            Store(r, m, a0, b0);
-            Store(r, m + 1, a1, b1);
-            Store(r, m + 2, a2, b2);
-            Store(r, m + 3, a3, b3);
+            // Stored first and reduced from memory (Reduce4): reduced straight from registers, the JIT spilled every
+            // accumulator to the stack on each iteration of the loop above.
+            a0.Store(sums); b0.Store(sums + 16); a1.Store(sums + 32); b1.Store(sums + 48);
+            a2.Store(sums + 64); b2.Store(sums + 80); a3.Store(sums + 96); b3.Store(sums + 112);
+            Reduce4(r, m, sums);
+        }
+
+        /// <summary>
+        /// <see cref="Store"/> for x rows m..m+3 from accumulators stored as [rows r|r+1, rows r+2|r+3] per x row (32 floats):
+        /// the same reductions in the same order.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.NoInlining)]
+        private void Reduce4(int r, int m, float* sums)
+        {
+            for (int j = 0; j < 4; j++)
+            {
+                float* yr = _y + (long)(m + j) * _n + r;
+                float* a = sums + j * 32;
+                for (int i = 0; i < 4; i++) yr[i] = Vector256.Sum(Vector256.Load(a + 8 * i));
+                if ((_k & 15) != 0)
+                    for (int i = 0; i < 4; i++) yr[i] += Tail(_w + (long)(r + i) * _k, m + j);
+            }
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]

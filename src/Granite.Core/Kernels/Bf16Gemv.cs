@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using Granite.Core.Weights;
 using TorchSharp;
@@ -22,7 +23,7 @@ namespace Granite.Core.Kernels;
 internal sealed unsafe partial class Bf16Gemv
 {
     /// <summary>
-    /// Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="GraniteKernels.Linear"/>). The kernel
+    /// Most input rows the kernel handles (more rows ⇒ a GEMM, see <see cref="GraniteKernels.Linear(Tensor, Tensor, Tensor?, KernelPart)"/>). The kernel
     /// reads each BF16 weight once whatever the row count, and keeps beating upcast + MKL GEMM up to about this many rows on
     /// the 2-vCPU AVX2 box (measured per shape in docs/benchmarks.md: 32 rows of a 1024×1536 expert 2.8 vs 4.7 ms, of the
     /// 6448×1536 Mamba in_proj 12.8 vs 37.4 ms; at 64 rows roughly even on the smallest weights). This is what makes a
@@ -34,30 +35,37 @@ internal sealed unsafe partial class Bf16Gemv
     private readonly KernelWorkers _workers;
     private readonly long _parallelMinBytes;
     private readonly bool _paired512;
+    private readonly bool _blocked;
 
     /// <param name="isa">Instruction set of the inner loops (<see cref="KernelIsa.Avx512"/> and above: 512-bit vectors).</param>
     /// <param name="workers">Threads the rows are split over.</param>
     /// <param name="parallelMinBytes">Weights smaller than this (bytes) are computed on the calling thread only.</param>
     /// <param name="paired512">With <paramref name="isa"/> = <see cref="KernelIsa.Avx2"/>: run calls of two or more rows in
     /// the paired 512-bit form (bit-identical results, see Bf16Gemv.Paired.cs); ignored where the CPU lacks AVX-512.</param>
-    public Bf16Gemv(KernelIsa isa, KernelWorkers workers, long parallelMinBytes, bool paired512 = false)
+    /// <param name="blocked">With the paired form: calls of ≥ <see cref="BlockedMinRows"/> rows run its register- and
+    /// cache-blocked variant (bit-identical, see Bf16Gemv.Blocked.cs).</param>
+    public Bf16Gemv(KernelIsa isa, KernelWorkers workers, long parallelMinBytes, bool paired512 = false, bool blocked = false)
     {
         _isa = isa;
         _workers = workers;
         _parallelMinBytes = parallelMinBytes;
         _paired512 = paired512 && isa == KernelIsa.Avx2 && PairedSupported;
+        _blocked = _paired512 && blocked;
     }
 
     /// <summary>Whether multi-row calls use the paired 512-bit form of the 256-bit kernel.</summary>
     public bool Paired512 => _paired512;
 
-    /// <summary>Whether <paramref name="weight"/>/<paramref name="x"/> qualify: CPU, contiguous BF16 [N, K], x with ≤ <see cref="MaxRows"/> rows.</summary>
-    public static bool Supports(Tensor x, Tensor weight)
+    /// <summary>Whether calls of ≥ <see cref="BlockedMinRows"/> rows use the blocked form of the paired kernel (Bf16Gemv.Blocked.cs).</summary>
+    public bool Blocked => _blocked;
+
+    /// <summary>Whether <paramref name="weight"/>/<paramref name="x"/> qualify: CPU, contiguous BF16 [N, K], x with ≤ <paramref name="maxRows"/> rows.</summary>
+    public static bool Supports(Tensor x, Tensor weight, int maxRows = MaxRows)
     {
         if (weight.dtype != ScalarType.BFloat16 || weight.dim() != 2 || weight.device_type != DeviceType.CPU || !weight.is_contiguous()) return false;
         if (x.device_type != DeviceType.CPU || x.dim() < 1 || x.shape[^1] != weight.shape[1]) return false;
         long rows = x.numel() / weight.shape[1];
-        return rows >= 1 && rows <= MaxRows;
+        return rows >= 1 && rows <= maxRows;
     }
 
     /// <summary>x [..., K] (any float dtype) · Wᵀ (+ bias) → float32 [..., N].</summary>
@@ -80,11 +88,11 @@ internal sealed unsafe partial class Bf16Gemv
     /// <summary>
     /// Routed-expert linears in one parallel pass: consecutive row groups of <paramref name="x"/> [R, K] go through their
     /// own weight, y[rows of group g] = x[rows of group g]·weights[g]ᵀ, with every weight a contiguous CPU BF16 [N, K]
-    /// (same N, K) and <paramref name="rowCounts"/> (each 1..<see cref="MaxRows"/>) summing to R; returns float32 [R, N].
+    /// (same N, K) and <paramref name="rowCounts"/> (each 1..<paramref name="maxGroupRows"/>) summing to R; returns float32 [R, N].
     /// One call per MoE projection instead of one per expert: the per-call cost (thread wake-up, tensor wrappers) of small
     /// expert matrices exceeds their streaming time on a decode step, and a short prefill touches every expert.
     /// </summary>
-    public Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts)
+    public Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts, int maxGroupRows = MaxRows)
     {
         ArgumentNullException.ThrowIfNull(weights);
         if (weights.Count != rowCounts.Length) throw new ArgumentException($"{weights.Count} weights for {rowCounts.Length} row groups", nameof(rowCounts));
@@ -96,7 +104,7 @@ internal sealed unsafe partial class Bf16Gemv
         long total = 0;
         foreach (int c in rowCounts)
         {
-            if (c < 1 || c > MaxRows) throw new ArgumentOutOfRangeException(nameof(rowCounts), c, $"a row group has 1..{MaxRows} rows");
+            if (c < 1 || c > maxGroupRows) throw new ArgumentOutOfRangeException(nameof(rowCounts), c, $"a row group has 1..{maxGroupRows} rows");
             total += c;
         }
         if (x.dim() != 2 || x.shape[1] != k || x.shape[0] != total || x.device_type != DeviceType.CPU)
@@ -106,27 +114,24 @@ internal sealed unsafe partial class Bf16Gemv
         var xp = (float*)TorchNative.DataPointer(x32);
         var yp = (float*)TorchNative.DataPointer(y);
         int width = BlockWidth(_isa);
-        var perm = Permute(xp, (int)total, (int)k, width);
+        var pp = Permute(xp, (int)total, (int)k, width);
         try
         {
-            fixed (float* pp = perm)
+            int groups = rowCounts.Length;
+            var jobs = new Job[groups];
+            long row = 0, stride = k / width * width;
+            for (int g = 0; g < groups; g++)
             {
-                int groups = rowCounts.Length;
-                var jobs = new Job[groups];
-                long row = 0, stride = k / width * width;
-                for (int g = 0; g < groups; g++)
-                {
-                    var wp = (ushort*)TorchNative.DataPointer(weights[g]);
-                    jobs[g] = new Job(_isa, xp + row * k, pp + row * stride, rowCounts[g], wp, (int)n, (int)k, yp + row * n, _paired512);
-                    row += rowCounts[g];
-                }
-                if (_workers.Count == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
-                int block = (int)Math.Max(64, n / 4);
-                int perGroup = (int)((n + block - 1) / block);
-                _workers.For(groups * perGroup, new GroupedBlocks(jobs, block, perGroup, (int)n));
+                var wp = (ushort*)TorchNative.DataPointer(weights[g]);
+                jobs[g] = new Job(_isa, xp + row * k, pp + row * stride, rowCounts[g], wp, (int)n, (int)k, yp + row * n, _paired512, _blocked);
+                row += rowCounts[g];
             }
+            if (_workers.Count == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
+            int block = (int)Math.Max(64, n / 4);
+            int perGroup = (int)((n + block - 1) / block);
+            _workers.For(groups * perGroup, new GroupedBlocks(jobs, block, perGroup, (int)n));
         }
-        finally { System.Buffers.ArrayPool<float>.Shared.Return(perm); }
+        finally { NativeMemory.AlignedFree(pp); }
         return y;
     }
 
@@ -136,19 +141,20 @@ internal sealed unsafe partial class Bf16Gemv
     /// <summary>
     /// x rows permuted per <paramref name="width"/>-column block into [even | odd] halves, so one vector load of
     /// <paramref name="width"/> BF16 values splits into two float vectors (even = word &lt;&lt; 16, odd = word &amp;
-    /// 0xFFFF0000) that line up with it.
+    /// 0xFFFF0000) that line up with it. 64-byte aligned native memory; the caller frees it (<see cref="NativeMemory.AlignedFree"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)] // fully optimised at once: tier-0 SIMD code is several times slower
-    private static float[] Permute(float* x, int rows, int k, int width)
+    private float* Permute(float* x, int rows, int k, int width)
     {
         int kBlocks = k / width, half = width / 2;
-        float[] perm = System.Buffers.ArrayPool<float>.Shared.Rent(Math.Max(1, rows * kBlocks * width));
+        var perm = (float*)NativeMemory.AlignedAlloc((nuint)Math.Max(1L, (long)rows * kBlocks * width) * sizeof(float), 64);
+        if (width == 16 && _paired512) { Permute16Avx512(x, rows, k, perm); return perm; }
         for (int m = 0; m < rows; m++)
             for (int b = 0; b < kBlocks; b++)
                 for (int i = 0; i < half; i++)
                 {
-                    perm[(m * kBlocks + b) * width + i] = x[(long)m * k + b * width + 2 * i];
-                    perm[(m * kBlocks + b) * width + half + i] = x[(long)m * k + b * width + 2 * i + 1];
+                    perm[((long)m * kBlocks + b) * width + i] = x[(long)m * k + b * width + 2 * i];
+                    perm[((long)m * kBlocks + b) * width + half + i] = x[(long)m * k + b * width + 2 * i + 1];
                 }
         return perm;
     }
@@ -156,22 +162,20 @@ internal sealed unsafe partial class Bf16Gemv
     /// <summary>Computes y[m·N + n] for all m &lt; rows, n &lt; N.</summary>
     public void Run(float* x, int rows, ushort* w, int n, int k, float* y)
     {
-        float[] perm = Permute(x, rows, k, BlockWidth(_isa));
+        float* pp = Permute(x, rows, k, BlockWidth(_isa));
         try
         {
             int threads = _workers.Count;
             long work = (long)n * k * 2 * Math.Max(1, rows / 4);
-            fixed (float* pp = perm)
-            {
-                var job = new Job(_isa, x, pp, rows, w, n, k, y, _paired512);
-                if (threads == 1 || work < _parallelMinBytes) { job.Rows(0, n); return; }
-                // Blocks of rows, several per thread so a descheduled worker's share is stolen by the others.
-                int block = Math.Max(16, n / (threads * 8));
-                int blocks = (n + block - 1) / block;
-                _workers.For(blocks, new Blocks(job, block, n));
-            }
+            var job = new Job(_isa, x, pp, rows, w, n, k, y, _paired512, _blocked);
+            if (threads == 1 || work < _parallelMinBytes) { job.Rows(0, n); return; }
+            // Blocks of rows, several per thread so a descheduled worker's share is stolen by the others (a multiple of
+            // 8 for the blocked form's 8-row chunks; results do not depend on the blocking).
+            int block = (Math.Max(16, n / (threads * 8)) + 7) / 8 * 8;
+            int blocks = (n + block - 1) / block;
+            _workers.For(blocks, new Blocks(job, block, n));
         }
-        finally { System.Buffers.ArrayPool<float>.Shared.Return(perm); }
+        finally { NativeMemory.AlignedFree(pp); }
     }
 
     private readonly struct Blocks(Job job, int block, int n) : IKernelLoop
@@ -198,17 +202,18 @@ internal sealed unsafe partial class Bf16Gemv
         private readonly ushort* _w;
         private readonly int _rows, _n, _k;
         private readonly KernelIsa _isa;
-        private readonly bool _paired512;
+        private readonly bool _paired512, _blocked;
 
-        public Job(KernelIsa isa, float* x, float* perm, int rows, ushort* w, int n, int k, float* y, bool paired512)
+        public Job(KernelIsa isa, float* x, float* perm, int rows, ushort* w, int n, int k, float* y, bool paired512, bool blocked)
         {
-            _isa = isa; _x = x; _perm = perm; _rows = rows; _w = w; _n = n; _k = k; _y = y; _paired512 = paired512;
+            _isa = isa; _x = x; _perm = perm; _rows = rows; _w = w; _n = n; _k = k; _y = y; _paired512 = paired512; _blocked = blocked;
         }
 
         /// <summary>Computes output columns [from, to) for every input row.</summary>
         public void Rows(int from, int to)
         {
             if (_isa >= KernelIsa.Avx512) RowsVector512(from, to);
+            else if (_isa == KernelIsa.Avx2 && _blocked && _rows >= BlockedMinRows) RowsBlocked512(from, to);
             else if (_isa == KernelIsa.Avx2 && _paired512 && _rows >= 2) RowsPaired512(from, to);
             else if (_isa == KernelIsa.Avx2) RowsVector256(from, to);
             else RowsScalar(from, to);

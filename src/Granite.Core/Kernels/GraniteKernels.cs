@@ -1,3 +1,4 @@
+using Granite.Core.Kernels.Quant;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -55,6 +56,18 @@ internal sealed record KernelTuning
     /// instructions; see Bf16Gemv.Paired.cs). False keeps the plain 256-bit loops (for side-by-side measurements).
     /// </summary>
     public bool PairedRows512 { get; init; } = true;
+
+    /// <summary>
+    /// With <see cref="PairedRows512"/>: calls of ≥ <see cref="Bf16Gemv.BlockedMinRows"/> rows run the register- and
+    /// cache-blocked form of the paired kernel (8 weight rows × 4 x rows per pass; bit-identical results, see
+    /// Bf16Gemv.Blocked.cs), and the routed experts of a pass are grouped into two managed calls whenever no expert has
+    /// more than <see cref="BlockedExpertMaxRows"/> rows (prefills included) instead of only up to
+    /// <see cref="Bf16Gemv.MaxRows"/>. False: the paired kernel and the 64-row grouping limit (for side-by-side runs).
+    /// </summary>
+    public bool BlockedGemm { get; init; } = true;
+
+    /// <summary>Most rows of one routed expert for the grouped managed experts with <see cref="BlockedGemm"/> (beyond: per-expert GEMMs).</summary>
+    public int BlockedExpertMaxRows { get; init; } = 4096;
 
     /// <summary>
     /// Batched decode steps advance every sequence's Mamba conv window and SSM state in one kernel call each
@@ -116,6 +129,13 @@ internal sealed class GraniteKernels
     /// <summary>Forward passes of at most this many tokens are decode-shaped (attention keeps BF16 operands up to this many query rows).</summary>
     public const int DecodeMaxTokens = 4;
 
+    /// <summary>
+    /// Set to <c>off</c> (or <c>0</c>, <c>false</c>) to turn off <see cref="KernelTuning.BlockedGemm"/> (the blocked
+    /// multi-row kernel and prefill expert grouping), or to a number N to let the managed kernel take dense BF16 linears
+    /// of up to N rows (<see cref="KernelTuning.Bf16GemvMaxRows"/>, when not set otherwise), for side-by-side measurements.
+    /// </summary>
+    public const string PrefillGemmEnvironmentVariable = "GRANITE_PREFILL_GEMM";
+
     private GraniteKernels(CpuFeatures cpu, KernelIsa isa, string capSource, KernelWorkers workers, KernelTuning tuning)
     {
         Cpu = cpu;
@@ -126,7 +146,11 @@ internal sealed class GraniteKernels
         GemvIsa = isa >= KernelIsa.Avx512 && !tuning.Wide512Gemv ? KernelIsa.Avx2 : isa;
         // The int8 head's widening (vpmovsxbd) costs the same per weight at either width; it follows the GEMV's width.
         HeadIsa = GemvIsa;
-        Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes, paired512: isa >= KernelIsa.Avx512 && tuning.PairedRows512);
+        Gemv = new Bf16Gemv(GemvIsa, workers, tuning.ParallelMinBytes, paired512: isa >= KernelIsa.Avx512 && tuning.PairedRows512,
+            blocked: tuning.BlockedGemm);
+        // The quantized GEMV has no float32 parity contract with a GEMM path to keep, and its K-quant unpacking is
+        // compute-heavy: it takes the full width the CPU (and the cap) allows.
+        QuantGemv = new QuantGemv(isa >= KernelIsa.Avx512 ? KernelIsa.Avx512 : isa, workers, tuning.ParallelMinBytes);
         // Decided on first use (a probe on AVX512-BF16 CPUs), so float32 models never pay for it.
         _bf16Gemm = new Lazy<(bool Native, string Reason)>(() => Bf16GemmProbe.Decide(isa, tuning.Bf16Gemm));
     }
@@ -145,6 +169,14 @@ internal sealed class GraniteKernels
         tuning ??= new KernelTuning();
         if (Environment.GetEnvironmentVariable(BatchKernelsEnvironmentVariable)?.Trim().ToLowerInvariant() is "off" or "0" or "false")
             tuning = tuning with { PairedRows512 = false, StackedMambaStep = false };
+        var prefill = Environment.GetEnvironmentVariable(PrefillGemmEnvironmentVariable)?.Trim().ToLowerInvariant();
+        if (prefill is "off" or "0" or "false") tuning = tuning with { BlockedGemm = false };
+        else if (!string.IsNullOrEmpty(prefill) && prefill is not ("on" or "true"))
+        {
+            if (!int.TryParse(prefill, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int denseRows))
+                throw new ArgumentException($"{PrefillGemmEnvironmentVariable}='{prefill}' is not one of on, off or a row count (dense linears of up to that many rows on the managed kernel).");
+            if (tuning.Bf16GemvMaxRows == Bf16Gemv.MaxRows) tuning = tuning with { Bf16GemvMaxRows = denseRows };
+        }
         return new GraniteKernels(cpu, isa, source, new KernelWorkers(workers, tuning.PersistentWorkers, tuning.WorkerSpinMicroseconds), tuning);
     }
 
@@ -194,6 +226,9 @@ internal sealed class GraniteKernels
     /// <summary>The managed BF16 GEMV.</summary>
     public Bf16Gemv Gemv { get; }
 
+    /// <summary>The GEMV on quantized blocks (<see cref="Quant.QuantGemv"/>).</summary>
+    public QuantGemv QuantGemv { get; }
+
     /// <summary>Instruction set of the int8 head kernel.</summary>
     public KernelIsa HeadIsa { get; }
 
@@ -222,9 +257,11 @@ internal sealed class GraniteKernels
     /// <summary>One line for logs and benchmark records: ISA, CPU flags, GEMM choice, threads.</summary>
     public string Description =>
         $"{Isa.ToString().ToLowerInvariant()} ({CapSource}; cpu: {Cpu}), prefill BF16 GEMM {_bf16Gemm.Value.Reason}, "
-        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")}{(Gemv.Paired512 ? " (multi-row: paired 512-bit)" : "")} ≤ {Tuning.Bf16GemvMaxRows} rows, "
+        + $"GEMV {(GemvIsa >= KernelIsa.Avx512 ? "512-bit" : GemvIsa == KernelIsa.Avx2 ? "256-bit" : "scalar")}{(Gemv.Paired512 ? " (multi-row: paired 512-bit" + (Gemv.Blocked ? $", blocked from {Bf16Gemv.BlockedMinRows} rows" : "") + ")" : "")} ≤ {Tuning.Bf16GemvMaxRows} rows, "
+        + $"routed experts grouped up to {ExpertGroupMaxRows} rows per expert, "
         + $"{Workers.Count} kernel threads ({(Workers.Persistent ? $"persistent pool, spin {Workers.SpinMicroseconds} µs" : "Parallel.For")}), small ops {(Tuning.ManagedSmallOps ? "managed" : "LibTorch")}, "
-        + $"head {(Tuning.Int8Head ? "int8 (per-row scales)" : "as the weights")}{(Tuning.StackedMambaStep ? "" : ", per-sequence Mamba steps")}";
+        + $"head {(Tuning.Int8Head ? "int8 (per-row scales)" : "as the weights")}{(Tuning.StackedMambaStep ? "" : ", per-sequence Mamba steps")}, "
+        + $"quantized GEMV {(QuantGemv.Isa >= KernelIsa.Avx512 ? "512-bit" : QuantGemv.Isa == KernelIsa.Avx2 ? "256-bit" : "scalar")} ≤ {Quant.QuantGemv.MaxRows} rows";
 
     /// <summary>
     /// y = x·Wᵀ (+ b). Float32 weights: float32 GEMM/GEMV, result float32 (the input is cast to the weight dtype).
@@ -240,6 +277,63 @@ internal sealed class GraniteKernels
         return LinearCore(x, weight, bias);
     }
 
+    /// <summary>
+    /// y = x·Wᵀ (+ b) for a weight that may be quantized: dense weights as <see cref="Linear(Tensor, Tensor, Tensor?, KernelPart)"/>;
+    /// quantized ones through <see cref="QuantLinear"/>. Float32 result for quantized weights.
+    /// </summary>
+    public Tensor Linear(Tensor x, LinearWeight weight, Tensor? bias = null, KernelPart part = KernelPart.Other)
+    {
+        if (weight.Quantized is null) return Linear(x, weight.Dense ?? throw new ArgumentException("no weight", nameof(weight)), bias, part);
+        if (part == KernelPart.Other || Profile is null) return QuantLinear(x, weight.Quantized, bias);
+        using var time = Time(part);
+        return QuantLinear(x, weight.Quantized, bias);
+    }
+
+    /// <summary>
+    /// x [..., K] · Wᵀ (+ b) on a quantized [N, K] weight, float32 [..., N]: up to <see cref="QuantGemv.MaxRows"/> CPU rows
+    /// directly on the blocks (<see cref="Quant.QuantGemv"/>); more rows (prefill) dequantize the weight to a transient float32
+    /// copy (freed at once) and run LibTorch's float32 GEMM.
+    /// </summary>
+    public Tensor QuantLinear(Tensor x, QuantizedWeight weight, Tensor? bias)
+    {
+        if (weight.Experts != 0) throw new ArgumentException("an expert stack needs Expert(e) first", nameof(weight));
+        long rows = x.numel() / x.shape[^1];
+        if (x.device_type == DeviceType.CPU && rows <= Quant.QuantGemv.MaxRows) return QuantGemv.Linear(x, weight, bias);
+        var x32 = x.dtype == ScalarType.Float32 ? x : x.to_type(ScalarType.Float32);
+        using var w32 = weight.Dequantize(Workers);
+        using var wd = x.device_type == DeviceType.CPU ? null : w32.to(x.device);
+        using var b32 = bias?.to_type(ScalarType.Float32);
+        return torch.nn.functional.linear(x32, wd ?? w32, b32);
+    }
+
+    /// <summary>Rows <paramref name="ids"/> (int64, CPU, in range) of a quantized [V, K] table dequantized: float32 [T, K] (embedding lookup).</summary>
+    public unsafe Tensor QuantRows(QuantizedWeight table, Tensor ids)
+    {
+        using var idsCpu = ids.to_type(ScalarType.Int64).cpu().contiguous();
+        long n = idsCpu.numel();
+        var y = torch.empty(new[] { n, table.Cols }, ScalarType.Float32);
+        var yp = (float*)Weights.TorchNative.DataPointer(y);
+        var ip = (long*)Weights.TorchNative.DataPointer(idsCpu);
+        for (long i = 0; i < n; i++)
+        {
+            long r = ip[i];
+            if (r < 0 || r >= table.Rows) throw new ArgumentOutOfRangeException(nameof(ids), r, $"row {r} is outside the {table.Rows} rows");
+            QuantFormat.DequantizeRow(table.Type, table.RowPointer(r), yp + i * table.Cols, table.Cols);
+        }
+        return ids.device_type == DeviceType.CPU ? y : y.to(ids.device);
+    }
+
+    /// <summary>Whether quantized routed experts whose largest batch has <paramref name="maxRowsPerExpert"/> rows run grouped (<see cref="LinearGroupedQuant"/>).</summary>
+    public bool GroupQuantExperts(Device device, long maxRowsPerExpert) =>
+        device.type == DeviceType.CPU && maxRowsPerExpert <= Quant.QuantGemv.MaxRows;
+
+    /// <summary>Quantized routed-expert linears in one pass; see <see cref="QuantGemv.LinearGrouped"/>.</summary>
+    public Tensor LinearGroupedQuant(Tensor x, IReadOnlyList<QuantizedWeight> weights, ReadOnlySpan<int> rowCounts, KernelPart part = KernelPart.Other)
+    {
+        using var time = Time(part);
+        return QuantGemv.LinearGrouped(x, weights, rowCounts);
+    }
+
     private Tensor LinearCore(Tensor x, Tensor weight, Tensor? bias)
     {
         if (weight.dtype != ScalarType.BFloat16)
@@ -249,7 +343,7 @@ internal sealed class GraniteKernels
         }
         long rows = x.numel() / x.shape[^1];
         int maxRows = Tuning.Bf16GemvMaxRows;
-        if (rows <= maxRows && Bf16Gemv.Supports(x, weight)) return Gemv.Linear(x, weight, bias);
+        if (rows <= maxRows && Bf16Gemv.Supports(x, weight, maxRows)) return Gemv.Linear(x, weight, bias);
         if (rows > maxRows && !NativeBf16Gemm && weight.numel() <= Tuning.MaxUpcastElements)
         {
             var x32 = x.dtype == ScalarType.Float32 ? x : x.to_type(ScalarType.Float32);
@@ -268,13 +362,22 @@ internal sealed class GraniteKernels
     /// two grouped managed calls (<see cref="LinearGrouped"/>) instead of one GEMM pair per expert.
     /// </summary>
     public bool GroupExperts(Device device, long maxRowsPerExpert) =>
-        device.type == DeviceType.CPU && maxRowsPerExpert <= Math.Min(Bf16Gemv.MaxRows, Tuning.Bf16GemvMaxRows);
+        device.type == DeviceType.CPU && maxRowsPerExpert <= ExpertGroupMaxRows;
+
+    /// <summary>
+    /// Most rows of one expert for <see cref="GroupExperts"/>: with the blocked kernel (<see cref="Bf16Gemv.Blocked"/>)
+    /// <see cref="KernelTuning.BlockedExpertMaxRows"/> (a prefill's experts too), else <see cref="Bf16Gemv.MaxRows"/>;
+    /// never more than <see cref="KernelTuning.Bf16GemvMaxRows"/> when that is below <see cref="Bf16Gemv.MaxRows"/> (0: no grouping).
+    /// </summary>
+    public int ExpertGroupMaxRows =>
+        Tuning.Bf16GemvMaxRows < Bf16Gemv.MaxRows ? Math.Max(0, Tuning.Bf16GemvMaxRows)
+        : Gemv.Blocked ? Math.Max(Bf16Gemv.MaxRows, Tuning.BlockedExpertMaxRows) : Bf16Gemv.MaxRows;
 
     /// <summary>Routed-expert linears in one pass; see <see cref="Bf16Gemv.LinearGrouped"/>.</summary>
     public Tensor LinearGrouped(Tensor x, IReadOnlyList<Tensor> weights, ReadOnlySpan<int> rowCounts, KernelPart part = KernelPart.Other)
     {
         using var time = Time(part);
-        return Gemv.LinearGrouped(x, weights, rowCounts);
+        return Gemv.LinearGrouped(x, weights, rowCounts, ExpertGroupMaxRows);
     }
 
     /// <summary>
@@ -282,6 +385,17 @@ internal sealed class GraniteKernels
     /// the int8 copy of <paramref name="weight"/> (built on first use; passes of more than <see cref="Bf16Gemv.MaxRows"/>
     /// rows, other devices and dtypes use the weight itself). Float32 result.
     /// </summary>
+    public Tensor LinearHead(Tensor h, LinearWeight weight)
+    {
+        if (weight.Quantized is { } q)
+        {
+            using var qtime = Time(KernelPart.Head);
+            return QuantLinear(h, q, null);
+        }
+        return LinearHead(h, weight.Dense ?? throw new ArgumentException("no weight", nameof(weight)));
+    }
+
+    /// <inheritdoc cref="LinearHead(Tensor, LinearWeight)"/>
     public Tensor LinearHead(Tensor h, Tensor weight)
     {
         using var time = Time(KernelPart.Head);

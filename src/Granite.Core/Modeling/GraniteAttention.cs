@@ -50,9 +50,9 @@ internal sealed class GraniteAttention : nn.Module
     {
         long T = u.shape[0];
         long start = cache.Length;
-        var q = _kernels.Linear(u, _qProj.Weight, _qProj.Bias, KernelPart.AttentionQkv).reshape(T, _heads, _headDim);
-        var k = _kernels.Linear(u, _kProj.Weight, _kProj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
-        var v = _kernels.Linear(u, _vProj.Weight, _vProj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
+        var q = _kernels.Linear(u, _qProj.Linear, _qProj.Bias, KernelPart.AttentionQkv).reshape(T, _heads, _headDim);
+        var k = _kernels.Linear(u, _kProj.Linear, _kProj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
+        var v = _kernels.Linear(u, _vProj.Linear, _vProj.Bias, KernelPart.AttentionQkv).reshape(T, _kvHeads, _headDim);
         Tensor o;
         using (_kernels.Time(KernelPart.AttentionCore))
         {
@@ -65,7 +65,7 @@ internal sealed class GraniteAttention : nn.Module
             cache.Append(k.permute(1, 0, 2), v.permute(1, 0, 2));
             o = AttendCached(q, start, cache);
         }
-        return _kernels.Linear(o, _oProj.Weight, _oProj.Bias, KernelPart.AttentionOut);
+        return _kernels.Linear(o, _oProj.Linear, _oProj.Bias, KernelPart.AttentionOut);
     }
 
     /// <summary>
@@ -76,9 +76,9 @@ internal sealed class GraniteAttention : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<AttentionLayerState> caches)
     {
         long n = u.shape[0];
-        var q = _kernels.Linear(u, _qProj.Weight, _qProj.Bias).reshape(n, _heads, _headDim);
-        var k = _kernels.Linear(u, _kProj.Weight, _kProj.Bias).reshape(n, _kvHeads, _headDim);
-        var v = _kernels.Linear(u, _vProj.Weight, _vProj.Bias).reshape(n, _kvHeads, _headDim);
+        var q = _kernels.Linear(u, _qProj.Linear, _qProj.Bias).reshape(n, _heads, _headDim);
+        var k = _kernels.Linear(u, _kProj.Linear, _kProj.Bias).reshape(n, _kvHeads, _headDim);
+        var v = _kernels.Linear(u, _vProj.Linear, _vProj.Bias).reshape(n, _kvHeads, _headDim);
         var starts = new long[n];
         for (int b = 0; b < n; b++) starts[b] = caches[b].Length;
         if (_rope)
@@ -95,7 +95,7 @@ internal sealed class GraniteAttention : nn.Module
             rows[b] = AttendCached(q.narrow(0, b, 1), starts[b], caches[b]);
         }
         var o = n == 1 ? rows[0] : torch.cat(rows, 0);                              // [B, n_h·d]
-        return _kernels.Linear(o, _oProj.Weight, _oProj.Bias);
+        return _kernels.Linear(o, _oProj.Linear, _oProj.Bias);
     }
 
     /// <summary>

@@ -1,6 +1,7 @@
 using Granite.Core.Configuration;
 using Granite.Core.Kernels;
 using Granite.Core.State;
+using Granite.Core.Kernels.Quant;
 using TorchSharp;
 using TorchSharp.Modules;
 using TorchSharp.Utils;
@@ -49,7 +50,7 @@ internal sealed class GraniteCausalLM : nn.Module
         _kernels.Profile?.CountPass();
         var h = _model.Forward(ids, state, hidden, cancellationToken);
         if (!allPositions) h = h[-1];
-        var logits = _kernels.LinearHead(h, _lmHead?.Weight ?? _model.EmbeddingWeight).to_type(_acc);
+        var logits = _kernels.LinearHead(h, _lmHead?.Linear ?? _model.EmbeddingLinear).to_type(_acc);
         using (_kernels.Time(KernelPart.Head)) return logits / _logitsScaling;
     }
 
@@ -58,7 +59,7 @@ internal sealed class GraniteCausalLM : nn.Module
     {
         _kernels.Profile?.CountPass();
         var h = _model.ForwardBatch(ids, states, cancellationToken);
-        var logits = _kernels.LinearHead(h, _lmHead?.Weight ?? _model.EmbeddingWeight).to_type(_acc);
+        var logits = _kernels.LinearHead(h, _lmHead?.Linear ?? _model.EmbeddingLinear).to_type(_acc);
         using (_kernels.Time(KernelPart.Head)) return logits / _logitsScaling;
     }
 }
@@ -86,6 +87,13 @@ internal sealed class GraniteBackbone : nn.Module
 
     public Tensor EmbeddingWeight => _embedTokens.Weight;
 
+    /// <summary>The embedding as the (tied) LM head's weight: quantized when a GGUF stores it quantized.</summary>
+    public LinearWeight EmbeddingLinear => _embedTokens.Linear;
+
+    /// <summary>Embedding rows of <paramref name="ids"/> (dequantized rows for a quantized embedding, float32).</summary>
+    private Tensor Embed(Tensor ids) =>
+        _embedTokens.Quantized is { } q ? _kernels.QuantRows(q, ids) : _embedTokens.Weight.index_select(0, ids);
+
     /// <summary>The decoder layers, by index.</summary>
     public IList<DecoderLayer> Layers => _layers;
 
@@ -93,7 +101,7 @@ internal sealed class GraniteBackbone : nn.Module
     {
         Tensor h;
         using (_kernels.Time(KernelPart.Embedding))
-            h = _embedTokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [T, H], residual stream in float32
+            h = Embed(ids).to_type(_acc) * _embeddingMultiplier; // [T, H], residual stream in float32
         hidden?.Add(h.to_type(ScalarType.Float32, copy: true));
         for (int i = 0; i < _layers.Count; i++)
         {
@@ -115,7 +123,7 @@ internal sealed class GraniteBackbone : nn.Module
     {
         Tensor h;
         using (_kernels.Time(KernelPart.Embedding))
-            h = _embedTokens.Weight.index_select(0, ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
+            h = Embed(ids).to_type(_acc) * _embeddingMultiplier; // [B, H]
         for (int i = 0; i < _layers.Count; i++)
         {
             cancellationToken.ThrowIfCancellationRequested();

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using Granite.Core.Configuration;
 using Granite.Core.Experts;
 using Granite.Core.Kernels;
+using Granite.Core.Kernels.Quant;
 using Granite.Core.State;
 using Granite.Core.Weights;
 using TorchSharp;
@@ -75,6 +76,9 @@ internal sealed class GraniteModel : IDisposable
         ThreadPolicy.ApplyTorchThreads(options.Threads);
         if (options.TuneNativeAllocator) NativeAllocatorTuning.Apply();
 
+        if (Weights.Gguf.GgufImporter.LinkedSource(modelDir) is { } ggufPath)
+            return LoadLinkedGguf(modelDir, ggufPath, options, config, device, kernels);
+
         using var ckpt = SafetensorsCheckpoint.Open(modelDir);
         const string embedName = "model.embed_tokens.weight";
         var stored = ckpt.Contains(embedName) ? ckpt.GetInfo(embedName).DType : ScalarType.Float32;
@@ -87,6 +91,13 @@ internal sealed class GraniteModel : IDisposable
 
         // Every config size against the checkpoint's headers, dtypes, and the memory the weights take: before any allocation.
         var plan = ModelPreflight.Check(config, ckpt, modelDir, dtype, options.ExpertOffload, options.Device);
+        if (options.WeightDtype == WeightDtypePolicy.Q8_0)
+        {
+            // The Q8_0 blocks are private memory on top of the plan (34 bytes per 32 weights of every quantized linear).
+            long blocks = ckpt.TensorNames.Select(ckpt.GetInfo).Where(i => IsQuantizableName(i.Name) && i.Shape.Length is 2 or 3 && i.Shape[^1] % 32 == 0)
+                .Sum(i => i.ElementCount / 32 * 34);
+            plan = plan with { AllocatedBytes = plan.AllocatedBytes + blocks };
+        }
         if (options.CheckAvailableMemory) ModelPreflight.EnsureFits(plan, modelDir);
         if (options.CheckFiniteWeights) ModelPreflight.CheckFinite(config, ckpt);
 
@@ -99,6 +110,7 @@ internal sealed class GraniteModel : IDisposable
                 bool offload = options.ExpertOffload.Enabled && config.IsMoe;
                 module = new GraniteCausalLM(config, dtype, device, kernels, offload);
                 var report = LoadWeights(module, ckpt, modelDir, config, stored, dtype);
+                if (options.WeightDtype == WeightDtypePolicy.Q8_0) report = QuantizeLinears(module, QuantType.Q8_0, kernels.Workers, report);
                 if (offload) experts = AttachExperts(module, ckpt, config, dtype, device, options.ExpertOffload);
                 return new GraniteModel(module, kernels, device, report, experts);
             }
@@ -106,6 +118,7 @@ internal sealed class GraniteModel : IDisposable
         catch
         {
             experts?.Dispose();
+            if (module is not null) ParamBlock.ReleaseAll(module);
             module?.Dispose();
             kernels.Workers.Dispose();
             throw;
@@ -175,6 +188,152 @@ internal sealed class GraniteModel : IDisposable
             src.Dispose();
         }
         return report;
+    }
+
+    /// <summary>
+    /// Loads a folder written by <see cref="Weights.Gguf.GgufImporter.Link"/> straight from its GGUF file: quantized linear
+    /// and embedding tensors become <see cref="QuantizedWeight"/>s pointing into the mapping (zero-copy; fused gate|up kept
+    /// as two row segments in place; RoPE-permuted q/k rows reordered into an owned copy), F32/BF16 tensors zero-copy views
+    /// where the converter's transform is the identity, the rest (A_log from ssm_a, re-fused dense gate|up, un-permuted
+    /// q/k) computed once. Tensors were checked against the metadata by the import and are checked again here.
+    /// </summary>
+    private static GraniteModel LoadLinkedGguf(string modelDir, string ggufPath, GraniteModelOptions options, GraniteConfig config, Device device, GraniteKernels kernels)
+    {
+        if (options.ExpertOffload.Enabled && config.IsMoe)
+            throw new NotSupportedException($"{ggufPath}: expert offload does not run on GGUF weights yet; load it without an expert budget");
+        if (device.type != DeviceType.CPU) throw new NotSupportedException($"{ggufPath}: GGUF weights run on the CPU only (Device '{options.Device}')");
+        GraniteCausalLM? module = null;
+        var f = Weights.Gguf.GgufFile.Open(ggufPath);
+        try
+        {
+            var producers = Weights.Gguf.GgufImporter.Tensors(f, config).ToDictionary(t => t.Spec.Name, t => t.Produce, StringComparer.Ordinal);
+            var mappings = Weights.Gguf.GraniteGgufLayout.Tensors(config, hasLmHead: f.ContainsTensor("output.weight"));
+            var denseMatrixTypes = mappings.Where(m => !m.AlwaysF32).Select(m => f.GetInfo(m.GgufName).Type)
+                .Where(t => !Weights.Gguf.GgufFile.IsQuantized(t)).Distinct().ToList();
+            var dtype = options.WeightDtype switch
+            {
+                WeightDtypePolicy.Float32 => ScalarType.Float32,
+                WeightDtypePolicy.BFloat16 => ScalarType.BFloat16,
+                _ => denseMatrixTypes.Count == 1 && denseMatrixTypes[0] == Weights.Gguf.GgmlType.BF16 ? ScalarType.BFloat16 : ScalarType.Float32,
+            };
+            using (torch.no_grad())
+            {
+                module = new GraniteCausalLM(config, dtype, device, kernels);
+                var blocks = new Dictionary<string, ParamBlock>(StringComparer.Ordinal);
+                foreach (var (name, m) in module.named_modules())
+                    if (m is ParamBlock pb) blocks[name + ".weight"] = pb;
+                var quantized = new HashSet<string>(StringComparer.Ordinal);
+                var formats = new SortedSet<string>(StringComparer.Ordinal);
+                long qBytes = 0;
+                foreach (var group in mappings.GroupBy(m => m.HfName))
+                {
+                    var parts = group.ToList();
+                    if (!parts.All(p => Weights.Gguf.GgufFile.IsQuantized(f.GetInfo(p.GgufName).Type))) continue;
+                    if (!blocks.TryGetValue(group.Key, out var block)) continue;
+                    string owner = group.Key[..group.Key.LastIndexOf('.')];
+                    string last = owner[(owner.LastIndexOf('.') + 1)..];
+                    if (!QuantizableLinears.Contains(last)) continue; // e.g. a quantized router: dequantized below
+                    QuantizedWeight? q = parts[0].Transform switch
+                    {
+                        Weights.Gguf.GgufTransform.Copy => f.GetQuantized(parts[0].GgufName),
+                        Weights.Gguf.GgufTransform.FirstHalf when parts.Count == 2 => f.GetQuantized(parts[0].GgufName, parts[1].GgufName),
+                        Weights.Gguf.GgufTransform.PermuteQ => Unpermuted(f, parts[0].GgufName, config.NumAttentionHeads),
+                        Weights.Gguf.GgufTransform.PermuteK => Unpermuted(f, parts[0].GgufName, config.NumKeyValueHeads),
+                        _ => null,
+                    };
+                    if (q is null) continue;
+                    try { block.SetQuantized(q); }
+                    catch { q.Dispose(); throw; }
+                    quantized.Add(group.Key);
+                    formats.Add(q.Type.ToString());
+                    qBytes += q.ByteLength;
+                }
+                var parameters = module.named_parameters().ToList();
+                foreach (var (name, p) in parameters)
+                {
+                    if (quantized.Contains(name)) continue;
+                    if (!producers.TryGetValue(name, out var produce)) throw new InvalidDataException($"{ggufPath}: no tensor for '{name}'");
+                    using var scope = torch.NewDisposeScope();
+                    var src = produce();
+                    if (!src.shape.SequenceEqual(p.shape))
+                        throw new InvalidDataException($"{ggufPath}: tensor for '{name}' has shape [{string.Join(", ", src.shape)}], the model needs [{string.Join(", ", p.shape)}]");
+                    // Same dtype: the parameter takes over the view of the mapping (never written; copy-on-write mapping).
+                    if (p.dtype == src.dtype && src.is_contiguous()) p.set_(src);
+                    else p.copy_(src);
+                }
+                long count = parameters.Sum(p => p.parameter.numel());
+                var report = new ModelLoadReport(modelDir, Array.Empty<string>(), Array.Empty<string>(), false, dtype, dtype, count)
+                {
+                    QuantizedFormat = formats.Count == 0 ? null : string.Join("+", formats),
+                    QuantizedTensors = quantized.Count,
+                    QuantizedBytes = qBytes,
+                    QuantizedSourceBytes = qBytes, // already quantized in the file: nothing was converted
+                };
+                return new GraniteModel(module, kernels, device, report, experts: null);
+            }
+        }
+        catch
+        {
+            if (module is not null) ParamBlock.ReleaseAll(module);
+            module?.Dispose();
+            kernels.Workers.Dispose();
+            throw;
+        }
+        finally
+        {
+            f.Dispose(); // the weights and views hold their own references on the mapping
+        }
+    }
+
+    /// <summary>A q/k GGUF weight with llama.cpp's RoPE row permutation undone (an owned copy of the blocks).</summary>
+    private static QuantizedWeight Unpermuted(Weights.Gguf.GgufFile f, string name, int heads)
+    {
+        using var stored = f.GetQuantized(name);
+        using var index = torch.arange(stored.Rows, ScalarType.Int64).reshape(stored.Rows, 1);
+        using var map = Weights.Gguf.GraniteGgufLayout.Permute(index, heads, inverse: true);
+        return QuantizedWeight.CopyRows(stored, map.reshape(-1).data<long>().ToArray());
+    }
+
+    /// <summary>
+    /// Names (last path segment) of the modules whose weight the quantized kernels may hold: the linears and the embedding
+    /// (looked up by dequantizing rows; as a tied LM head it is the largest single read of a decode step), as in
+    /// llama.cpp's Q8_0 files.
+    /// </summary>
+    private static readonly HashSet<string> QuantizableLinears = new(StringComparer.Ordinal)
+    {
+        "in_proj", "out_proj", "q_proj", "k_proj", "v_proj", "o_proj", "lm_head", "input_linear", "output_linear", "embed_tokens",
+    };
+
+    /// <summary>Whether a checkpoint tensor name is the weight of a <see cref="QuantizableLinears"/> module.</summary>
+    private static bool IsQuantizableName(string name)
+    {
+        if (!name.EndsWith(".weight", StringComparison.Ordinal)) return false;
+        var owner = name[..^".weight".Length];
+        return QuantizableLinears.Contains(owner[(owner.LastIndexOf('.') + 1)..]);
+    }
+
+    /// <summary>
+    /// Quantizes every loaded linear weight and the embedding (see <see cref="QuantizableLinears"/>; the router, conv and
+    /// norms stay dense) whose input width fits whole blocks, dropping its dense copy; returns the report with the figures.
+    /// Offloaded experts (on <c>meta</c>) are left to their expert cache.
+    /// </summary>
+    internal static ModelLoadReport QuantizeLinears(GraniteCausalLM module, QuantType type, KernelWorkers workers, ModelLoadReport report)
+    {
+        int count = 0;
+        long bytes = 0, source = 0;
+        foreach (var (name, m) in module.named_modules())
+        {
+            if (m is not ParamBlock block || block.Quantized is not null) continue;
+            var w = block.Weight;
+            string last = name[(name.LastIndexOf('.') + 1)..];
+            if (!QuantizableLinears.Contains(last) || w.device_type != DeviceType.CPU || w.dim() is not (2 or 3)) continue;
+            if (!QuantizedWeight.Fits(type, w.shape[^1])) continue;
+            source += w.numel() * w.element_size();
+            block.Quantize(type, workers);
+            bytes += block.Quantized!.ByteLength;
+            count++;
+        }
+        return report with { QuantizedFormat = type.ToString(), QuantizedTensors = count, QuantizedBytes = bytes, QuantizedSourceBytes = source };
     }
 
     private static ExpertStore AttachExperts(GraniteCausalLM module, SafetensorsCheckpoint ckpt, GraniteConfig config, ScalarType dtype, Device device, ExpertOffloadOptions options)
@@ -327,6 +486,7 @@ internal sealed class GraniteModel : IDisposable
         if (_disposed) return;
         _disposed = true;
         Kernels.Workers.Dispose();
+        ParamBlock.ReleaseAll(_module);
         _module.Dispose();
         _experts?.Dispose();
     }

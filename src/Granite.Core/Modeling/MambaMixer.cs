@@ -61,7 +61,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor Forward(Tensor u, MambaLayerState state)
     {
         long T = u.shape[0];
-        var proj = _kernels.Linear(u, _inProj.Weight, _inProj.Bias, KernelPart.MambaInProj); // [T, D_in]
+        var proj = _kernels.Linear(u, _inProj.Linear, _inProj.Bias, KernelPart.MambaInProj); // [T, D_in]
         var z = proj.narrow(1, 0, _inner);                                          // gate
         var xBC = proj.narrow(1, _inner, _convDim);                                 // raw conv input
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);
@@ -132,14 +132,14 @@ internal sealed class MambaMixer : nn.Module
         using (_kernels.Time(KernelPart.MambaGateNorm))
         {
             if (_acc == ScalarType.Float32 && _kernels.GatedNorm(y, x, _d, z, _norm.Weight, _groups, _eps) is { } fused)
-                return _kernels.Linear(fused, _outProj.Weight, _outProj.Bias, KernelPart.MambaOutProj);
+                return _kernels.Linear(fused, _outProj.Linear, _outProj.Bias, KernelPart.MambaOutProj);
             y = y + x * _d.unsqueeze(1);
             var v = y.reshape(T, _inner) * F.silu(z.to_type(_acc));
             var vg = v.reshape(T, _groups, _inner / _groups);
             vg = vg * torch.rsqrt(vg.square().mean(new long[] { -1 }, keepdim: true) + _eps);
             normed = vg.reshape(T, _inner) * _norm.Weight.to_type(_acc);          // float32; out_proj casts
         }
-        return _kernels.Linear(normed, _outProj.Weight, _outProj.Bias, KernelPart.MambaOutProj);
+        return _kernels.Linear(normed, _outProj.Linear, _outProj.Bias, KernelPart.MambaOutProj);
     }
 
     /// <summary>
@@ -152,7 +152,7 @@ internal sealed class MambaMixer : nn.Module
     public Tensor ForwardBatch(Tensor u, IReadOnlyList<MambaLayerState> states)
     {
         long n = u.shape[0];
-        var proj = _kernels.Linear(u, _inProj.Weight, _inProj.Bias, KernelPart.MambaInProj); // [B, D_in]
+        var proj = _kernels.Linear(u, _inProj.Linear, _inProj.Bias, KernelPart.MambaInProj); // [B, D_in]
         var z = proj.narrow(1, 0, _inner);
         var xBC = proj.narrow(1, _inner, _convDim);
         var dtRaw = proj.narrow(1, _inner + _convDim, _heads);

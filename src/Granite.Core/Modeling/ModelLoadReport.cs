@@ -17,4 +17,17 @@ public sealed record ModelLoadReport(
     bool IgnoredTiedLmHead,
     ScalarType StoredDtype,
     ScalarType WeightDtype,
-    long ParameterCount);
+    long ParameterCount)
+{
+    /// <summary>The block format the linear weights run in (<c>"Q8_0"</c>, …), or null when they are dense.</summary>
+    public string? QuantizedFormat { get; init; }
+
+    /// <summary>Linear weights held as quantized blocks.</summary>
+    public int QuantizedTensors { get; init; }
+
+    /// <summary>Bytes of those blocks (private memory for quantize-at-load).</summary>
+    public long QuantizedBytes { get; init; }
+
+    /// <summary>Bytes the same weights took in the dense dtype they were loaded as.</summary>
+    public long QuantizedSourceBytes { get; init; }
+}

@@ -1,6 +1,7 @@
 using Granite.Core.Configuration;
 using Granite.Core.Experts;
 using Granite.Core.Kernels;
+using Granite.Core.Kernels.Quant;
 using TorchSharp;
 using TorchSharp.Utils;
 using static TorchSharp.torch;
@@ -75,6 +76,11 @@ internal sealed class MoeBlock : nn.Module
         }
 
         var output = torch.zeros_like(u);
+        if (_inputLinear.Quantized is { } qIn && _outputLinear.Quantized is { } qOut)
+        {
+            ForwardQuantized(u, tokenSorted, gateSorted, counts, qIn, qOut, output);
+            return output;
+        }
         var cache = Experts;
         ExpertLease? lease = null;
         if (cache is not null)
@@ -118,7 +124,7 @@ internal sealed class MoeBlock : nn.Module
     /// </summary>
     private Tensor? TryGroupedRoute(Tensor u, MoeRoute route)
     {
-        if (Experts is not null || u.dtype != ScalarType.Float32) return null;      // offload leases: the general path
+        if (Experts is not null || u.dtype != ScalarType.Float32 || _inputLinear.Quantized is not null) return null; // offload leases, quantized: the general path
         var counts = route.Counts;
         if (!_kernels.GroupExperts(u.device, counts.Max())) return null;
         var rows = new List<int>(_experts);
@@ -141,6 +147,49 @@ internal sealed class MoeBlock : nn.Module
         m = _kernels.SiluMul(h, _inter, KernelPart.ExpertsAct);
         ys = _kernels.LinearGrouped(m, w2, span, KernelPart.ExpertsOut);
         using (_kernels.Time(KernelPart.ExpertsGatherScatter)) return SmallOps.ScatterWeighted(ys, route.Tokens, route.Gates, u.shape[0]);
+    }
+
+    /// <summary>
+    /// Quantized experts (<see cref="ParamBlock.Quantized"/>): decode-sized batches in two grouped GEMVs on the blocks,
+    /// larger ones one expert at a time (each expert dequantized for its GEMM by the seam).
+    /// </summary>
+    private void ForwardQuantized(Tensor u, Tensor tokenSorted, Tensor gateSorted, long[] counts, QuantizedWeight qIn, QuantizedWeight qOut, Tensor output)
+    {
+        if (_kernels.GroupQuantExperts(u.device, counts.Max()))
+        {
+            var rows = new List<int>(_experts);
+            var w1 = new List<QuantizedWeight>(_experts);
+            var w2 = new List<QuantizedWeight>(_experts);
+            for (int e = 0; e < _experts; e++)
+            {
+                if (counts[e] == 0) continue;
+                rows.Add((int)counts[e]);
+                w1.Add(qIn.Expert(e));
+                w2.Add(qOut.Expert(e));
+            }
+            if (rows.Count == 0) return;
+            var span = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(rows);
+            Tensor xs;
+            using (_kernels.Time(KernelPart.ExpertsGatherScatter)) xs = u.index_select(0, tokenSorted);
+            var h = _kernels.LinearGroupedQuant(xs, w1, span, KernelPart.ExpertsIn);
+            var m = _kernels.SiluMul(h, _inter, KernelPart.ExpertsAct);
+            var ys = _kernels.LinearGroupedQuant(m, w2, span, KernelPart.ExpertsOut);
+            using (_kernels.Time(KernelPart.ExpertsGatherScatter)) output.index_add_(0, tokenSorted, ys.to_type(output.dtype) * gateSorted.unsqueeze(1).to_type(output.dtype), 1);
+            return;
+        }
+        long offset = 0;
+        for (int e = 0; e < _experts; e++)
+        {
+            long n = counts[e];
+            if (n == 0) continue;
+            var tok = tokenSorted.narrow(0, offset, n);
+            var xe = u.index_select(0, tok);
+            var a = _kernels.QuantLinear(xe, qIn.Expert(e), null);
+            var m = F.silu(a.narrow(1, 0, _inter)) * a.narrow(1, _inter, _inter);
+            var ye = _kernels.QuantLinear(m, qOut.Expert(e), null) * gateSorted.narrow(0, offset, n).unsqueeze(1);
+            output.index_add_(0, tok, ye.to_type(output.dtype), 1);
+            offset += n;
+        }
     }
 
     private static bool Qualifies(Tensor w) =>

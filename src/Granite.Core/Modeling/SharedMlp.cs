@@ -25,8 +25,8 @@ internal sealed class SharedMlp : nn.Module
 
     public Tensor Forward(Tensor u)
     {
-        var a = _kernels.Linear(u, _inputLinear.Weight, part: KernelPart.SharedIn);
+        var a = _kernels.Linear(u, _inputLinear.Linear, part: KernelPart.SharedIn);
         var m = _kernels.SiluMul(a, _inter, KernelPart.SharedAct);
-        return _kernels.Linear(m, _outputLinear.Weight, part: KernelPart.SharedOut);
+        return _kernels.Linear(m, _outputLinear.Linear, part: KernelPart.SharedOut);
     }
 }

@@ -14,4 +14,12 @@ public enum WeightDtypePolicy
 
     /// <summary>Convert every weight to BF16 (e.g. to halve the memory of an F32 checkpoint); BF16 activations.</summary>
     BFloat16,
+
+    /// <summary>
+    /// Quantize the linear weights (Mamba in/out projections, attention q/k/v/o, shared MLP, routed experts, the LM head)
+    /// and the embedding at load to ggml's Q8_0 blocks (32 int8 + one fp16 scale, 8.5 bits per weight; the layout of a
+    /// Q8_0 GGUF, so the same kernels serve both); the router, conv and norms stay as stored. Decode computes on the blocks; prefill
+    /// dequantizes per weight. Routed experts under expert offload stay as stored. See docs/quantization.md.
+    /// </summary>
+    Q8_0,
 }

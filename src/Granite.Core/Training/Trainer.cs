@@ -19,10 +19,33 @@ internal sealed record TrainerOptions
     public double FinalLearningRate { get; init; } = 2e-4;
     public double WeightDecay { get; init; } = 0.1;
     public double ClipNorm { get; init; } = 1.0;
+
+    /// <summary>Keep the peak learning rate after warm-up instead of the cosine decay.</summary>
+    public bool ConstantLearningRate { get; init; }
+
+    /// <summary>
+    /// Compute a batch's shared prefix without gradients (forward only): the conversations still read its state and
+    /// KV cache, but no gradient flows back into the prefix positions. Cheaper when the prefix is long.
+    /// </summary>
+    public bool DetachPrefix { get; init; }
 }
 
 /// <summary>What one optimizer step did.</summary>
-internal readonly record struct StepResult(long Step, double Loss, int SupervisedTokens, long ComputedTokens, double GradNorm, double LearningRate, TimeSpan Elapsed);
+internal readonly record struct StepResult(long Step, double Loss, int SupervisedTokens, long ComputedTokens, double GradNorm, double LearningRate, TimeSpan Elapsed)
+{
+    /// <summary>Per example of the batch (in batch order): cross-entropy sum, supervised tokens and how many the argmax predicts.</summary>
+    public IReadOnlyList<ExampleLoss> Examples { get; init; } = Array.Empty<ExampleLoss>();
+}
+
+/// <summary>One example's summed cross-entropy over its <paramref name="Count"/> supervised tokens, <paramref name="Correct"/> of which the argmax predicts.</summary>
+internal readonly record struct ExampleLoss(double Sum, int Count, int Correct)
+{
+    /// <summary>Every supervised token is the argmax (greedy decoding would reproduce the example's outputs under teacher forcing).</summary>
+    public bool Exact => Count > 0 && Correct == Count;
+}
+
+/// <summary>Mean loss per supervised token, token accuracy and the share of examples whose supervised tokens are all the argmax.</summary>
+internal readonly record struct EvaluationResult(double Loss, double TokenAccuracy, double ExactShare);
 
 /// <summary>
 /// The training loop's step: mean cross-entropy over the supervised (assistant) tokens of a batch, one backward pass,
@@ -38,7 +61,7 @@ internal sealed class Trainer : IDisposable
         Model = model;
         Options = options;
         Optimizer = new AdamW(model.Parameters, weightDecay: options.WeightDecay);
-        _schedule = new LearningRateSchedule(options.PeakLearningRate, options.WarmupSteps, options.TotalSteps, options.FinalLearningRate);
+        _schedule = new LearningRateSchedule(options.PeakLearningRate, options.WarmupSteps, options.TotalSteps, options.FinalLearningRate, options.ConstantLearningRate);
     }
 
     public TrainableGranite Model { get; }
@@ -54,7 +77,8 @@ internal sealed class Trainer : IDisposable
         var sw = Stopwatch.StartNew();
         double lr = _schedule.At(Optimizer.Step);
         using var scope = torch.NewDisposeScope();
-        var (loss, count, computed) = BatchLoss(Model, batch);
+        var perExample = new ExampleLoss[batch.Count];
+        var (loss, count, computed) = BatchLoss(Model, batch, Options.DetachPrefix, perExample);
         double value;
         using (var mean = loss / Math.Max(1, count))
         {
@@ -63,7 +87,7 @@ internal sealed class Trainer : IDisposable
         }
         double norm = Optimizer.ClipGradients(Options.ClipNorm);
         Optimizer.Update(lr);
-        return new StepResult(Optimizer.Step, value, count, computed, norm, lr, sw.Elapsed);
+        return new StepResult(Optimizer.Step, value, count, computed, norm, lr, sw.Elapsed) { Examples = perExample };
     }
 
     /// <summary>Mean supervised cross-entropy of <paramref name="examples"/> without gradients (evaluation loss).</summary>
@@ -75,12 +99,27 @@ internal sealed class Trainer : IDisposable
         return loss.to_type(ScalarType.Float64).item<double>() / Math.Max(1, count);
     }
 
+    /// <summary>Loss, token accuracy and exact-example share of <paramref name="examples"/> without gradients (teacher forcing).</summary>
+    public static EvaluationResult Evaluate(TrainableGranite model, IReadOnlyList<TrainingExample> examples)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var per = new ExampleLoss[examples.Count];
+        var (loss, count, _) = BatchLoss(model, examples, perExample: per);
+        int n = Math.Max(1, count);
+        return new EvaluationResult(loss.to_type(ScalarType.Float64).item<double>() / n, (double)per.Sum(e => e.Correct) / n,
+            (double)per.Count(e => e.Exact) / Math.Max(1, per.Count(e => e.Count > 0)));
+    }
+
     /// <summary>
     /// Sum of cross-entropy over supervised tokens (a graph when gradients are on), the number of those tokens, and the
-    /// number of token positions computed.
+    /// number of token positions computed. With <paramref name="detachPrefix"/> the shared prefixes run without
+    /// gradients; <paramref name="perExample"/> (batch-sized, optional) receives each example's loss sum and token count.
     /// </summary>
-    internal static (Tensor Loss, int Count, long Computed) BatchLoss(TrainableGranite model, IReadOnlyList<TrainingExample> batch)
+    internal static (Tensor Loss, int Count, long Computed) BatchLoss(TrainableGranite model, IReadOnlyList<TrainingExample> batch,
+        bool detachPrefix = false, ExampleLoss[]? perExample = null)
     {
+        if (perExample is not null && perExample.Length != batch.Count) throw new ArgumentException("perExample must have one entry per example.", nameof(perExample));
         if (batch.Count == 0) throw new ArgumentException("Empty batch.", nameof(batch));
         Tensor? total = null;
         int count = 0;
@@ -88,9 +127,9 @@ internal sealed class Trainer : IDisposable
         var states = new List<InferenceState>();
         try
         {
-            foreach (var group in batch.GroupBy(e => PrefixKey(e)))
+            foreach (var group in Enumerable.Range(0, batch.Count).GroupBy(i => PrefixKey(batch[i])))
             {
-                var first = group.First();
+                var first = batch[group.First()];
                 int p = first.PrefixLength;
                 InferenceState? prefixState = null;
                 Tensor? prefixLast = null;
@@ -98,11 +137,13 @@ internal sealed class Trainer : IDisposable
                 {
                     prefixState = model.NewState();
                     states.Add(prefixState);
-                    prefixLast = model.Forward(first.Ids.AsSpan(0, p), prefixState)[-1];
+                    using (detachPrefix ? torch.no_grad() : null)
+                        prefixLast = model.Forward(first.Ids.AsSpan(0, p), prefixState)[-1];
                     computed += p;
                 }
-                foreach (var ex in group)
+                foreach (int exIndex in group)
                 {
+                    var ex = batch[exIndex];
                     ex.Validate();
                     int start = p >= 2 ? p : 0;
                     var st = prefixState?.Clone() ?? model.NewState();
@@ -114,18 +155,25 @@ internal sealed class Trainer : IDisposable
                     for (int i = Math.Max(1, start + 1); i < ex.Ids.Length; i++)
                         if (ex.Supervised[i]) { rows.Add(i - 1 - start); targets.Add(ex.Ids[i]); }
                     Tensor? l = null;
+                    int correct = 0;
                     if (rows.Count > 0)
                     {
                         var sel = logits.index_select(0, torch.tensor(rows.ToArray(), ScalarType.Int64));
-                        l = F.cross_entropy(sel, torch.tensor(targets.ToArray(), ScalarType.Int64), reduction: nn.Reduction.Sum);
+                        var tgt = torch.tensor(targets.ToArray(), ScalarType.Int64);
+                        l = F.cross_entropy(sel, tgt, reduction: nn.Reduction.Sum);
+                        if (perExample is not null)
+                            using (torch.no_grad()) correct += (int)sel.argmax(1).eq(tgt).sum().item<long>();
                     }
                     if (start > 0 && ex.Supervised[start])                          // first token after the prefix
                     {
                         var l0 = F.cross_entropy(prefixLast!.unsqueeze(0), torch.tensor(new long[] { ex.Ids[start] }, ScalarType.Int64), reduction: nn.Reduction.Sum);
                         l = l is null ? l0 : l + l0;
                         rows.Add(-1);
+                        if (perExample is not null)
+                            using (torch.no_grad()) correct += prefixLast!.argmax().item<long>() == ex.Ids[start] ? 1 : 0;
                     }
                     if (l is null) continue;
+                    if (perExample is not null) perExample[exIndex] = new ExampleLoss(l.detach().to_type(ScalarType.Float64).item<double>(), rows.Count, correct);
                     count += rows.Count;
                     total = total is null ? l : total + l;
                 }

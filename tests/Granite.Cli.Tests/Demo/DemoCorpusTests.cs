@@ -107,6 +107,74 @@ public sealed class DemoCorpusTests : IClassFixture<DemoCorpusTests.Shared>
     }
 
     [Fact]
+    public void Copy_curriculum_values_are_fresh_never_held_out_and_only_in_the_user_text()
+    {
+        var convs = Enumerable.Range(0, 400).Select(i => _s.Corpus.CopyConversation(5, 0, i)).ToList();
+        JsonSerializer.Serialize(_s.Corpus.CopyConversation(5, 0, 7)).Should().Be(JsonSerializer.Serialize(convs[7]));
+        JsonSerializer.Serialize(_s.Corpus.CopyConversation(5, 1, 7)).Should().NotBe(JsonSerializer.Serialize(convs[7]), "each stream draws its own values");
+        var values = new List<string>();
+        foreach (var c in convs)
+        {
+            c.Kind.Should().Be("copy");
+            c.Turns.Count.Should().BeInRange(1, 3);
+            foreach (var t in c.Turns)
+            {
+                t.Calls.Should().BeEmpty();
+                t.Results.Should().NotBeEmpty();
+                foreach (var v in t.Results)
+                {
+                    t.User.Should().Contain(v);
+                    t.Answer.Should().Contain(v);
+                    DemoCorpus.HeldOutValue(v).Should().BeFalse(v);
+                    values.Add(v);
+                }
+            }
+        }
+        _out.WriteLine(string.Join(" | ", values.Take(30)));
+        values.Distinct().Count().Should().BeGreaterThan(values.Count * 85 / 100, "values are drawn fresh, not from a pool (only short ones repeat)");
+        values.Should().Contain(v => v.Length >= 6 && v.All(char.IsAsciiDigit), "long digit strings");
+        values.Should().Contain(v => System.Text.RegularExpressions.Regex.IsMatch(v, @"^[0-9]+\.[0-9]{2,3}$"), "decimals");
+        values.Should().Contain(v => v.StartsWith('-'), "negative numbers");
+        values.Should().Contain(v => char.IsUpper(v[0]) && v.Skip(1).All(char.IsLower), "made-up names");
+        values.Should().Contain(v => v.Contains('*'), "glob patterns");
+
+        // Rendered without the tool block: short sequences whose supervised tokens are the answers.
+        var ex = DemoData.ToExample(_s.Tokenizer, GraniteChatTemplate.Render(convs[0].Messages(), null, addGenerationPrompt: false));
+        ex.Validate();
+        ex.Ids.Length.Should().BeLessThan(200);
+        _s.Tokenizer.Decode(ex.Ids.Take(ex.PrefixLength)).Should().NotContain("<tools>");
+        ex.SupervisedCount.Should().BeGreaterThan(0);
+    }
+
+    [Fact]
+    public void Tool_argument_numbers_vary_in_length_and_decimals_and_keep_the_split()
+    {
+        var nums = Enumerable.Range(0, 1500).Select(i => _s.Corpus.Generate(6, DemoSplit.Train, i))
+            .SelectMany(c => c.Turns).SelectMany(t => t.Calls)
+            .Where(c => c.Name.StartsWith("Units_", StringComparison.Ordinal))
+            .Select(c => c.Arguments.Values.Single().GetRawText()).ToList();
+        nums.Count.Should().BeGreaterThan(200);
+        nums.Distinct().Count().Should().BeGreaterThan(nums.Count * 7 / 10, "numbers are drawn fresh, not from a small pool (only short ones repeat)");
+        var intLengths = nums.Select(n => n.TrimStart('-').Split('.')[0].Length).Distinct().ToList();
+        intLengths.Should().Contain(new[] { 1, 2, 3, 4 });
+        nums.Should().Contain(n => n.Contains('.') && n.Split('.')[1].Length == 2);
+        nums.Should().OnlyContain(n => !n.EndsWith('0') || !n.Contains('.'), "decimals are written in their shortest form");
+        nums.Should().OnlyContain(n => !DemoCorpus.HeldOutValue(n));
+
+        // City questions: training mixes in made-up places (copied from the question; the real tool does not know
+        // them), the evaluation splits ask about held-out table cities only.
+        static IEnumerable<(string City, DemoTurn Turn)> Cities(IEnumerable<DemoConversation> cs) => cs.SelectMany(c => c.Turns)
+            .Where(t => t.Calls.Count == 1 && t.Calls[0].Arguments.ContainsKey("city")).Select(t => (t.Calls[0].Arguments["city"].GetString()!, t));
+        var train = Cities(Enumerable.Range(0, 800).Select(i => _s.Corpus.Generate(6, DemoSplit.Train, i))).ToList();
+        var madeUp = train.Where(c => Granite.Demo.DemoCities.Find(c.City) is null).ToList();
+        madeUp.Count.Should().BeInRange(train.Count / 6, train.Count / 2);
+        madeUp.Should().OnlyContain(c => c.Turn.Results[0] == "unknown city: " + c.City && c.Turn.Answer == "Sorry, unknown city: " + c.City + "." && c.Turn.User.Contains(c.City));
+        madeUp.Select(c => c.City).Distinct().Count().Should().BeGreaterThan(madeUp.Count * 9 / 10);
+        var eval = Cities(Enumerable.Range(0, 400).Select(i => _s.Corpus.Generate(6, i % 2 == 0 ? DemoSplit.SeenTemplateUnseenValue : DemoSplit.UnseenTemplate, i))).ToList();
+        eval.Should().NotBeEmpty().And.OnlyContain(c => Granite.Demo.DemoCities.Find(c.City) != null && DemoCorpus.HeldOutValue(c.City));
+    }
+
+    [Fact]
     public void Trained_tokenizer_loads_with_the_Split_then_ByteLevel_form_and_keeps_digits_apart()
     {
         var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(_s.Dir, "tokenizer.json"))).RootElement;

@@ -123,6 +123,36 @@ public class GradientCheckTests
     }
 
     [Fact]
+    public void Detached_prefix_keeps_the_loss_and_drops_only_the_gradient_through_the_prefix()
+    {
+        using var m = TrainableGranite.Create(FixtureConfig(), seed: 4, ScalarType.Float64, std: 0.2);
+        var batch = Examples(m.Config.VocabSize, 11);
+        (double Loss, double[] Grad, ExampleLoss[] PerExample) Run(bool detach)
+        {
+            using var scope = torch.NewDisposeScope();
+            var per = new ExampleLoss[batch.Length];
+            var (loss, count, _) = Trainer.BatchLoss(m, batch, detach, per);
+            loss.backward();
+            double value = loss.item<double>();
+            double[] grad = m.Parameters.SelectMany(p => p.Parameter.grad is null ? Array.Empty<double>() : p.Parameter.grad.flatten().data<double>().ToArray()).ToArray();
+            foreach (var (_, p) in m.Parameters) p.grad?.zero_();
+            count.Should().Be(per.Sum(e => e.Count));
+            per.Should().OnlyContain(e => e.Correct >= 0 && e.Correct <= e.Count);
+            return (value, grad, per);
+        }
+        var full = Run(detach: false);
+        var detached = Run(detach: true);
+        detached.Loss.Should().BeApproximately(full.Loss, 1e-12 * Math.Abs(full.Loss));
+        full.PerExample.Sum(e => e.Sum).Should().BeApproximately(full.Loss, 1e-9 * full.Loss);
+        full.PerExample.Should().OnlyContain(e => e.Count > 0);
+        double Norm(double[] g) => Math.Sqrt(g.Sum(x => x * x));
+        double diff = Math.Sqrt(full.Grad.Zip(detached.Grad, (a, b) => (a - b) * (a - b)).Sum());
+        Norm(detached.Grad).Should().BeGreaterThan(0);
+        diff.Should().BeGreaterThan(1e-6 * Norm(full.Grad), "the full gradient includes the path through the prefix positions");
+        diff.Should().BeLessThan(Norm(full.Grad), "the conversations' own positions still carry most of the gradient");
+    }
+
+    [Fact]
     public void Training_forward_of_the_fixture_matches_the_inference_path()
     {
         string dir = Golden.FixtureDir("tiny-h-dense");

@@ -82,4 +82,17 @@ public class TrainerTests
         s.At(110).Should().BeApproximately(1e-4, 1e-12);
         s.At(500).Should().BeApproximately(1e-4, 1e-12);
     }
+
+    [Fact]
+    public void Constant_schedule_keeps_the_peak_after_warm_up_whatever_the_step_count()
+    {
+        var a = new LearningRateSchedule(2e-3, 10, 100, 2e-4, Constant: true);
+        var b = new LearningRateSchedule(2e-3, 10, 5000, 2e-4, Constant: true);
+        a.At(4).Should().BeApproximately(1e-3, 1e-15);
+        foreach (long step in new long[] { 9, 10, 60, 99, 100, 4000 })
+        {
+            a.At(step).Should().Be(2e-3);
+            b.At(step).Should().Be(a.At(step));
+        }
+    }
 }

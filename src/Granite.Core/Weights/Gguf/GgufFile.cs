@@ -149,6 +149,10 @@ internal sealed class GgufFile : MappedFile, IDisposable
         }
     }
 
+    /// <summary>Whether <paramref name="type"/> is a block format the quantized kernels run in place (Q8_0, Q4_0, Q4_K, Q5_K,
+    /// Q6_K; other readable block types, e.g. llama.cpp's Q5_0 fallback, are dequantized at load).</summary>
+    public static bool IsQuantized(GgmlType type) => Kernels.Quant.QuantFormat.IsQuantType((uint)type);
+
     /// <summary>A Float32 copy of a block-quantized tensor, dequantized in runs of whole blocks (rows are runs of blocks).</summary>
     private unsafe Tensor Dequantize(GgufTensorInfo t, GgufDequantizeRow dequantizeRow)
     {
@@ -163,6 +167,49 @@ internal sealed class GgufFile : MappedFile, IDisposable
             dequantizeRow(Span(t.Offset + b0 * bb, n * bb), new Span<float>(dst + b0 * be, n * be));
         }
         return result;
+    }
+
+    /// <summary>
+    /// A quantized tensor as blocks in place (zero-copy: the weight points into the mapping, which it keeps alive until it
+    /// is disposed). <paramref name="second"/>: a tensor of the same type whose rows follow this one's in each matrix
+    /// (<c>ffn_up*</c> after <c>ffn_gate*</c>), giving one [.., rows + rows2, K] weight without a copy.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The tensor's type is not a block format the kernels run.</exception>
+    public unsafe Kernels.Quant.QuantizedWeight GetQuantized(string name, string? second = null)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        var t = GetInfo(name);
+        if (!IsQuantized(t.Type)) throw new NotSupportedException($"{Path}: tensor '{name}' has type {t.Type}, not a quantized block format");
+        var type = (Kernels.Quant.QuantType)(uint)t.Type;
+        var u = second is null ? null : GetInfo(second);
+        if (u is not null && (u.Type != t.Type || !u.Shape.SequenceEqual(t.Shape)))
+            throw new InvalidDataException($"{Path}: tensors '{name}' ({t.Type} [{string.Join(",", t.Shape)}]) and '{second}' ({u.Type} [{string.Join(",", u.Shape)}]) must share type and shape");
+        if (!TryAddRef()) throw new ObjectDisposedException(GetType().Name, $"{Path} is no longer mapped");
+        var lease = new Lease(this);
+        try
+        {
+            byte* b = (byte*)BaseAddress;
+            if (u is null) return Kernels.Quant.QuantizedWeight.FromMemory(type, t.Shape, b + t.Offset, t.ByteLength, lease);
+            var shape = (long[])t.Shape.Clone();
+            shape[^2] *= 2;
+            return Kernels.Quant.QuantizedWeight.FromMemory(type, shape, b + t.Offset, b + u.Offset, t.Shape[^2], lease);
+        }
+        catch
+        {
+            lease.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>One reference on the mapping, released once.</summary>
+    private sealed class Lease(MappedFile file) : IDisposable
+    {
+        private int _done;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0) file.Release();
+        }
     }
 
     /// <summary>Releases the file's hold on the mapping (tensors already handed out keep theirs).</summary>

@@ -11,9 +11,9 @@ namespace Granite.Core.Weights.Gguf;
 /// <c>tokenizer.ggml.*</c> → <c>tokenizer.json</c>, <c>tokenizer.chat_template</c> → <c>tokenizer_config.json</c>.
 /// </summary>
 /// <remarks>
-/// As a first step the model is loaded by materializing this as a safetensors checkpoint folder in a cache
-/// (<see cref="ResolveModelPath"/>), which <see cref="Modeling.GraniteModel.Load"/> then memory-maps; Q8_0 tensors are
-/// dequantized to F32 there. See docs/gguf.md.
+/// <see cref="ResolveModelPath"/> writes a small folder (config, tokenizer, a pointer to the file: <see cref="Link"/>);
+/// <see cref="Modeling.GraniteModel.Load"/> then maps the GGUF itself, keeping quantized tensors as blocks in place.
+/// <see cref="Materialize"/> writes a full safetensors checkpoint instead (quantized tensors dequantized). See docs/gguf.md.
 /// </remarks>
 internal static class GgufImporter
 {
@@ -215,6 +215,64 @@ internal static class GgufImporter
         return cfg with { SourcePath = Path.Combine(directory, "config.json") };
     }
 
+    /// <summary>Name of the file in a linked folder (<see cref="Link"/>) that points at its GGUF file.</summary>
+    public const string SourceFileName = "gguf-source.json";
+
+    /// <summary>
+    /// Writes the small part of an import into <paramref name="directory"/>: config.json, tokenizer.json,
+    /// tokenizer_config.json and <see cref="SourceFileName"/> (the GGUF's path, size and time) — no weights:
+    /// <see cref="Modeling.GraniteModel.Load"/> maps the GGUF itself (quantized tensors stay blocks in place, F32 tensors are
+    /// zero-copy views). All tensors are checked against the metadata here, as <see cref="Materialize"/> does.
+    /// </summary>
+    public static GraniteConfig Link(string ggufPath, string directory)
+    {
+        var full = Path.GetFullPath(ggufPath);
+        using var f = GgufFile.Open(full);
+        var cfg = ReadConfig(f);
+        _ = Tensors(f, cfg); // every tensor named, typed and shaped as the metadata implies
+        var (tokenizerJson, tokenizerConfig) = GgufTokenizerImport.Build(f, cfg);
+        Directory.CreateDirectory(directory);
+        var fi = new FileInfo(full);
+        WriteAtomic(Path.Combine(directory, SourceFileName), JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["path"] = full,
+            ["length"] = fi.Length,
+            ["mtime_ticks"] = fi.LastWriteTimeUtc.Ticks,
+        }));
+        WriteAtomic(Path.Combine(directory, "tokenizer.json"), tokenizerJson);
+        WriteAtomic(Path.Combine(directory, "tokenizer_config.json"), tokenizerConfig);
+        WriteAtomic(Path.Combine(directory, "config.json"), cfg.ToJson()); // last: its presence marks a complete folder
+        return cfg with { SourcePath = Path.Combine(directory, "config.json") };
+    }
+
+    /// <summary>
+    /// The GGUF file a folder written by <see cref="Link"/> points at, or null for an ordinary checkpoint folder.
+    /// </summary>
+    /// <exception cref="InvalidDataException">The pointer is unreadable, or the GGUF is gone or changed since the import.</exception>
+    public static string? LinkedSource(string directory)
+    {
+        var file = Path.Combine(directory, SourceFileName);
+        if (!File.Exists(file)) return null;
+        string path;
+        long length, ticks;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(file));
+            path = doc.RootElement.GetProperty("path").GetString() ?? throw new InvalidDataException("path is null");
+            length = doc.RootElement.GetProperty("length").GetInt64();
+            ticks = doc.RootElement.GetProperty("mtime_ticks").GetInt64();
+        }
+        catch (Exception ex) when (ex is JsonException or KeyNotFoundException or InvalidOperationException or InvalidDataException)
+        {
+            throw new InvalidDataException($"{file}: not a valid GGUF pointer ({ex.Message})", ex);
+        }
+        var fi = new FileInfo(path);
+        if (!fi.Exists) throw new FileNotFoundException($"{file}: the GGUF file it points at is gone: {path}", path);
+        if (fi.Length != length || fi.LastWriteTimeUtc.Ticks != ticks)
+            throw new InvalidDataException($"{file}: the GGUF file {path} changed since it was imported; load the .gguf file itself again");
+        return path;
+    }
+
     private static void WriteAtomic(string path, string text)
     {
         File.WriteAllText(path + ".tmp", text);
@@ -223,8 +281,9 @@ internal static class GgufImporter
 
     /// <summary>
     /// <paramref name="modelPath"/> unchanged when it is a folder; for a GGUF file (detected by its magic, so an Ollama
-    /// blob without extension works too) the path of a checkpoint folder materialized from it in
-    /// <c>$GRANITE_CACHE</c> (default <c>~/.cache/granite/gguf</c>), keyed by the file's path, size and time, reused when present.
+    /// blob without extension works too) the path of a folder linked to it (<see cref="Link"/>: config, tokenizer and a
+    /// pointer, no weights) in <c>$GRANITE_CACHE</c> (default <c>~/.cache/granite/gguf</c>), keyed by the file's path, size
+    /// and time, reused when present.
     /// </summary>
     /// <exception cref="InvalidDataException">The GGUF file is invalid.</exception>
     public static string ResolveModelPath(string modelPath)
@@ -240,13 +299,13 @@ internal static class GgufImporter
         var full = Path.GetFullPath(modelPath);
         var fi = new FileInfo(full);
         var key = Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(
-            System.Text.Encoding.UTF8.GetBytes($"{full}\n{fi.Length}\n{fi.LastWriteTimeUtc.Ticks}\nv1")))[..16].ToLowerInvariant();
+            System.Text.Encoding.UTF8.GetBytes($"{full}\n{fi.Length}\n{fi.LastWriteTimeUtc.Ticks}\nv2-linked")))[..16].ToLowerInvariant();
         var dir = Path.Combine(CacheRoot(), Path.GetFileNameWithoutExtension(full) + "-" + key);
-        if (File.Exists(Path.Combine(dir, "config.json")) && File.Exists(Path.Combine(dir, SafetensorsCheckpoint.SingleFileName))) return dir;
+        if (File.Exists(Path.Combine(dir, "config.json")) && File.Exists(Path.Combine(dir, SourceFileName))) return dir;
         var staging = dir + ".partial-" + Environment.ProcessId;
         try
         {
-            Materialize(full, staging);
+            Link(full, staging);
             try { Directory.Move(staging, dir); }
             catch (IOException) when (File.Exists(Path.Combine(dir, "config.json"))) { Directory.Delete(staging, recursive: true); } // another process won
         }

@@ -44,14 +44,15 @@ internal static class GgufQuantization
     public static GgufQuantizeRow? Quantizer(GgmlType t) => t switch
     {
         GgmlType.Q5_0 => Q5_0Blocks.QuantizeRow,
+        _ when Kernels.Quant.QuantFormat.IsQuantType((uint)t) => (row, blocks) => Kernels.Quant.QuantFormat.QuantizeRow((Kernels.Quant.QuantType)(uint)t, row, blocks),
         _ => null,
     };
 
     /// <summary>The row dequantizer of <paramref name="t"/>, or null when this build has none.</summary>
     public static GgufDequantizeRow? Dequantizer(GgmlType t) => t switch
     {
-        GgmlType.Q8_0 => Q8_0Dequantize,
         GgmlType.Q5_0 => Q5_0Blocks.DequantizeRow,
+        _ when Kernels.Quant.QuantFormat.IsQuantType((uint)t) => (blocks, row) => Kernels.Quant.QuantFormat.DequantizeRow((Kernels.Quant.QuantType)(uint)t, blocks, row),
         _ => null,
     };
 
@@ -60,15 +61,6 @@ internal static class GgufQuantization
 
     /// <summary>The readable types, for messages.</summary>
     public static string ReadableTypes => string.Join(", ", Enum.GetValues<GgmlType>().Where(IsReadable));
-
-    private static void Q8_0Dequantize(ReadOnlySpan<byte> blocks, Span<float> row)
-    {
-        for (int b = 0; b < row.Length / 32; b++)
-        {
-            float d = (float)System.Buffers.Binary.BinaryPrimitives.ReadHalfLittleEndian(blocks.Slice(b * 34));
-            for (int i = 0; i < 32; i++) row[b * 32 + i] = d * (sbyte)blocks[b * 34 + 2 + i];
-        }
-    }
 }
 
 /// <summary>
