@@ -159,17 +159,18 @@ public sealed class ConcurrencyCampaignTests(ITestOutputHelper output)
     public async Task Thirty_two_conversations_of_ten_tool_turns_equal_their_sequential_replay(bool stored, long sessionBytes, int maxBatch)
     {
         var scripts = Scripts();
-        var clock = Stopwatch.StartNew();
 
-        // 1. All 32 conversations at once.
-        TurnResult[][] concurrent;
-        List<string> concurrentPrompts;
+        // 1. All 32 conversations at once, and 2. the same scripts one at a time on a fresh engine and client. The two
+        //    runs share nothing (own engine, client, tools and prompt capture), so they run side by side: each result
+        //    depends only on its own engine, and the replay still has exactly one request in flight at any time.
         var concurrentTools = new Tools();
-        long hits, peakBatch;
-        using (var granite = new GraniteChatClient(CampaignTools.NewEngine(sessionBytes, maxBatch), new GraniteChatClientOptions { ModelPath = CampaignTools.ModelDir, StoreConversations = stored }, ownsEngine: true))
-        using (var capture = new PromptCapture(granite))
-        using (var client = Pipeline(granite))
+        var sequentialTools = new Tools();
+        var concurrentRun = Task.Run(async () =>
         {
+            var clock = Stopwatch.StartNew();
+            using var granite = new GraniteChatClient(CampaignTools.NewEngine(sessionBytes, maxBatch), new GraniteChatClientOptions { ModelPath = CampaignTools.ModelDir, StoreConversations = stored }, ownsEngine: true);
+            using var capture = new PromptCapture(granite);
+            using var client = Pipeline(granite);
             var start = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             var runs = scripts.Select(script => Task.Run(async () =>
             {
@@ -177,33 +178,30 @@ public sealed class ConcurrencyCampaignTests(ITestOutputHelper output)
                 return await RunConversationAsync(client, granite.Engine.Tokenizer, script, concurrentTools, stored);
             })).ToArray();
             start.SetResult();
-            concurrent = await Task.WhenAll(runs);
+            var results = await Task.WhenAll(runs);
             await granite.Engine.RunOnInferenceThreadAsync(() => 0); // queued session repairs have run
-            concurrentPrompts = capture.Prompts.ToList();
+            var prompts = capture.Prompts.ToList();
             var sessions = granite.Engine.Sessions;
             sessions.CheckConsistency().Should().BeEmpty("the session store's bookkeeping matches what it holds after the concurrent run");
             sessions.StoredBytes.Should().BeLessThanOrEqualTo(sessions.BudgetBytes);
-            hits = sessions.Hits;
-            peakBatch = granite.Engine.PeakDecodeBatch;
             if (stored) granite.StoredConversationCount.Should().Be(Conversations);
-        }
-        var concurrentTime = clock.Elapsed;
-
-        // 2. The same scripts one at a time on a fresh engine and client.
-        clock.Restart();
-        var sequential = new TurnResult[Conversations][];
-        var sequentialTools = new Tools();
-        int sequentialPrompts;
-        using (var granite = new GraniteChatClient(CampaignTools.NewEngine(sessionBytes, maxBatch), new GraniteChatClientOptions { ModelPath = CampaignTools.ModelDir, StoreConversations = stored }, ownsEngine: true))
-        using (var capture = new PromptCapture(granite))
-        using (var client = Pipeline(granite))
+            return (Results: results, Prompts: prompts, Hits: sessions.Hits, PeakBatch: granite.Engine.PeakDecodeBatch, Time: clock.Elapsed);
+        });
+        var sequentialRun = Task.Run(async () =>
         {
+            var clock = Stopwatch.StartNew();
+            var results = new TurnResult[Conversations][];
+            using var granite = new GraniteChatClient(CampaignTools.NewEngine(sessionBytes, maxBatch), new GraniteChatClientOptions { ModelPath = CampaignTools.ModelDir, StoreConversations = stored }, ownsEngine: true);
+            using var capture = new PromptCapture(granite);
+            using var client = Pipeline(granite);
             for (int c = 0; c < Conversations; c++)
-                sequential[c] = await RunConversationAsync(client, granite.Engine.Tokenizer, scripts[c], sequentialTools, stored);
-            sequentialPrompts = capture.Prompts.Count;
+                results[c] = await RunConversationAsync(client, granite.Engine.Tokenizer, scripts[c], sequentialTools, stored);
             granite.Engine.PeakDecodeBatch.Should().Be(1, "the replay runs one request at a time");
-        }
-        var sequentialTime = clock.Elapsed;
+            return (Results: results, Prompts: capture.Prompts.Count, Time: clock.Elapsed);
+        });
+        await Task.WhenAll(concurrentRun, sequentialRun);
+        var (concurrent, concurrentPrompts, hits, peakBatch, concurrentTime) = await concurrentRun;
+        var (sequential, sequentialPrompts, sequentialTime) = await sequentialRun;
 
         // 3. Every turn equals its replay.
         for (int c = 0; c < Conversations; c++)
@@ -253,7 +251,7 @@ public sealed class ConcurrencyCampaignTests(ITestOutputHelper output)
         long input = concurrent.SelectMany(r => r).Sum(r => r.Input);
         cached.Should().BeGreaterThan(0);
         output.WriteLine($"stored={stored} budget={sessionBytes} maxBatch={maxBatch}: {concurrentPrompts.Count} model requests; concurrent {concurrentTime.TotalSeconds:F1} s " +
-            $"(peak batch {peakBatch}), sequential {sequentialTime.TotalSeconds:F1} s; cached input {cached}/{input} tokens; " +
+            $"(peak batch {peakBatch}), sequential {sequentialTime.TotalSeconds:F1} s (side by side); cached input {cached}/{input} tokens; " +
             $"output tokens {concurrent.SelectMany(r => r).Sum(r => r.Output)}");
     }
 }
