@@ -177,9 +177,12 @@ else if (mode == "prefill")
         foreach (int c in rowCounts) { slices.Add(x.narrow(0, row, c)); row += c; }
         Case($"experts [{n}x{k}] x{active.Length}", flop,
             ("blocked", () => blocked.Gemv.LinearGrouped(x, ws, rowCounts, 4096).Dispose()),
-            ("paired", () => { for (int i = 0; i < ws.Length; i++) paired.Gemv.Linear(slices[i], ws[i], null).Dispose(); }),
-            ("upcast+mkl", () => { for (int i = 0; i < ws.Length; i++) { using var w32 = ws[i].to_type(ScalarType.Float32); nn.functional.linear(slices[i], w32).Dispose(); } }),
-            ("native-bf16", () => { for (int i = 0; i < ws.Length; i++) { using var xb = slices[i].to_type(ScalarType.BFloat16); using var y = nn.functional.linear(xb, ws[i]); y.to_type(ScalarType.Float32).Dispose(); } }));
+            ("paired", () => { for (int i = 0; i < ws.Length; i++) paired.Gemv.Linear(slices[i], ws[i], null).Dispose(); }
+        ),
+            ("upcast+mkl", () => { for (int i = 0; i < ws.Length; i++) { using var w32 = ws[i].to_type(ScalarType.Float32); nn.functional.linear(slices[i], w32).Dispose(); } }
+        ),
+            ("native-bf16", () => { for (int i = 0; i < ws.Length; i++) { using var xb = slices[i].to_type(ScalarType.BFloat16); using var y = nn.functional.linear(xb, ws[i]); y.to_type(ScalarType.Float32).Dispose(); } }
+        ));
     }
     int denseRows = int.Parse(opts.GetValueOrDefault("rows", "512"), CultureInfo.InvariantCulture);
     foreach (var (n, k) in new[] { (6448L, 1536L), (1536L, 3072L), (2048L, 1536L), (1536L, 1024L) })
@@ -190,8 +193,10 @@ else if (mode == "prefill")
         double flop = 2.0 * denseRows * n * k;
         Case($"dense {denseRows}x[{n}x{k}]", flop,
             ("blocked", () => blocked.Gemv.Linear(x, w, null).Dispose()),
-            ("upcast+mkl", () => { using var w32 = w.to_type(ScalarType.Float32); nn.functional.linear(x, w32).Dispose(); }),
-            ("native-bf16", () => { using var xb = x.to_type(ScalarType.BFloat16); using var y = nn.functional.linear(xb, w); y.to_type(ScalarType.Float32).Dispose(); }));
+            ("upcast+mkl", () => { using var w32 = w.to_type(ScalarType.Float32); nn.functional.linear(x, w32).Dispose(); }
+        ),
+            ("native-bf16", () => { using var xb = x.to_type(ScalarType.BFloat16); using var y = nn.functional.linear(xb, w); y.to_type(ScalarType.Float32).Dispose(); }
+        ));
     }
 }
 else if (mode == "stream") Wall.Stream(threads, int.Parse(opts.GetValueOrDefault("mib", "1024"), CultureInfo.InvariantCulture), int.Parse(opts.GetValueOrDefault("rounds", "9"), CultureInfo.InvariantCulture));
