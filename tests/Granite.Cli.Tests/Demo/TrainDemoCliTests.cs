@@ -42,6 +42,17 @@ public class TrainDemoCliTests
             code2.Should().Be(2);
             err2.Should().Contain("trainer_state.json has seed = 4");
 
+            // With the constant schedule the weights after a step do not depend on --steps, so a later session may raise it.
+            var (code4, out4, err4) = await Run("train-demo", "--out", dir, "--seed", "4", "--steps", "3", "--batch", "1", "--merges", "300",
+                "--tokenizer-conversations", "30", "--hidden", "32", "--layers", "ma", "--eval", "0", "--checkpoint-every", "1", "--json");
+            code4.Should().Be(0, err4);
+            err4.Should().Contain("resumed at step 2");
+            JsonDocument.Parse(out4).RootElement.GetProperty("step").GetInt64().Should().Be(3);
+            var (code5, _, err5) = await Run("train-demo", "--out", dir, "--seed", "4", "--steps", "4", "--batch", "1", "--merges", "300",
+                "--tokenizer-conversations", "30", "--hidden", "32", "--layers", "ma", "--eval", "0", "--schedule", "cosine");
+            code5.Should().Be(2);
+            err5.Should().Contain("trainer_state.json has schedule = \"constant\"");
+
             var (code3, out3, err3) = await Run("eval-demo", "--model", dir, "--count", "1", "--json");
             code3.Should().Be(0, err3);
             JsonDocument.Parse(out3).RootElement.GetProperty("conversations").GetInt32().Should().Be(2);
