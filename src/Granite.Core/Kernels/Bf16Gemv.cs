@@ -129,7 +129,7 @@ internal sealed unsafe partial class Bf16Gemv
             if (_workers.Count == 1) { foreach (var job in jobs) job.Rows(0, (int)n); return y; }
             int block = (int)Math.Max(64, n / 4);
             int perGroup = (int)((n + block - 1) / block);
-            _workers.For(groups * perGroup, new GroupedBlocks(jobs, block, perGroup, (int)n));
+            _workers.For(groups * perGroup, new GroupedRowBlocks<Job>(jobs, block, perGroup, (int)n));
         }
         finally { NativeMemory.AlignedFree(pp); }
         return y;
@@ -173,30 +173,12 @@ internal sealed unsafe partial class Bf16Gemv
             // 8 for the blocked form's 8-row chunks; results do not depend on the blocking).
             int block = (Math.Max(16, n / (threads * 8)) + 7) / 8 * 8;
             int blocks = (n + block - 1) / block;
-            _workers.For(blocks, new Blocks(job, block, n));
+            _workers.For(blocks, new RowBlocks<Job>(job, block, n));
         }
         finally { NativeMemory.AlignedFree(pp); }
     }
 
-    private readonly struct Blocks(Job job, int block, int n) : IKernelLoop
-    {
-        public void Run(int index)
-        {
-            int start = index * block;
-            job.Rows(start, Math.Min(n, start + block));
-        }
-    }
-
-    private readonly struct GroupedBlocks(Job[] jobs, int block, int perGroup, int n) : IKernelLoop
-    {
-        public void Run(int index)
-        {
-            int start = index % perGroup * block;
-            jobs[index / perGroup].Rows(start, Math.Min(n, start + block));
-        }
-    }
-
-    private readonly partial struct Job
+    private readonly partial struct Job : IRowRangeJob
     {
         private readonly float* _x, _perm, _y;
         private readonly ushort* _w;

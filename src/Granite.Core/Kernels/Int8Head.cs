@@ -105,26 +105,21 @@ internal sealed unsafe class Int8Head
         fixed (sbyte* qp = _q)
         fixed (float* sp = _scales)
         {
-            var job = new Rows(isa, (float*)TorchNative.DataPointer(x32), (int)rows, qp, sp, N, K, (float*)TorchNative.DataPointer(y));
+            var job = new HeadJob(isa, (float*)TorchNative.DataPointer(x32), (int)rows, qp, sp, N, K, (float*)TorchNative.DataPointer(y));
             int threads = workers.Count;
-            if (threads == 1) job.Run(0, N);
+            if (threads == 1) job.Rows(0, N);
             else
             {
                 int block = Math.Max(16, N / (threads * 8)) / 4 * 4;
-                workers.For((N + block - 1) / block, new Blocks(job, block, N));
+                workers.For((N + block - 1) / block, new RowBlocks<HeadJob>(job, block, N));
             }
         }
         return y;
     }
 
-    private readonly struct Blocks(Rows job, int block, int n) : IKernelLoop
+    private readonly struct HeadJob(KernelIsa isa, float* x, int rows, sbyte* q, float* scales, int n, int k, float* y) : IRowRangeJob
     {
-        public void Run(int index) => job.Run(index * block, Math.Min(n, index * block + block));
-    }
-
-    private readonly struct Rows(KernelIsa isa, float* x, int rows, sbyte* q, float* scales, int n, int k, float* y)
-    {
-        public void Run(int from, int to)
+        public void Rows(int from, int to)
         {
             for (int r = from; r < to; r++)
             {

@@ -72,7 +72,7 @@ internal sealed unsafe class QuantGemv
                 int threads = _workers.Count;
                 if (threads == 1 || w.Rows * w.RowBytes < _parallelMinBytes) { job.Rows(0, n); return; }
                 int block = Math.Max(16, n / (threads * 8));
-                _workers.For((n + block - 1) / block, new Blocks(job, block, n));
+                _workers.For((n + block - 1) / block, new RowBlocks<Job>(job, block, n));
             }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(sums); }
@@ -122,7 +122,7 @@ internal sealed unsafe class QuantGemv
                 if (_workers.Count == 1) { foreach (var job in jobs) job.Rows(0, n); return y; }
                 int block = Math.Max(64, n / 4);
                 int perGroup = (n + block - 1) / block;
-                _workers.For(jobs.Length * perGroup, new GroupedBlocks(jobs, block, perGroup, n));
+                _workers.For(jobs.Length * perGroup, new GroupedRowBlocks<Job>(jobs, block, perGroup, n));
             }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(sums); }
@@ -146,26 +146,8 @@ internal sealed unsafe class QuantGemv
         return sums;
     }
 
-    private readonly struct Blocks(Job job, int block, int n) : IKernelLoop
-    {
-        public void Run(int index)
-        {
-            int start = index * block;
-            job.Rows(start, Math.Min(n, start + block));
-        }
-    }
-
-    private readonly struct GroupedBlocks(Job[] jobs, int block, int perGroup, int n) : IKernelLoop
-    {
-        public void Run(int index)
-        {
-            int start = index % perGroup * block;
-            jobs[index / perGroup].Rows(start, Math.Min(n, start + block));
-        }
-    }
-
     /// <summary>One call's operands; <see cref="Rows"/> computes a range of output rows for every input row.</summary>
-    private readonly struct Job(KernelIsa isa, QuantType type, float* x, float* sums, int rows, QuantizedWeight w, int n, int k, float* y)
+    private readonly struct Job(KernelIsa isa, QuantType type, float* x, float* sums, int rows, QuantizedWeight w, int n, int k, float* y) : IRowRangeJob
     {
         public void Rows(int from, int to)
         {
